@@ -1,0 +1,24 @@
+"""Models: torchvision baselines and one module per paper."""
+from __future__ import annotations
+
+from wbcstudy.models.baselines import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputAdapter,
+    count_parameters,
+    efficientnet_lite0,
+    resnet18,
+    resnet50,
+    with_input_adapter,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InputAdapter",
+    "count_parameters",
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet50",
+    "with_input_adapter",
+]

@@ -1,0 +1,244 @@
+"""The book's figures: one seaborn style and one fixed colour per cell class."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from wbcstudy.evaluate import expected_calibration_error, reliability_curve
+
+__all__ = [
+    "CLASS_COLOURS",
+    "UNKNOWN_CLASS_COLOUR",
+    "class_colour",
+    "class_palette",
+    "set_style",
+    "plot_confusion",
+    "plot_training_curves",
+    "montage",
+    "plot_reliability",
+]
+
+# seaborn's "colorblind" palette, one colour per class, the same in every chapter
+CLASS_COLOURS: dict[str, str] = {
+    "neutrophil": "#0173b2",
+    "lymphocyte": "#de8f05",
+    "monocyte": "#029e73",
+    "eosinophil": "#d55e00",
+    "basophil": "#cc78bc",
+    "ig": "#ca9161",
+    "erythroblast": "#fbafe4",
+    "platelet": "#949494",
+    "blast": "#ece133",
+    "normal": "#56b4e9",
+}
+UNKNOWN_CLASS_COLOUR = "#4d4d4d"
+
+_ALIASES: dict[str, str] = {
+    "immature_granulocyte": "ig",
+    "immature_granulocytes": "ig",
+    "thrombocyte": "platelet",
+    "thrombocytes": "platelet",
+    "lymphoblast": "blast",
+    "all": "blast",  # C-NMC: ALL (leukaemic blast) vs HEM (normal)
+    "hem": "normal",
+}
+
+
+def _canonical(name: str) -> str:
+    """Class name in CLASS_COLOURS form: lower case, underscores, singular, known aliases."""
+    key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    if key in CLASS_COLOURS:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    if key.endswith("s") and key[:-1] in CLASS_COLOURS:
+        return key[:-1]
+    return key
+
+
+def class_colour(name: str) -> str:
+    """The book's colour for a class name (case, plural and common synonyms tolerated)."""
+    return CLASS_COLOURS.get(_canonical(name), UNKNOWN_CLASS_COLOUR)
+
+
+def class_palette(class_names: Sequence[str]) -> list[str]:
+    """The book's colours for ``class_names``, in order."""
+    return [class_colour(name) for name in class_names]
+
+
+def set_style() -> None:
+    """Apply the book's figure style (seaborn whitegrid, colour-blind palette, readable sizes)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "axes.titleweight": "bold",
+            "image.cmap": "viridis",
+        }
+    )
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """``ax`` or the axes of a new figure."""
+    if ax is not None:
+        return ax
+    _, new_ax = plt.subplots(figsize=figsize)
+    return new_ax
+
+
+def plot_confusion(
+    cm: Any,
+    class_names: Sequence[str],
+    ax: Axes | None = None,
+    normalise: bool = True,
+    title: str | None = None,
+    cmap: str = "Blues",
+) -> Axes:
+    """Annotated confusion-matrix heatmap (rows: true class), row-normalised by default."""
+    counts = np.asarray(cm, dtype=np.float64)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"cm has shape {counts.shape}, expected ({k}, {k}) for {k} class names")
+    if normalise:
+        row_sums = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, row_sums, out=np.full_like(counts, np.nan), where=row_sums > 0)
+        fmt, vmax = ".2f", 1.0
+    else:
+        values, fmt, vmax = counts, ".0f", None
+    ax = _new_axes(ax, (1.0 + 0.6 * k, 0.6 + 0.55 * k))
+    sns.heatmap(
+        values,
+        ax=ax,
+        annot=True,
+        fmt=fmt,
+        cmap=cmap,
+        vmin=0.0,
+        vmax=vmax,
+        square=True,
+        cbar=True,
+        cbar_kws={"label": "fraction of the true class" if normalise else "count"},
+        xticklabels=list(class_names),
+        yticklabels=list(class_names),
+        annot_kws={"fontsize": 8 if k > 6 else 10},
+    )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    default = "Confusion matrix (row-normalised)" if normalise else "Confusion matrix (counts)"
+    ax.set_title(default if title is None else title)
+    return ax
+
+
+def plot_training_curves(
+    history: pd.DataFrame,
+    axes: Sequence[Axes] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Loss (train and validation) and validation accuracy per epoch, side by side."""
+    if "epoch" not in history.columns:
+        raise ValueError("history needs an 'epoch' column")
+    if axes is None:
+        fig, new_axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
+        loss_ax, acc_ax = new_axes
+    else:
+        loss_ax, acc_ax = axes
+        fig = loss_ax.figure
+    epoch = history["epoch"]
+    colours = {"train": "C0", "validation": "C1"}  # the same in both panels
+    for column, label, style in [("train_loss", "train", "-"), ("val_loss", "validation", "--")]:
+        if column in history.columns:
+            loss_ax.plot(epoch, history[column], style, color=colours[label], marker="o", markersize=3, label=label)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Loss")
+    for column, label, style in [("train_accuracy", "train", "-"), ("val_accuracy", "validation", "--")]:
+        if column in history.columns:
+            acc_ax.plot(epoch, history[column], style, color=colours[label], marker="o", markersize=3, label=label)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_title("Accuracy")
+    for ax in (loss_ax, acc_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title is not None:
+        fig.suptitle(title)
+    return fig
+
+
+def montage(
+    images: Any,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    title_colours: Sequence[str] | None = None,
+    tile_size: float = 1.6,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of images (uint8 NHWC, or NHW grayscale) with one title per tile."""
+    arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(f"images must be NHWC or NHW, got shape {arr.shape}")
+    n = arr.shape[0]
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{len(titles)} titles for {n} images")
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, (tile_size + 0.3) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        tile = arr[i]
+        if tile.shape[-1] == 1:
+            ax.imshow(tile[..., 0], cmap="gray", vmin=0, vmax=255 if tile.dtype == np.uint8 else None)
+        else:
+            ax.imshow(tile)
+        if titles is not None:
+            colour = title_colours[i] if title_colours is not None else "black"
+            ax.set_title(str(titles[i]), fontsize=8, color=colour)
+    if suptitle is not None:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(
+    y_true: Any,
+    y_prob: Any,
+    n_bins: int = 15,
+    ax: Axes | None = None,
+    label: str | None = None,
+    colour: str | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Reliability diagram: accuracy against mean top-label confidence per bin, with the ECE in the legend."""
+    curve = reliability_curve(y_true, y_prob, n_bins=n_bins)
+    ece = expected_calibration_error(y_true, y_prob, n_bins=n_bins)
+    ax = _new_axes(ax, (4.2, 4.0))
+    if "perfect calibration" not in ax.get_legend_handles_labels()[1]:
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    filled = curve[curve["count"] > 0]
+    name = f"{label} (ECE {ece:.3f})" if label else f"ECE {ece:.3f}"
+    ax.plot(filled["confidence"], filled["accuracy"], "-o", markersize=4, color=colour, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("confidence (top-label probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram" if title is None else title)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax

@@ -1,0 +1,147 @@
+"""Run chapter notebooks with papermill at a chosen profile, and build the book."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from wbcstudy.paths import project_root
+
+#: Chapters in book order (each is ``notebooks/<name>.ipynb``).
+CHAPTERS: tuple[str, ...] = ("data", "baseline")
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
+
+
+class ChapterError(ValueError):
+    """An unknown chapter or profile, or a profile file that does not fit its notebook."""
+
+
+def notebook_path(chapter: str) -> Path:
+    """The parameterised source notebook of a chapter."""
+    if chapter not in CHAPTERS:
+        raise ChapterError(f"unknown chapter {chapter!r}; chapters are: {', '.join(CHAPTERS)}")
+    return project_root() / "notebooks" / f"{chapter}.ipynb"
+
+
+def profile_path(chapter: str, profile: str) -> Path:
+    """The papermill parameter file of a chapter at a profile."""
+    if profile not in PROFILES:
+        raise ChapterError(f"unknown profile {profile!r}; profiles are: {', '.join(PROFILES)}")
+    return project_root() / "notebooks" / "params" / chapter / f"{profile}.yml"
+
+
+def output_path(chapter: str, profile: str) -> Path:
+    """Where the executed notebook goes: the book (cpu), the regression copies (smoke) or build/ (paper)."""
+    root = project_root()
+    return {
+        "cpu": root / "book" / "chapters" / f"{chapter}.ipynb",
+        "smoke": root / "tests" / "regression" / f"{chapter}.ipynb",
+        "paper": root / "build" / "paper" / f"{chapter}.ipynb",
+    }[profile]
+
+
+def load_profile(chapter: str, profile: str) -> dict:
+    """Parameters of a profile file (an empty file means the notebook's cpu defaults)."""
+    path = profile_path(chapter, profile)
+    if not path.is_file():
+        raise ChapterError(f"no profile file {path} for chapter {chapter!r} at profile {profile!r}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ChapterError(f"{path} must hold a mapping of parameter names to values")
+    return params
+
+
+def parameters_cell(chapter: str) -> dict[str, object]:
+    """Names and default values assigned in the notebook's single ``parameters`` cell."""
+    nb = json.loads(notebook_path(chapter).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ChapterError(f"{notebook_path(chapter)} must have exactly one cell tagged 'parameters', found {len(cells)}")
+    source = "".join(cells[0]["source"])
+    values: dict[str, object] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            values[node.target.id] = ast.literal_eval(node.value) if node.value is not None else None
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    values[target.id] = ast.literal_eval(node.value)
+    return values
+
+
+def check_profile(chapter: str, profile: str) -> dict:
+    """A profile's parameters, after checking that each one is defined by the notebook with a compatible type."""
+    params = load_profile(chapter, profile)
+    defaults = parameters_cell(chapter)
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ChapterError(
+            f"{profile_path(chapter, profile)} sets {unknown}, which the parameters cell of "
+            f"{notebook_path(chapter)} does not define"
+        )
+    for name, value in params.items():
+        default = defaults[name]
+        if default is None or value is None:
+            continue
+        same = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+        if not same or (isinstance(default, int) and isinstance(value, bool) != isinstance(default, bool)):
+            raise ChapterError(
+                f"{profile_path(chapter, profile)}: {name}={value!r} has type {type(value).__name__}, "
+                f"the notebook's default {default!r} is {type(default).__name__}"
+            )
+    return params
+
+
+def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None) -> Path:
+    """Execute one chapter with papermill at a profile; returns the executed notebook's path."""
+    import papermill
+
+    params = check_profile(chapter, profile)
+    params["profile"] = profile
+    out = Path(output) if output else output_path(chapter, profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook_path(chapter)),
+        str(out),
+        parameters=params,
+        cwd=str(project_root()),
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=False,
+    )
+    seconds = time.perf_counter() - start
+    record_timing(chapter, profile, seconds)
+    return out
+
+
+def record_timing(chapter: str, profile: str, seconds: float) -> None:
+    """Keep the latest wall-clock time of each chapter and profile in ``book/results/timings.json``."""
+    path = project_root() / "book" / "results" / "timings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings.setdefault(chapter, {})[profile] = round(seconds, 1)
+    path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+
+def build_book(strict: bool = True) -> Path:
+    """Build the HTML book with Jupyter Book 1 (warnings are errors when ``strict``)."""
+    root = project_root()
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root / "build")]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    subprocess.run(cmd, check=True, cwd=root)
+    return root / "build" / "_build" / "html" / "index.html"
+
+
+def run_book(profile: str = "cpu", chapters: tuple[str, ...] = CHAPTERS) -> Path:
+    """Execute every chapter at a profile, then build the book."""
+    for chapter in chapters:
+        print(f"[wbcstudy] running {chapter} ({profile})", flush=True)
+        run_chapter(chapter, profile)
+    return build_book()
