@@ -22,3 +22,8 @@ __all__ = [
     "resnet50",
     "with_input_adapter",
 ]
+
+from wbcstudy.models.dcgan import Discriminator, Generator, generate, train_dcgan  # noqa: E402
+from wbcstudy.models.wnet import RowLSTM, WNet, WNetSVM, alexnet, vgg16  # noqa: E402
+
+__all__ += ["Discriminator", "Generator", "generate", "train_dcgan", "RowLSTM", "WNet", "WNetSVM", "alexnet", "vgg16"]

@@ -1,0 +1,265 @@
+"""DCGAN (Radford et al. 2016) at 32 or 64 px, unconditional (one GAN per class, as paper 002) or class-conditional.
+
+Generator: a transposed-conv stack (4×4 kernels) growing a 1×1 noise vector to 4×4 and
+doubling to ``image_size``, with BatchNorm and ReLU between layers and Tanh at the end.
+Discriminator: strided 4×4 convolutions with LeakyReLU(0.2) and BatchNorm (none on the
+first layer), ending in one logit per image. Weights start from N(0, 0.02), BatchNorm
+scales from N(1, 0.02). With ``num_classes=None`` both are unconditional — train one pair
+per class to follow the paper's "DCGAN per class"; with ``num_classes=C`` a learned class
+embedding is concatenated to the noise and a learned per-class H×W label map is
+concatenated to the image as a fourth channel.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+__all__ = ["Generator", "Discriminator", "init_dcgan_weights", "train_dcgan", "generate",
+           "to_tanh_range", "from_tanh_range"]
+
+IMAGE_SIZES: tuple[int, ...] = (32, 64)
+
+
+def _n_doublings(image_size: int) -> int:
+    """Number of ×2 up-/down-sampling layers between 4×4 and ``image_size`` (3 at 32 px, 4 at 64 px)."""
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
+    return int(math.log2(image_size)) - 2
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """DCGAN generator: noise (+ class embedding) → ConvTranspose2d–BN–ReLU blocks → Tanh image in [−1, 1]."""
+
+    def __init__(self, nz: int = 100, num_classes: int | None = None, ngf: int = 64, image_size: int = 64,
+                 embed_dim: int | None = None) -> None:
+        """Layers for ``image_size`` px RGB output; ``num_classes`` adds an ``embed_dim``-wide (default num_classes) label embedding."""
+        super().__init__()
+        n_up = _n_doublings(image_size)
+        self.nz, self.num_classes, self.ngf, self.image_size = nz, num_classes, ngf, image_size
+        self.embedding: nn.Embedding | None = None
+        in_channels = nz
+        if num_classes is not None:
+            embed_dim = embed_dim or num_classes
+            self.embedding = nn.Embedding(num_classes, embed_dim)
+            in_channels += embed_dim
+        channels = ngf * 2 ** (n_up - 1)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(in_channels, channels, 4, 1, 0, bias=False),  # 1×1 → 4×4
+                                   nn.BatchNorm2d(channels), nn.ReLU(True)]
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        layers += [nn.ConvTranspose2d(channels, 3, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (N, 3, S, S) in [−1, 1] from noise (N, nz) and, when conditional, class labels (N,)."""
+        z = z.reshape(z.shape[0], self.nz, 1, 1)
+        if self.embedding is not None:
+            if labels is None:
+                raise ValueError("a class-conditional generator needs labels")
+            z = torch.cat([z, self.embedding(labels).reshape(z.shape[0], -1, 1, 1)], dim=1)
+        elif labels is not None:
+            raise ValueError("an unconditional generator takes no labels")
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: strided Conv–BN–LeakyReLU(0.2) blocks → one real/fake logit per image (+ label map channel)."""
+
+    def __init__(self, num_classes: int | None = None, ndf: int = 64, image_size: int = 64) -> None:
+        """Layers for ``image_size`` px RGB input; ``num_classes`` adds a learned H×W label map as a fourth input channel."""
+        super().__init__()
+        n_down = _n_doublings(image_size)
+        self.num_classes, self.ndf, self.image_size = num_classes, ndf, image_size
+        self.label_map: nn.Embedding | None = None
+        in_channels = 3
+        if num_classes is not None:
+            self.label_map = nn.Embedding(num_classes, image_size * image_size)
+            in_channels += 1
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        channels = ndf
+        for _ in range(n_down - 1):
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
+                       nn.LeakyReLU(0.2, inplace=True)]
+            channels *= 2
+        layers += [nn.Conv2d(channels, 1, 4, 1, 0, bias=False)]  # 4×4 → 1×1
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Real/fake logits (N,) of images (N, 3, S, S) in [−1, 1] and, when conditional, their class labels (N,)."""
+        if self.label_map is not None:
+            if labels is None:
+                raise ValueError("a class-conditional discriminator needs labels")
+            maps = self.label_map(labels).reshape(x.shape[0], 1, self.image_size, self.image_size)
+            x = torch.cat([x, maps.to(x.dtype)], dim=1)
+        elif labels is not None:
+            raise ValueError("an unconditional discriminator takes no labels")
+        return self.net(x).reshape(x.shape[0])
+
+
+def to_tanh_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images → float32 NCHW in [−1, 1] (x / 127.5 − 1)."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def from_tanh_range(images: torch.Tensor) -> np.ndarray:
+    """Float NCHW images in [−1, 1] → uint8 NHWC NumPy array (rounded, clipped to 0–255)."""
+    pixels = ((images.detach().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _as_tensor(array: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor of the given dtype (no copy when it already is one)."""
+    return torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array).to(dtype)
+
+
+def train_dcgan(
+    generator: Generator,
+    discriminator: Discriminator,
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | Sequence[int] | None = None,
+    epochs: int = 1,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    seed: int = 0,
+    progress: bool = False,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Train a DCGAN pair on uint8 NHWC images (scaled to [−1, 1]); per-epoch d_loss, g_loss, d_real, d_fake, seconds.
+
+    A GAN is a two-player game — each batch takes one discriminator step (real images →
+    1, generated → 0) and then one generator step (generated → 1, the non-saturating
+    loss), each with its own Adam optimiser — so it has its own loop rather than
+    ``wbcstudy.train.fit``, which trains one model on one loss. Losses are binary
+    cross-entropy on the discriminator's logits. ``labels`` (one class index per image)
+    are required for conditional models, and generated images in a batch take the real
+    batch's labels. ``d_real`` and ``d_fake`` are the mean probabilities the
+    discriminator gave real and generated images in its step. Shuffling and noise come
+    from a generator seeded with ``seed``, so on CPU the same seed and initial weights
+    give the same history. Batches are dropped at the end of an epoch when incomplete
+    (BatchNorm needs more than one image); the models are trained in place.
+    """
+    from wbcstudy.train import select_device
+
+    x_all = _as_tensor(images, torch.uint8)
+    if x_all.ndim != 4 or x_all.shape[-1] != 3 or x_all.shape[1] != generator.image_size:
+        raise ValueError(f"expected uint8 images (N, {generator.image_size}, {generator.image_size}, 3), got {tuple(x_all.shape)}")
+    conditional = generator.num_classes is not None
+    if conditional != (discriminator.num_classes is not None):
+        raise ValueError("generator and discriminator must both be conditional or both unconditional")
+    if conditional and labels is None:
+        raise ValueError("conditional models need labels")
+    y_all = _as_tensor(labels, torch.long) if conditional else None
+    if y_all is not None and len(y_all) != len(x_all):
+        raise ValueError(f"{len(x_all)} images but {len(y_all)} labels")
+    n = len(x_all)
+    if n < 2:
+        raise ValueError("need at least two images")
+    dev = select_device(device)
+    rng = torch.Generator().manual_seed(seed)
+    generator.to(dev).train()
+    discriminator.to(dev).train()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+    batch_size = min(batch_size, n)
+    n_batches = n // batch_size  # drop the incomplete last batch
+    history: list[dict[str, float]] = []
+    for epoch in tqdm(range(1, epochs + 1), desc="dcgan epochs", disable=not progress, file=sys.stdout,
+                      mininterval=5, ascii=True, leave=False):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=rng)
+        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        for b in range(n_batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            real = to_tanh_range(x_all[idx]).to(dev)
+            y = y_all[idx].to(dev) if y_all is not None else None
+            z = torch.randn(len(idx), generator.nz, generator=rng).to(dev)
+            fake = generator(z, y)
+
+            real_logits = discriminator(real, y)
+            fake_logits = discriminator(fake.detach(), y)
+            d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                      + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            g_logits = discriminator(fake, y)
+            g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+
+            sums["d_loss"] += float(d_loss.detach())
+            sums["g_loss"] += float(g_loss.detach())
+            sums["d_real"] += float(torch.sigmoid(real_logits.detach()).mean())
+            sums["d_fake"] += float(torch.sigmoid(fake_logits.detach()).mean())
+        row: dict[str, float] = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}}
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+    return pd.DataFrame(history)
+
+
+@torch.inference_mode()
+def generate(
+    generator: Generator,
+    n: int,
+    labels: int | Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """``n`` generated images as a uint8 NHWC array (0–255), from seeded noise; ``labels`` is one class or one per image.
+
+    The generator runs in eval mode (BatchNorm with its running statistics) and is put
+    back in its previous mode afterwards.
+    """
+    conditional = generator.num_classes is not None
+    if conditional and labels is None:
+        raise ValueError("a class-conditional generator needs labels")
+    y_all: torch.Tensor | None = None
+    if labels is not None:
+        y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        y_all = y_all.expand(n).clone() if y_all.ndim == 0 else y_all
+        if len(y_all) != n:
+            raise ValueError(f"{n} images asked for but {len(y_all)} labels given")
+    dev = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    was_training = generator.training
+    generator.eval()
+    out = []
+    try:
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            z = torch.randn(m, generator.nz, generator=rng).to(dev)
+            y = y_all[i:i + m].to(dev) if y_all is not None else None
+            out.append(from_tanh_range(generator(z, y)))
+    finally:
+        generator.train(was_training)
+    if not out:
+        return np.zeros((0, generator.image_size, generator.image_size, 3), dtype=np.uint8)
+    return np.concatenate(out)
