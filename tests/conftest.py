@@ -1,9 +1,21 @@
-"""Shared test set-up: point the data root at the mirror beside the checkout when none is set."""
+"""Shared test set-up: the data root defaults to the mirror beside the checkout; a one-thread fixture for small models."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pytest
+import torch
+
 _MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "WBCSTUDY_DATA" not in os.environ and _MIRROR.is_dir():
     os.environ["WBCSTUDY_DATA"] = str(_MIRROR)  # the mirror every checkout has beside it (CI sets it explicitly)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small models: they only slow down when the two cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

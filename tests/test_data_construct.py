@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from wbcstudy.paths import data_root, manifests_dir, project_root
+from wbcstudy.paths import data_root, manifests_dir
 
-_MIRROR = project_root().parent / "shared" / "data"
 
 from wbcstudy.data import PBC_CLASSES, PBC_WBC_CLASSES, build_manifests, inventory, load_manifest  # noqa: E402
 from wbcstudy.data import cache as cache_mod  # noqa: E402

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import os
 import shutil
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from wbcstudy.paths import data_root, project_root
+from wbcstudy.paths import data_root
 
-_MIRROR = project_root().parent / "shared" / "data"
 
 from wbcstudy.data import (  # noqa: E402
     PBC_CLASSES,

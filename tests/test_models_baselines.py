@@ -9,13 +9,7 @@ from torchvision import models as tv_models
 from wbcstudy.models import baselines as bl
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these small forward passes only slow down when cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _basic_block_params(c_in: int, c_out: int, downsample: bool) -> int:
