@@ -127,12 +127,22 @@ def record_timing(chapter: str, profile: str, seconds: float) -> None:
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings.setdefault(chapter, {})[profile] = round(seconds, 1)
     path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    (project_root() / "book" / "timings_table.md").write_text(timings_table(timings))
+
+
+def timings_table(timings: dict[str, dict[str, float]]) -> str:
+    """A Markdown table of wall-clock seconds per chapter (rows, in book order) and profile (columns)."""
+    lines = ["| chapter | " + " | ".join(f"`{p}` (s)" for p in PROFILES) + " |", "|---" * (len(PROFILES) + 1) + "|"]
+    for chapter in [c for c in CHAPTERS if c in timings] + sorted(set(timings) - set(CHAPTERS)):
+        cells = [f"{timings[chapter][p]:.1f}" if p in timings[chapter] else "not run" for p in PROFILES]
+        lines.append(f"| {chapter} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def build_book(strict: bool = True) -> Path:
     """Build the HTML book with Jupyter Book 1 (warnings are errors when ``strict``)."""
     root = project_root()
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root / "build")]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(root / "build")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     subprocess.run(cmd, check=True, cwd=root)

@@ -1,0 +1,42 @@
+"""The book: every chapter executed and listed, built with Jupyter Book 1 (warnings as errors), within its time budgets."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from wbcstudy import run
+from wbcstudy.paths import project_root
+
+
+def test_every_chapter_is_executed_into_the_book_and_the_toc():
+    root = project_root()
+    toc = (root / "_toc.yml").read_text()
+    for chapter in run.CHAPTERS:
+        assert (root / "book" / "chapters" / f"{chapter}.ipynb").is_file(), f"run `wbcstudy run {chapter}`"
+        assert (root / "tests" / "regression" / f"{chapter}.ipynb").is_file(), "run `wbcstudy regression`"
+        assert f"book/chapters/{chapter}" in toc
+        assert (root / "book" / "results" / f"{chapter}.json").is_file()
+
+
+def test_book_builds_without_warnings(tmp_path):
+    root = project_root()
+    proc = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    for chapter in run.CHAPTERS:
+        page = (html / "book" / "chapters" / f"{chapter}.html").read_text()
+        assert "<img" in page, f"{chapter}: the rendered chapter has no figures"
+
+
+def test_recorded_chapter_times_are_within_the_profile_budgets():
+    """The wall-clock times `wbcstudy run` recorded for the book: smoke < 90 s, cpu < 15 min per chapter."""
+    import json
+
+    timings = json.loads((project_root() / "book" / "results" / "timings.json").read_text())
+    budgets = {"smoke": 90.0, "cpu": 900.0}
+    for chapter in run.CHAPTERS:
+        for profile, budget in budgets.items():
+            assert profile in timings[chapter], f"{chapter} has no recorded {profile} run"
+            assert timings[chapter][profile] < budget, f"{chapter} took {timings[chapter][profile]} s at {profile}"
