@@ -6,7 +6,6 @@ checkpoint ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -319,8 +318,3 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 256, devi
             logits = logits_of(model(xb))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy of a model (e.g. to fine-tune a pre-trained network without changing the original)."""
-    return copy.deepcopy(model)
