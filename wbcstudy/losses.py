@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from wbcstudy.train import logits_of
+
 __all__ = ["multiclass_hinge_loss"]
 
 
@@ -24,7 +26,7 @@ def multiclass_hinge_loss(scores: object, target: torch.Tensor, reduction: str =
     ``reduction="none"`` returns the per-sample mean over classes, ``"sum"`` the sum of those.
     The gradient is zero for every class whose margin ``t·y`` is at least 1.
     """
-    scores = scores[0] if isinstance(scores, (tuple, list)) else scores  # type: ignore[index]
+    scores = logits_of(scores)
     if not isinstance(scores, torch.Tensor) or scores.ndim != 2:
         raise ValueError(f"scores must be an (N, C) tensor, got {getattr(scores, 'shape', type(scores))}")
     target = torch.as_tensor(target, dtype=torch.long, device=scores.device)
