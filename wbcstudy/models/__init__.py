@@ -11,6 +11,8 @@ from wbcstudy.models.baselines import (
     resnet50,
     with_input_adapter,
 )
+from wbcstudy.models.dcgan import Discriminator, Generator, generate, train_dcgan
+from wbcstudy.models.wnet import RowLSTM, WNet, WNetSVM, alexnet, vgg16
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -21,9 +23,13 @@ __all__ = [
     "resnet18",
     "resnet50",
     "with_input_adapter",
+    "Discriminator",
+    "Generator",
+    "generate",
+    "train_dcgan",
+    "RowLSTM",
+    "WNet",
+    "WNetSVM",
+    "alexnet",
+    "vgg16",
 ]
-
-from wbcstudy.models.dcgan import Discriminator, Generator, generate, train_dcgan  # noqa: E402
-from wbcstudy.models.wnet import RowLSTM, WNet, WNetSVM, alexnet, vgg16  # noqa: E402
-
-__all__ += ["Discriminator", "Generator", "generate", "train_dcgan", "RowLSTM", "WNet", "WNetSVM", "alexnet", "vgg16"]
