@@ -273,3 +273,23 @@ def test_rgb_to_hsv_matches_colorsys() -> None:
     diff = (single - hsv[0].float()).abs()
     diff[0] = torch.minimum(diff[0], 1 - diff[0])
     assert diff.max() < 1e-5
+
+
+def test_area_downsample_averages_blocks() -> None:
+    from wbcstudy.data import area_downsample
+
+    img = np.zeros((1, 4, 4, 3), dtype=np.uint8)
+    img[0, :2, :2] = [0, 10, 255]
+    img[0, 0, 0] = [4, 10, 255]  # block mean of channel 0: 4/4 = 1
+    img[0, 2:, 2:, 1] = 201  # block (1, 1): 201 in channel 1
+    out = area_downsample(img, 2)
+    assert out.shape == (1, 2, 2, 3) and out.dtype == np.uint8
+    assert out[0, 0, 0].tolist() == [1, 10, 255]
+    assert out[0, 1, 1].tolist() == [0, 201, 0] and out[0, 0, 1].tolist() == [0, 0, 0]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+    expected = np.rint(x.reshape(3, 2, 4, 2, 4, 3).mean(axis=(2, 4)))
+    assert np.array_equal(area_downsample(x, 4), expected.astype(np.uint8))
+    assert np.array_equal(area_downsample(x, 1), x)
+    with pytest.raises(ValueError, match="divisor"):
+        area_downsample(x, 3)

@@ -234,3 +234,17 @@ def test_bootstrap_auroc_weights_equal_ranking_each_resample() -> None:
         fast = ev._auroc_bootstrap(y_true, prob, idx)
         direct = [np.mean([skm.roc_auc_score(y_true[i] == k, prob[i, k]) for k in range(4)]) for i in idx]
         np.testing.assert_allclose(fast, direct)
+
+
+def test_per_fold_metrics_hand_case():
+    import pandas as pd
+
+    pred = pd.DataFrame({"fold": [0, 0, 0, 0, 1, 1, 1, 1], "y": [0, 0, 1, 1, 0, 1, 1, 1],
+                         "pred": [0, 1, 1, 1, 0, 1, 0, 0]})
+    table = ev.per_fold_metrics(pred, ["a", "b"])
+    assert list(table.index) == [0, 1]
+    assert table.loc[0, "a"] == 0.5 and table.loc[0, "b"] == 1.0 and table.loc[0, "balanced_accuracy"] == 0.75
+    assert table.loc[1, "a"] == 1.0 and table.loc[1, "b"] == pytest.approx(1 / 3)
+    assert table.loc[1, "accuracy"] == 0.5
+    # fold 1: precision a = 1/3, b = 1/1 → macro 2/3
+    assert table.loc[1, "macro_precision"] == pytest.approx(2 / 3)

@@ -1,6 +1,7 @@
 """The shared training loop: learning, determinism, resume, best-epoch selection, devices."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -100,3 +101,36 @@ def test_flips_and_rot90_only_permutes_pixels():
     assert y.shape == x.shape
     assert torch.equal(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
     assert (y != x).flatten(1).any(1).float().mean() > 0.5  # most images were transformed
+
+
+def test_cross_validate_predicts_each_fold_once_with_a_fresh_model(one_thread):
+    from wbcstudy.train import cross_validate
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(90, 2)).astype(np.float32))
+    y = (x[:, 0] > 0).long().numpy()
+    folds = np.arange(90) % 3
+    made = []
+
+    def make():
+        made.append(nn.Linear(2, 2))
+        return made[-1]
+
+    cfg = TrainConfig(epochs=20, batch_size=16, lr=0.1, progress=False, device="cpu", precision="fp32", channels_last=False)
+    cv = cross_validate(make, x, y, folds, cfg, keep_models=True)
+    assert len(made) == 3 and sorted(cv.models) == [0, 1, 2]
+    p = cv.predictions
+    assert sorted(p["row"]) == list(range(90))  # every image predicted exactly once
+    assert (p["fold"].to_numpy() == folds[p["row"]]).all() and (p["y"].to_numpy() == y[p["row"]]).all()
+    assert np.allclose(p[["p0", "p1"]].sum(1), 1.0)
+    assert (p["pred"] == p["y"]).mean() > 0.9  # a linearly separable problem
+    assert cv.train_sizes == {0: 60, 1: 60, 2: 60}
+    # a fold's model predicts exactly what the table says for that fold
+    rows = torch.from_numpy(p[p["fold"] == 1]["row"].to_numpy().copy())
+    with torch.no_grad():
+        expected = cv.models[1](x[rows]).argmax(1).numpy()
+    assert (expected == p[p["fold"] == 1]["pred"].to_numpy()).all()
+    limited = cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[2], train_limit=30)
+    assert limited.train_sizes == {2: 30} and set(limited.predictions["fold"]) == {2}
+    with pytest.raises(ValueError, match="no images"):
+        cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[5])

@@ -392,3 +392,15 @@ def mean_and_spread(values: ArrayLike) -> tuple[float, float, float, float]:
         return (math.nan, math.nan, math.nan, math.nan)
     std = float(arr.std(ddof=1)) if arr.size > 1 else math.nan
     return (float(arr.mean()), std, float(arr.min()), float(arr.max()))
+
+
+def per_fold_metrics(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per fold of cross-validation predictions (columns fold, y, pred): per-class accuracy (recall) and
+    balanced accuracy, accuracy, macro precision, recall and F1."""
+    rows = []
+    for fold, part in predictions.groupby("fold", sort=True):
+        y, pred = part["y"].to_numpy(), part["pred"].to_numpy()
+        m = classification_metrics(y, pred, labels=list(range(len(classes))))
+        recall = per_class_recall(y, pred, len(classes))
+        rows.append({"fold": fold, **dict(zip(classes, recall)), **m})
+    return pd.DataFrame(rows).set_index("fold")

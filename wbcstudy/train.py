@@ -318,3 +318,64 @@ def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 256, devi
             logits = logits_of(model(xb))
         out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
+
+
+@dataclass
+class CrossValResult:
+    """Held-out predictions of a k-fold cross-validation, one row per image, and each fold's training facts."""
+
+    predictions: pd.DataFrame  # columns: fold, row (index into the images), y, pred, p0..p{C-1}
+    histories: dict[int, pd.DataFrame]
+    seconds: dict[int, float]
+    train_sizes: dict[int, int]
+    models: dict[int, nn.Module]  # filled only with keep_models=True
+
+
+def cross_validate(
+    make_model: Callable[[], nn.Module],
+    images: torch.Tensor,
+    labels: Sequence[int] | np.ndarray,
+    folds: Sequence[int] | np.ndarray,
+    config: TrainConfig,
+    fold_ids: Sequence[int] | None = None,
+    train_limit: int | None = None,
+    augment: Augment | None = None,
+    loss_fn: LossFn | None = None,
+    n_classes: int | None = None,
+    keep_models: bool = False,
+) -> CrossValResult:
+    """k-fold cross-validation: for each fold f, train a fresh ``make_model()`` on the other folds and predict fold f.
+
+    ``folds`` gives each image's fold (from a manifest, fixed before training). Every model is
+    trained for ``config.epochs`` epochs and the last epoch is kept: the held-out fold is the
+    test set and chooses nothing. ``train_limit`` trains on a stratified subset of that many
+    images of the other folds, drawn with seed ``fold`` so that every model compared on a fold
+    sees the same images. ``fold_ids`` restricts the run to some folds (default: all, sorted).
+    """
+    from wbcstudy.data.transforms import stratified_subset
+
+    y_all = np.asarray(labels, dtype=np.int64)
+    fold_arr = np.asarray(folds)
+    if not (len(images) == len(y_all) == len(fold_arr)):
+        raise ValueError(f"images, labels and folds differ in length: {len(images)}, {len(y_all)}, {len(fold_arr)}")
+    n_classes = n_classes or int(y_all.max()) + 1
+    fold_ids = sorted(int(f) for f in np.unique(fold_arr)) if fold_ids is None else [int(f) for f in fold_ids]
+    missing = sorted(set(fold_ids) - set(int(f) for f in np.unique(fold_arr)))
+    if missing:
+        raise ValueError(f"folds {missing} have no images")
+    frames, histories, seconds, sizes, models = [], {}, {}, {}, {}
+    for fold in fold_ids:
+        train_idx = np.flatnonzero(fold_arr != fold)
+        test_idx = np.flatnonzero(fold_arr == fold)
+        if train_limit:
+            train_idx = train_idx[stratified_subset(y_all[train_idx], train_limit, seed=fold)]
+        result = fit(make_model(), (images[train_idx], torch.from_numpy(y_all[train_idx])), None, config,
+                     augment=augment, loss_fn=loss_fn, n_classes=n_classes)
+        prob = predict_proba(result.model, images[test_idx], batch_size=config.eval_batch_size, device=config.device,
+                             precision=config.precision)
+        frame = pd.DataFrame({"fold": fold, "row": test_idx, "y": y_all[test_idx], "pred": prob.argmax(1)})
+        frames.append(pd.concat([frame, pd.DataFrame(prob, columns=[f"p{k}" for k in range(prob.shape[1])])], axis=1))
+        histories[fold], seconds[fold], sizes[fold] = result.history, result.seconds, len(train_idx)
+        if keep_models:
+            models[fold] = result.model
+    return CrossValResult(pd.concat(frames, ignore_index=True), histories, seconds, sizes, models)

@@ -17,7 +17,7 @@ from wbcstudy.data.readers import (
 )
 from wbcstudy.data.construct import SEED, build_manifests, inventory, load_manifest
 from wbcstudy.data.cache import cached_images, load_split_arrays
-from wbcstudy.data.transforms import channel_mean_std, rgb_to_hsv, stratified_subset
+from wbcstudy.data.transforms import area_downsample, channel_mean_std, rgb_to_hsv, stratified_subset
 
 __all__ = [
     "SOURCES",
@@ -45,6 +45,7 @@ __all__ = [
     "read_wbcatt",
     "read_zheng",
     "rgb_to_hsv",
+    "area_downsample",
     "channel_mean_std",
     "stratified_subset",
     "verify",

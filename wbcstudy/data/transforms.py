@@ -48,3 +48,18 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         k = max(1, round(n * len(idx) / len(labels)))
         picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+def area_downsample(images: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 NHWC images shrunk by an integer ``factor`` per side, each output pixel the rounded mean of a factor×factor block.
+
+    Exact box (area) averaging, so a 32 px array made from a cached 64 px array needs no second decode of the files.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N,H,W,3), got {images.shape} {images.dtype}")
+    n, h, w, c = images.shape
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"factor {factor} must be a positive divisor of the image sides {h}×{w}")
+    blocks = images.reshape(n, h // factor, factor, w // factor, factor, c).astype(np.float32)
+    return np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)
