@@ -233,10 +233,16 @@ def test_cache_reuses_decoded_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyP
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and files[0].startswith("zheng2_16px_none_")
     index = json.loads((tmp_path / files[0]).read_text())
-    assert index["paths"] == sorted(paths)  # the cache holds the whole dataset
+    assert index["paths"] == sorted(subset)  # a small subset, no whole-dataset cache yet: only the subset decoded
     _CALLS["allowed"] = False
-    again = cached_images("zheng2", subset, 16, loader=_counting_loader)
-    assert np.array_equal(first, again)
+    assert np.array_equal(first, cached_images("zheng2", subset, 16, loader=_counting_loader))
+    _CALLS["allowed"] = True
+    whole = cached_images("zheng2", paths, 16, loader=_counting_loader)
+    index = json.loads(next(p for p in tmp_path.glob("*.json") if p.name != files[0]).read_text())
+    assert index["paths"] == sorted(paths)  # the whole dataset
+    _CALLS["allowed"] = False
+    again = cached_images("zheng2", subset, 16, loader=_counting_loader)  # now served from the whole-dataset cache
+    assert np.array_equal(first, again) and np.array_equal(whole[::7], first)
     other = cached_images("zheng2", paths[:3], 16, loader=_counting_loader)
     assert np.array_equal(other[0], first[0])
     expected = np.asarray(Image.open(data_root() / subset[1]).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))

@@ -125,5 +125,21 @@ def test_classifier_width_and_batch_norm_options(torchvision_nets: dict[str, nn.
     alex = torchvision_nets["alexnet"]
     linears = [m for m in alex.classifier if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(9_216, 32), (32, 32), (32, 5)]
+    small = wnet.alexnet(5, 32, classifier_width=32)  # upsampled to 64 px first, no extra parameters
+    assert isinstance(small[0], nn.Upsample) and sum(p.numel() for p in small.parameters()) == sum(
+        p.numel() for p in alex.parameters())
+    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
     with pytest.raises(ValueError):
-        wnet.alexnet(5, 32)
+        wnet.alexnet(5, 4)
+
+
+def test_wnet_embed_is_the_first_fc_layer_output() -> None:
+    torch.manual_seed(0)
+    net = wnet.WNet(5, 32).eval()
+    x = torch.randn(3, 3, 32, 32)
+    feats = net.embed(x)
+    assert feats.shape == (3, 1024) and (feats >= 0).all()  # after ReLU
+    fc1 = net.classifier[1]
+    expected = torch.relu(fc1(net.features(x).flatten(1)))
+    assert torch.allclose(feats, expected)
+    assert torch.allclose(net.classifier[-1](feats), net(x), atol=1e-6)  # the logits are a linear map of it

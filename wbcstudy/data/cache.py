@@ -181,8 +181,9 @@ def cached_images(
     """Images (N, size, size, 3) uint8 for the given items, from the dataset's on-disk cache (built on first use).
 
     dataset is one of pbc, zheng1, zheng2, bccd_wbc, all_idb2; paths are data-root-relative paths
-    (BCCD: bccd_item_id strings). The cache holds every item of the dataset's manifest, or, if
-    some requested item is not in it, exactly the requested items.
+    (BCCD: bccd_item_id strings). The cache holds every item of the dataset's manifest; it holds
+    exactly the requested items instead when some requested item is not in the manifest, or when
+    they are at most a quarter of it and the whole-dataset cache has not been built yet.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
@@ -192,8 +193,11 @@ def cached_images(
         items = _universe(dataset)
     except FileNotFoundError:
         items = []
-    if not set(paths) <= set(items):
-        items = sorted(set(paths))
+    wanted = set(paths)
+    if not wanted <= set(items):
+        items = sorted(wanted)
+    elif 4 * len(wanted) <= len(items) and not cache_files(dataset, items, size, crop, loader)[0].is_file():
+        items = sorted(wanted)  # a small subset (smoke runs) is not worth decoding the whole dataset for
     array_path, index_path = cache_files(dataset, items, size, crop, loader)
     if not (array_path.is_file() and index_path.is_file()):
         meta = {"dataset": dataset, "size": size, "crop": crop, "loader": _loader_version(loader)}

@@ -82,6 +82,10 @@ class WNet(nn.Module):
         """Class scores (logits) of a normalised (N, 3, H, W) batch."""
         return self.classifier(self.features(x))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1,024 activations of the first fully connected layer (after ReLU; dropout inactive in eval mode)."""
+        return self.classifier[:3](self.features(x))
+
 
 class WNetSVM(WNet):
     """W-Net-SVM: the W-Net network with its scores trained by the one-vs-rest hinge loss instead of softmax cross-entropy.
@@ -134,22 +138,27 @@ def _classifier_head(in_features: int, width: int, num_classes: int, dropout: fl
 
 
 def alexnet(num_classes: int = 5, image_size: int = 128, classifier_width: int = 4096,
-            dropout: float = 0.5) -> tv_models.AlexNet:
+            dropout: float = 0.5) -> nn.Module:
     """torchvision AlexNet from scratch; ``classifier_width`` (default 4096, as torchvision) shrinks the FC layers for CPU runs.
 
     No change is needed for 64–128 px inputs: the feature extractor ends at 1×1 (64 px)
     or 3×3 (128 px) and torchvision's ``AdaptiveAvgPool2d((6, 6))`` replicates it to
     6×6·256 = 9,216 features, so the FC layers see the shape they were built for.
-    Inputs below about 63 px shrink to nothing before the last pooling and fail.
-    torchvision's AlexNet (64-192-384-256-256 filters) has 57,024,325 parameters for
-    5 classes; the paper's 46,767,493 are those of the original AlexNet (96-256-384-384-256
-    filters, ungrouped) whose 224 px input leaves 5×5·256 features.
+    Inputs below 64 px would shrink to nothing before the last pooling (its 11×11 stride-4
+    stem and three stride-2 pools need at least 63 px), so for ``image_size < 64`` the
+    returned model first upsamples its input bilinearly to 64 px (an ``nn.Sequential`` of
+    ``nn.Upsample`` and the AlexNet; no parameters are added). torchvision's AlexNet
+    (64-192-384-256-256 filters) has 57,024,325 parameters for 5 classes; the paper's
+    46,767,493 are those of the original AlexNet (96-256-384-384-256 filters, ungrouped)
+    whose 224 px input leaves 5×5·256 features.
     """
-    if image_size < 63:
-        raise ValueError(f"AlexNet needs inputs of at least 63 px, got {image_size}")
+    if image_size < 8:
+        raise ValueError(f"AlexNet needs inputs of at least 8 px, got {image_size}")
     model = tv_models.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
     if classifier_width != 4096:
         model.classifier = _classifier_head(256 * 6 * 6, classifier_width, num_classes, dropout, dropout_first=True)
+    if image_size < 64:
+        return nn.Sequential(nn.Upsample(size=(64, 64), mode="bilinear", align_corners=False), model)
     return model
 
 
