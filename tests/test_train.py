@@ -132,5 +132,8 @@ def test_cross_validate_predicts_each_fold_once_with_a_fresh_model(one_thread):
     assert (expected == p[p["fold"] == 1]["pred"].to_numpy()).all()
     limited = cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[2], train_limit=30)
     assert limited.train_sizes == {2: 30} and set(limited.predictions["fold"]) == {2}
+    tested = cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[0], test_limit=10)
+    rows = tested.predictions["row"].to_numpy()
+    assert len(rows) == 10 and (folds[rows] == 0).all() and len(set(rows)) == 10
     with pytest.raises(ValueError, match="no images"):
         cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[5])

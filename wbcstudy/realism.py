@@ -6,6 +6,7 @@ chapters). Each takes uint8 NHWC images or feature matrices and returns plain nu
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,10 +81,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError("need at least two items per set")
     mu = a.mean(0) - b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():  # singular product: regularise as in the reference implementation
-        eps = 1e-6 * np.eye(len(cov_a))
-        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    with warnings.catch_warnings():  # fewer items than dimensions make the covariances singular; handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(root).all():  # as the reference implementation (pytorch-fid): offset the diagonals
+            eps = 1e-6 * np.eye(len(cov_a))
+            root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     return float(mu @ mu + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root.real))
 
 

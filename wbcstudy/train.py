@@ -343,6 +343,7 @@ def cross_validate(
     loss_fn: LossFn | None = None,
     n_classes: int | None = None,
     keep_models: bool = False,
+    test_limit: int | None = None,
 ) -> CrossValResult:
     """k-fold cross-validation: for each fold f, train a fresh ``make_model()`` on the other folds and predict fold f.
 
@@ -350,7 +351,8 @@ def cross_validate(
     trained for ``config.epochs`` epochs and the last epoch is kept: the held-out fold is the
     test set and chooses nothing. ``train_limit`` trains on a stratified subset of that many
     images of the other folds, drawn with seed ``fold`` so that every model compared on a fold
-    sees the same images. ``fold_ids`` restricts the run to some folds (default: all, sorted).
+    sees the same images; ``test_limit`` likewise predicts a stratified subset of the held-out fold.
+    ``fold_ids`` restricts the run to some folds (default: all, sorted).
     """
     from wbcstudy.data.transforms import stratified_subset
 
@@ -369,6 +371,8 @@ def cross_validate(
         test_idx = np.flatnonzero(fold_arr == fold)
         if train_limit:
             train_idx = train_idx[stratified_subset(y_all[train_idx], train_limit, seed=fold)]
+        if test_limit:
+            test_idx = test_idx[stratified_subset(y_all[test_idx], test_limit, seed=fold)]
         result = fit(make_model(), (images[train_idx], torch.from_numpy(y_all[train_idx])), None, config,
                      augment=augment, loss_fn=loss_fn, n_classes=n_classes)
         prob = predict_proba(result.model, images[test_idx], batch_size=config.eval_batch_size, device=config.device,
