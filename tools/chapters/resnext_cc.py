@@ -181,7 +181,8 @@ share) plus β times the center loss, whose centres move once per mini-batch (We
 2016). With two logits, BCE on the softmax probability *is* the two-class cross-entropy,
 so "CE vs weighted BCE" tests only the class weights — which are ≈ 0.5/0.5 on ALL-IDB2.
 Every run goes through `wbcstudy.train.fit`; the variants of one fold and seed see the
-same data, augmentation stream and (where the architecture allows) initial weights.
+same data and augmentation stream. The depth variant keeps every other component of
+the full model (the paper compared the two depths with plain cross-entropy).
 '''),
     code('''
 from wbcstudy.augment import flips_and_rot90
@@ -543,11 +544,11 @@ On ALL-IDB2 the full ResNeXt-CC reached {full_metrics['accuracy']:.3f} accuracy 
 (95% CI {full_ci['accuracy'][0]:.3f}–{full_ci['accuracy'][1]:.3f}), F1 {full_metrics['f1']:.3f},
 AUROC {full_metrics['auroc']:.3f} and specificity {full_metrics['specificity']:.3f}. These are not comparable with
 the paper's C-NMC numbers: ALL-IDB2 is balanced, tiny and photographed differently, and our network is smaller and trained
-for {epochs} epochs on a CPU.
+for {epochs} epoch(s) on a CPU.
 
-The paper's ablation gaps (0.16–2 points) are far below the run-to-run spread we measure: the full model's test accuracy
-varies by {sd_full:.3f} (standard deviation) across {len(folds) * len(seeds)} fold/seed runs on 52-cell test folds, so one run per
-variant — as in the paper — cannot rank the variants. With paired replicates, the ideas whose benefit is supported here
+The full model's test accuracy varies by {sd_full:.3f} (standard deviation) across {len(folds) * len(seeds)} fold/seed runs on
+52-cell test folds; the paper's ablation gaps (0.0016–0.0199) are {"smaller than this spread, so one run per variant — as in the paper — cannot rank the variants" if sd_full > 0.0199 else "not smaller than this spread here"}.
+With paired replicates, the ideas whose benefit is supported here
 are: {", ".join(supported) if supported else "none"}; contradicted (the variant was better): {", ".join(contradicted) if contradicted else "none"};
 every other difference is not resolved at this number of replicates — compatible with the paper's small gains, and with
 no gain. On ALL-IDB2 the class weights are ≈ 0.5/0.5, so weighted BCE cannot differ from cross-entropy there except in
