@@ -141,10 +141,11 @@ def test_parameter_count_of_cpu_configuration_by_hand() -> None:
     total += 2 * (conv(512, 512, 1) + bn(512) + conv(512, 512, 1, bias=True))  # CFFM
     total += 512 * 2 + 2  # FC
     assert count_parameters(model) == total
-    paper = resnext_cc(2, "paper")
+    with torch.device("meta"):  # the paper-scale networks' structure only: no memory, no initialisation cost
+        paper, paper101 = resnext_cc(2, "paper"), resnext_cc(2, "paper", depth=101)
     assert paper.channels == 2048 and paper.cffm.first[0].in_channels == 2048
-    assert [len(s) for s in paper.stages] == [3, 4, 6, 3]
-    assert [len(s) for s in resnext_cc(2, "paper", depth=101).stages] == [3, 4, 23, 3]
+    assert [len(s) for s in paper.stages] == [3, 4, 6, 3] and [len(s) for s in paper101.stages] == [3, 4, 23, 3]
+    assert paper.stages[3][0].conv2.groups == 32 and paper.stages[0][0].conv2.out_channels == 128  # 32 groups × 4 channels
 
 
 def test_grad_cam_of_fused_map_by_hand() -> None:
