@@ -73,6 +73,10 @@ did not survive in our copy of the paper); ResNeXt-50 above ResNeXt-101. Baselin
   style (1, 1, 2, 3) blocks instead of (3, 4, 6, 3) and ResNeXt-101 style (1, 1, 8, 3)
   instead of (3, 4, 23, 3), at 64 px instead of 224: a 64-px cell ends as a 2×2 map, so
   Grad-CAM is coarse. The `paper` profile builds the published sizes.
+- **Which ablations run where.** To fit the `cpu` budget, ALL-IDB2 runs the depth, colour,
+  fusion-pair, center-loss and down-sampling variants over 5 folds; the PBC pair runs colour,
+  center loss, cross-entropy (where the 68/32 weights matter) and down-sampling over 3 seeds.
+  The no-fusion variant and every variant on both sets run in the `paper` profile.
 - **Training.** The paper's optimiser, learning rate and epochs were in a table we do
   not have; we use AdamW with a one-cycle schedule, fp32, random flips and 90° rotations
   (the paper used flips, scaling and rotation), for the epochs in the parameters.
