@@ -41,3 +41,109 @@ def multiclass_hinge_loss(scores: object, target: torch.Tensor, reduction: str =
     if reduction == "none":
         return per_sample
     raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
+
+
+# --------------------------------------------------------------------------- ResNeXt-CC (paper 004)
+def class_shares(labels: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
+    """Fraction of each class among ``labels`` (integer class indices); every class must occur."""
+    labels = torch.as_tensor(labels, dtype=torch.long).ravel()
+    if labels.numel() == 0:
+        raise ValueError("class shares of an empty label set")
+    counts = torch.bincount(labels, minlength=n_classes).double()
+    if counts.numel() != n_classes or (counts == 0).any():
+        raise ValueError(f"every one of {n_classes} classes must occur in the labels; counts: {counts.tolist()}")
+    return (counts / counts.sum()).float()
+
+
+def weighted_bce(scores: object, target: torch.Tensor, shares: torch.Tensor | tuple[float, float]) -> torch.Tensor:
+    """ResNeXt-CC's weighted BCE: −mean(α₁·y·log p + α₂·(1−y)·log(1−p)), p = softmax probability of class 1.
+
+    ``scores`` are (N, 2) logits (or a tuple whose first element is), ``target`` holds 0/1 and
+    ``shares`` = (share of class 0, share of class 1) in the training set. Each class's term is
+    weighted by the *other* class's share (α₁ = share of class 0 for the positives, α₂ = share of
+    class 1 for the negatives), so the minority class is weighted up. With two logits,
+    p = sigmoid(z₁ − z₀), so with equal weights this is 0.5 × the softmax cross-entropy.
+    """
+    scores = logits_of(scores)
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or scores.shape[1] != 2:
+        raise ValueError(f"weighted_bce needs (N, 2) logits, got {getattr(scores, 'shape', type(scores))}")
+    target = torch.as_tensor(target, dtype=torch.long, device=scores.device)
+    if target.shape != scores.shape[:1]:
+        raise ValueError(f"{scores.shape[0]} score rows but target of shape {tuple(target.shape)}")
+    shares = torch.as_tensor(shares, dtype=scores.dtype, device=scores.device)
+    if shares.shape != (2,) or (shares < 0).any():
+        raise ValueError(f"shares must be two non-negative class fractions, got {shares.tolist()}")
+    margin = scores[:, 1] - scores[:, 0]
+    y = target.to(scores.dtype)
+    log_p, log_not_p = F.logsigmoid(margin), F.logsigmoid(-margin)  # log p and log(1 − p), numerically stable
+    return -(shares[0] * y * log_p + shares[1] * (1 - y) * log_not_p).mean()
+
+
+class CenterLoss(torch.nn.Module):
+    """Center loss (Wen et al. 2016): ½·mean_i ‖x_i − c_{y_i}‖², with centres moved per mini-batch at rate ``alpha``.
+
+    The update is Wen et al.'s Eq. 4: Δc_j = Σ_{i: y_i=j} (c_j − x_i) / (1 + n_j), c_j ← c_j − α·Δc_j,
+    applied after the loss is computed, whenever gradients are enabled (i.e. in training
+    steps, not under ``torch.no_grad``/``inference_mode`` as in validation). The centres are
+    a buffer, not a parameter: the optimiser never sees them. Centres start at zero.
+    """
+
+    def __init__(self, n_classes: int, feature_dim: int, alpha: float = 0.5) -> None:
+        """``n_classes`` centres of dimension ``feature_dim``, updated with rate ``alpha`` in (0, 1]."""
+        super().__init__()
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        self.alpha = alpha
+        self.register_buffer("centers", torch.zeros(n_classes, feature_dim))
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor, update: bool | None = None) -> torch.Tensor:
+        """The loss for this batch; the centres are updated afterwards when ``update`` (default: gradients enabled)."""
+        if features.ndim != 2 or features.shape[1] != self.centers.shape[1]:
+            raise ValueError(f"features must be (N, {self.centers.shape[1]}), got {tuple(features.shape)}")
+        target = torch.as_tensor(target, dtype=torch.long, device=features.device)
+        if target.shape != features.shape[:1]:
+            raise ValueError(f"{features.shape[0]} feature rows but target of shape {tuple(target.shape)}")
+        if self.centers.device != features.device:
+            self.centers = self.centers.to(features.device)
+        centers = self.centers[target]
+        loss = 0.5 * (features - centers.to(features.dtype)).pow(2).sum(dim=1).mean()
+        if update if update is not None else torch.is_grad_enabled():
+            self.update_centers(features.detach().float(), target)
+        return loss
+
+    @torch.no_grad()
+    def update_centers(self, features: torch.Tensor, target: torch.Tensor) -> None:
+        """One step of Wen et al.'s centre update for the classes present in the batch."""
+        n_classes = self.centers.shape[0]
+        counts = torch.bincount(target, minlength=n_classes).to(features.dtype)
+        sums = torch.zeros_like(self.centers).index_add_(0, target, features)
+        delta = (counts[:, None] * self.centers - sums) / (1.0 + counts[:, None])
+        self.centers -= self.alpha * delta
+
+
+class WeightedBCECenterLoss(torch.nn.Module):
+    """ResNeXt-CC's loss λ·weighted BCE + β·center loss on a model's ``(logits, features)``; λ = 1, β = 0.05 by default.
+
+    A ``loss_fn(outputs, y)`` for ``wbcstudy.train.fit``. ``center_weight=0`` gives the
+    weighted BCE alone (no centres are kept); ``shares`` as in ``weighted_bce``.
+    """
+
+    def __init__(self, shares: torch.Tensor | tuple[float, float], feature_dim: int, bce_weight: float = 1.0,
+                 center_weight: float = 0.05, alpha: float = 0.5) -> None:
+        """Class shares of the training set, the feature dimension, the two weights and the centre rate."""
+        super().__init__()
+        self.register_buffer("shares", torch.as_tensor(shares, dtype=torch.float32))
+        self.bce_weight, self.center_weight = bce_weight, center_weight
+        self.center = CenterLoss(2, feature_dim, alpha) if center_weight else None
+
+    def forward(self, outputs: object, target: torch.Tensor) -> torch.Tensor:
+        """The combined loss of one batch (updating the centres when gradients are enabled)."""
+        loss = self.bce_weight * weighted_bce(outputs, target, self.shares.to(logits_of(outputs).device))
+        if self.center is not None:
+            if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
+                raise ValueError("the center loss needs model outputs (logits, features)")
+            loss = loss + self.center_weight * self.center(outputs[1], target)
+        return loss
+
+
+__all__ += ["class_shares", "weighted_bce", "CenterLoss", "WeightedBCECenterLoss"]
