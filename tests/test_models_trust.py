@@ -46,3 +46,25 @@ def test_registry_builds_every_architecture(arch, one_thread):
     assert last_linear(model).out_features == 5
     if arch == "effnet_lite0_frozen":
         assert count_parameters(model) == 1280 * 5 + 5
+
+
+def test_frozen_base_keeps_batchnorm_statistics(one_thread):
+    model = build_model("effnet_lite0_frozen", 5, 32, [0.5] * 3, [0.25] * 3)
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model.train()
+    assert not bn.training
+    model(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_keras_affine_augmentation():
+    from wbcstudy.augment import keras_affine
+
+    x = torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8)
+    assert torch.equal(keras_affine(x, rotation=0, shift=0, shear=0, zoom=0, flips=False), x)
+    torch.manual_seed(0)
+    y = keras_affine(x)
+    assert y.shape == x.shape and y.dtype == torch.uint8 and not torch.equal(x, y)
+    const = torch.full((2, 16, 16, 3), 90, dtype=torch.uint8)
+    assert torch.equal(keras_affine(const), const)  # nearest-edge fill: a flat image stays flat

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["TrustCNN", "trust_cnn_parameter_count", "ARCHITECTURES", "build_model", "gradcam_layer", "last_linear"]
+__all__ = ["TrustCNN", "FrozenBase", "trust_cnn_parameter_count", "ARCHITECTURES", "build_model", "gradcam_layer", "last_linear"]
 
 BLOCK_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
 BLOCK_DROPOUT: tuple[float, ...] = (0.25, 0.25, 0.30, 0.40)
@@ -71,6 +71,25 @@ def trust_cnn_parameter_count(image_size: int = 128, num_classes: int = 5) -> in
 ARCHITECTURES: tuple[str, ...] = ("trust_cnn", "vgg16", "resnet50", "effnet_lite0_frozen", "effnet_lite0_finetuned")
 
 
+class FrozenBase(nn.Module):
+    """A pre-trained network whose base stays in inference mode: only its classifier trains, and its BatchNorm
+    layers keep their ImageNet statistics in ``train()`` mode too (as a Keras base with ``trainable=False``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def train(self, mode: bool = True) -> "FrozenBase":
+        super().train(mode)
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[float], std: Sequence[float],
                 pretrained: bool = False, vgg_width: int = 512) -> nn.Sequential:
     """``InputAdapter`` + network for one of ``ARCHITECTURES`` (uint8 NHWC or float [0,1] NCHW input → logits).
@@ -89,6 +108,8 @@ def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[flo
         net = resnet50(num_classes)
     elif arch in ("effnet_lite0_frozen", "effnet_lite0_finetuned"):
         net = efficientnet_lite0(num_classes, pretrained=pretrained, freeze_base=arch.endswith("frozen"))
+        if arch.endswith("frozen"):
+            net = FrozenBase(net)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
     return with_input_adapter(net, mean, std)
@@ -97,6 +118,8 @@ def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[flo
 def gradcam_layer(model: nn.Module, arch: str | None = None) -> nn.Module:
     """The layer Grad-CAM reads: the last convolutional stage (last conv block / ResNet layer4 / EfficientNet head conv)."""
     net = model[1] if isinstance(model, nn.Sequential) and len(model) == 2 else model
+    if isinstance(net, FrozenBase):
+        net = net.net
     if isinstance(net, TrustCNN):
         return net.features[-1][3]  # ReLU after the last conv, before BN/pool, as the Keras code's last Conv2D output
     if hasattr(net, "layer4"):
