@@ -254,3 +254,13 @@ def test_severity_sweep():
     assert table.accuracy.tolist() == [0.5, 0.5, 0.5]
     with pytest.raises(ValueError):
         severity_sweep(predict, x, y, {"rain": [1]})
+
+
+def test_gradcam_works_on_a_frozen_network_and_leaves_it_frozen(one_thread):
+    torch.manual_seed(0)
+    net = TinyNet()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    maps = gradcam_maps(net, net.act, _images(2), targets=[0, 1])
+    assert maps.shape == (2, 16, 16) and maps.max() > 0
+    assert not any(p.requires_grad for p in net.parameters())

@@ -35,12 +35,20 @@ def gradcam_maps(model: nn.Module, layer: nn.Module, images: np.ndarray | torch.
 
     x = to_float_nchw(images)
     model = model.float().eval()
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:  # a frozen base has no gradients to the target layer unless its parameters require them
+        p.requires_grad_(True)
     out = []
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            t = None if targets is None else [ClassifierOutputTarget(int(c)) for c in np.asarray(targets)[i:i + batch_size]]
-            out.append(cam(input_tensor=xb, targets=t))
+    try:
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            for i in range(0, len(x), batch_size):
+                xb = x[i:i + batch_size]
+                t = None if targets is None else [ClassifierOutputTarget(int(c)) for c in np.asarray(targets)[i:i + batch_size]]
+                out.append(cam(input_tensor=xb, targets=t))
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
     return np.concatenate(out).astype(np.float32)
 
 
