@@ -45,6 +45,7 @@ loo_count: int = 40  # training images retrained without, for the leave-one-out 
 loo_tests: int = 4  # test images whose loss the leave-one-out check follows
 tracin_epochs: int = 10  # epochs of last-layer SGD whose checkpoints TracIn sums over
 gradcam_count: int = 32  # test images per model for the deletion/insertion and randomisation checks
+deletion_steps: int = 10  # steps of the deletion/insertion curves
 n_boot: int = 1000  # bootstrap resamples for the confidence intervals
 ''', "parameters"),
     md('''
@@ -282,8 +283,9 @@ layer = last_linear(cnn)
 grads = per_sample_gradients(layer, z_test, torch.as_tensor(test_y))
 fisher_readme = readme_fisher_score(cnn_probs, test_y)
 fisher_trace = per_sample_fisher_trace(grads)
-F_hat = empirical_fisher(grads.double())
-eig = torch.linalg.eigvalsh(F_hat).flip(0).numpy()
+G = grads.double()
+F_hat = empirical_fisher(G)  # (2565, 2565); its non-zero eigenvalues are those of the smaller Gram matrix G Gᵀ / n
+eig = torch.linalg.eigvalsh(G @ G.T / len(G) if len(G) < G.shape[1] else F_hat).flip(0).clamp(min=0).numpy()
 rho_fisher = spearmanr(fisher_readme, fisher_trace)[0]
 metrics["fisher_readme_vs_empirical_spearman"] = rho_fisher
 gray = test64[0].float().mean(-1)
@@ -346,11 +348,12 @@ right = np.flatnonzero(p_test_refit.argmax(1) == test_y)
 n_wrong = min(len(wrong), loo_tests // 2)
 chosen = np.concatenate([rng.choice(wrong, n_wrong, replace=False), rng.choice(right, loo_tests - n_wrong, replace=False)])
 zt, yt = z_test[chosen], torch.as_tensor(test_y[chosen])
-predicted = problem.predicted_loo_effect(theta, zt, yt, damping=influence_damping)  # (tests, all train)
+hessian = problem.hessian(theta)  # exact, (k·(d+1))², computed once
+predicted = problem.predicted_loo_effect(theta, zt, yt, damping=influence_damping, hessian=hessian)  # (tests, all train)
 readme_inf = readme_influence(problem.probs(theta).numpy(), inf_y.numpy(), p_test_refit[chosen], test_y[chosen])
 tracin, _ = tracin_last_layer(problem, zt, yt, epochs=tracin_epochs, lr=0.5, batch_size=64, seed=seed)
 removed = rng.choice(problem.n, min(loo_count, problem.n), replace=False)
-actual = problem.loo_effect(theta, removed, zt, yt)
+actual = problem.loo_effect(theta, removed, zt, yt, hessian=hessian)
 influence_seconds = time.perf_counter() - t0
 rows = []
 for j, t in enumerate(chosen):
@@ -430,9 +433,9 @@ for key, (result, probs) in runs.items():
     pred = probs[cam_idx].argmax(1)
     maps = gradcam_maps(model, gradcam_layer(model), x, targets=pred)
     cams[key] = maps
-    curves = deletion_insertion(model, x, maps, pred, steps=10)
+    curves = deletion_insertion(model, x, maps, pred, steps=deletion_steps)
     rand_maps = np.random.default_rng(seed).random(maps.shape).astype(np.float32)
-    rand_curves = deletion_insertion(model, x, rand_maps, pred, steps=10)
+    rand_curves = deletion_insertion(model, x, rand_maps, pred, steps=deletion_steps)
     rho = randomised_weights_similarity(model, gradcam_layer, x, pred, seed=seed)
     row = {"model": names[key], "deletion AUC (Grad-CAM)": curves["deletion"].mean(), "deletion AUC (random)": rand_curves["deletion"].mean(),
            "insertion AUC (Grad-CAM)": curves["insertion"].mean(), "insertion AUC (random)": rand_curves["insertion"].mean(),
@@ -463,15 +466,15 @@ fig.suptitle("Grad-CAM of the predicted class (true→predicted; red: wrong)"); 
     md('''
 ## The app's model
 
-The Streamlit app (`wbcstudy app`) loads the model with the best *validation* accuracy from a checkpoint this
-chapter writes (a state dict and JSON metadata, read with `torch.load(..., weights_only=True)`). It is too large
+The Streamlit app (`wbcstudy app`) loads the custom CNN or EfficientNet-Lite0 model with the best *validation*
+accuracy (VGG16 and ResNet50 checkpoints would be 90–110 MB) from a checkpoint this chapter writes (a state dict and JSON metadata, read with `torch.load(..., weights_only=True)`). It is too large
 to commit (tens of MB), so it is rebuilt by running the chapter; the app tells the user so when it is missing.
 '''),
     code('''
 from pathlib import Path
 from wbcstudy.app import save_checkpoint
 from wbcstudy.paths import project_root
-best = max(runs, key=lambda k: runs[k][0].best_score)
+best = max(["cnn", "effnet_lite0_frozen", "effnet_lite0_finetuned"], key=lambda k: runs[k][0].best_score)  # VGG16/ResNet50: 90-110 MB
 ckpt = Path(app_checkpoint) if Path(app_checkpoint).is_absolute() else project_root() / app_checkpoint
 save_checkpoint(ckpt, runs[best][0].model, arch_of[best], classes, size_of[best], *norm[best],
                 test_accuracy=float(metrics[f"{result_key[best]}_accuracy"]), profile=profile, chapter="trust")

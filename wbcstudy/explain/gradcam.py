@@ -32,6 +32,9 @@ def gradcam_maps(model: nn.Module, layer: nn.Module, images: np.ndarray | torch.
     """
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    import cv2
+
+    cv2.setNumThreads(0)  # pytorch-grad-cam resizes with OpenCV; its thread pool beside torch's OpenMP one can stall a kernel
 
     x = to_float_nchw(images)
     model = model.float().eval()

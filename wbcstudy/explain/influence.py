@@ -97,7 +97,7 @@ class LastLayerProblem:
         return r.T @ x / len(y) + self.l2 * theta
 
     def fit(self, theta0: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-            newton_steps: int = 3, max_iter: int = 500) -> torch.Tensor:
+            newton_steps: int = 2, max_iter: int = 500) -> torch.Tensor:
         """The minimiser θ̂ (k, d+1): L-BFGS (strong-Wolfe line search) from ``theta0`` or zero, polished by exact
         Newton steps so that the gradient is at round-off level (leave-one-out differences are O(1/n))."""
         theta = (torch.zeros(self.n_classes, self.x.shape[1], dtype=torch.float64) if theta0 is None
@@ -151,9 +151,12 @@ class LastLayerProblem:
         return nn.functional.cross_entropy(x @ theta.T, torch.as_tensor(labels, dtype=torch.long), reduction="none")
 
     def predicted_loo_effect(self, theta: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
-                             damping: float = 0.0, train_index: np.ndarray | None = None) -> np.ndarray:
-        """Koh & Liang's first-order estimate of ``L_t(θ̂_{−i}) − L_t(θ̂)``: (n_test, n_train) = ``−I_up,loss / n``."""
-        h = self.hessian(theta)
+                             damping: float = 0.0, train_index: np.ndarray | None = None,
+                             hessian: torch.Tensor | None = None) -> np.ndarray:
+        """Koh & Liang's first-order estimate of ``L_t(θ̂_{−i}) − L_t(θ̂)``: (n_test, n_train) = ``−I_up,loss / n``.
+
+        ``hessian``: the undamped ``self.hessian(theta)`` if already computed."""
+        h = self.hessian(theta) if hessian is None else hessian
         h = h + damping * torch.eye(len(h), dtype=torch.float64)
         g_test = self.per_sample_grads(theta, test_features, test_labels)  # (t, P)
         s_test = torch.linalg.solve(h, g_test.T)  # (P, t): H⁻¹ ∇L_t
@@ -168,7 +171,8 @@ class LastLayerProblem:
         return -self.n * self.predicted_loo_effect(theta, test_features, test_labels, damping)
 
     def loo_effect(self, theta: torch.Tensor, remove: np.ndarray, test_features: torch.Tensor,
-                   test_labels: torch.Tensor, tol: float = 1e-10, max_iter: int = 200) -> np.ndarray:
+                   test_labels: torch.Tensor, tol: float = 1e-10, max_iter: int = 200,
+                   hessian: torch.Tensor | None = None) -> np.ndarray:
         """Exact leave-one-out: retrain without each training row in ``remove`` and return
         ``L_t(θ̂_{−i}) − L_t(θ̂)`` as (n_test, len(remove)).
 
@@ -177,7 +181,8 @@ class LastLayerProblem:
         convex, so this converges to the unique leave-one-out optimum, fast because removing one of n rows
         changes the Hessian by O(1/n)."""
         base = self.test_losses(theta, test_features, test_labels)
-        h_inv = torch.cholesky_inverse(torch.linalg.cholesky(self.hessian(theta)))  # matvecs beat triangular solves here
+        h = self.hessian(theta) if hessian is None else hessian
+        h_inv = torch.cholesky_inverse(torch.linalg.cholesky(h))  # matvecs beat triangular solves here
         out = []
         for i in np.asarray(remove, dtype=np.int64):
             keep = torch.ones(self.n, dtype=torch.bool)
