@@ -30,5 +30,9 @@ test: venv
 regression: venv
 	$(BIN)/wbcstudy regression
 
+## Start the trustworthiness chapter's Streamlit app (needs build/trust/app_model.pt: `wbcstudy run trust` writes it)
+app: venv
+	$(BIN)/wbcstudy app
+
 clean:
 	rm -rf build data/cache

@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("regression", help="re-run every chapter at the smoke profile into tests/regression/")
 
+    app = sub.add_parser("app", help="start the trustworthiness chapter's Streamlit app")
+    app.add_argument("--checkpoint", default=None, help="app checkpoint (default: build/trust/app_model.pt)")
+    app.add_argument("--port", type=int, default=8501)
+
     data = sub.add_parser("data", help="dataset construction")
     data.add_argument("action", choices=["build", "verify", "fetch", "sources"])
     data.add_argument("dataset", nargs="?", default=None)
@@ -41,7 +45,25 @@ def main(argv: list[str] | None = None) -> int:
             print(runner.run_chapter(chapter, "smoke"))
     elif args.command == "data":
         return _data(args.action, args.dataset)
+    elif args.command == "app":
+        return _app(args.checkpoint, args.port)
     return 0
+
+
+def _app(checkpoint: str | None, port: int) -> int:
+    """``wbcstudy app``: ``streamlit run`` the app script, with the checkpoint passed in ``WBCSTUDY_APP_CHECKPOINT``."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from wbcstudy.app import SCRIPT
+
+    env = dict(os.environ)
+    if checkpoint:
+        env["WBCSTUDY_APP_CHECKPOINT"] = str(Path(checkpoint).resolve())
+    cmd = [sys.executable, "-m", "streamlit", "run", str(SCRIPT), "--server.port", str(port),
+           "--browser.gatherUsageStats", "false"]
+    return subprocess.call(cmd, env=env)
 
 
 def _data(action: str, dataset: str | None) -> int:

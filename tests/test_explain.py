@@ -1,0 +1,266 @@
+"""Values of the trustworthiness analyses: Fisher, influence, Grad-CAM checks, perturbations."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from wbcstudy.explain import (
+    LastLayerProblem,
+    brightness,
+    deletion_insertion,
+    empirical_fisher,
+    fisher_information,
+    gaussian_blur,
+    gaussian_noise,
+    gradcam_maps,
+    overlay,
+    per_sample_fisher_trace,
+    per_sample_gradients,
+    randomised_weights_similarity,
+    readme_fisher_score,
+    readme_influence,
+    severity_sweep,
+    tracin_last_layer,
+)
+from wbcstudy.explain.gradcam import reinitialise
+from wbcstudy.explain.robustness import opencv_sigma
+
+
+# ---------------------------------------------------------------- Fisher
+def test_readme_fisher_score_by_hand():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    # ‖(0.7,0.2,0.1) − (1,0,0)‖² = 0.09 + 0.04 + 0.01; ‖(0.1,0.1,0.8) − (1,0,0)‖² = 0.81 + 0.01 + 0.64
+    assert readme_fisher_score(p, np.array([0, 0])) == pytest.approx([0.14, 1.46])
+    assert readme_fisher_score(p, np.eye(3)[[0, 0]]) == pytest.approx([0.14, 1.46])
+
+
+def _logistic_data(n=40, d=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = (torch.rand(n, generator=gen) < 0.5).long()
+    model = nn.Linear(d, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64))
+        model.bias.fill_(0.3)
+    return model, x, y
+
+
+def test_empirical_fisher_of_logistic_regression_matches_closed_form():
+    model, x, y = _logistic_data()
+    g = per_sample_gradients(model, x, y)
+    xt = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # [weight, bias] order of the parameters
+    p = torch.sigmoid(model(x)).squeeze(1)
+    closed_g = (p - y)[:, None] * xt
+    torch.testing.assert_close(g, closed_g)
+    closed_f = (((p - y) ** 2)[:, None, None] * xt[:, :, None] * xt[:, None, :]).mean(0)
+    torch.testing.assert_close(empirical_fisher(g), closed_f)
+
+
+def test_true_fisher_of_logistic_regression_matches_closed_form():
+    model, x, _ = _logistic_data()
+    xt = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    p = torch.sigmoid(model(x)).detach().squeeze(1)
+    closed = ((p * (1 - p))[:, None, None] * xt[:, :, None] * xt[:, None, :]).mean(0)
+    torch.testing.assert_close(fisher_information(model, x), closed)
+
+
+def test_softmax_last_layer_grads_and_fisher_trace():
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(30, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,), generator=gen)
+    layer = nn.Linear(4, 3).double()
+    g = per_sample_gradients(layer, z, y)
+    problem = LastLayerProblem(z, y, 3)
+    theta = torch.cat([layer.weight, layer.bias[:, None]], 1).detach()
+    closed = problem.per_sample_grads(theta).reshape(30, 3, 5)
+    torch.testing.assert_close(g[:, :12].reshape(30, 3, 4), closed[:, :, :4])
+    torch.testing.assert_close(g[:, 12:], closed[:, :, 4])
+    probs = torch.softmax(layer(z), 1).detach().numpy()
+    # ‖(p − y) ⊗ [z, 1]‖² = ‖p − y‖² (‖z‖² + 1): the README score times the feature norm
+    expected = readme_fisher_score(probs, y.numpy()) * ((z ** 2).sum(1).numpy() + 1)
+    assert per_sample_fisher_trace(g) == pytest.approx(expected)
+
+
+def test_per_sample_gradients_of_a_subset_of_parameters():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    g = per_sample_gradients(net, x, y, params=["2.weight", "2.bias"])
+    assert g.shape == (5, 10)
+    loss = nn.functional.cross_entropy(net(x[2:3]), y[2:3])
+    gw, gb = torch.autograd.grad(loss, [net[2].weight, net[2].bias])
+    torch.testing.assert_close(g[2], torch.cat([gw.flatten(), gb]))
+    with pytest.raises(ValueError, match="no parameters"):
+        per_sample_gradients(net, x, y, params=["nope"])
+
+
+# ---------------------------------------------------------------- influence
+def test_readme_influence_by_hand():
+    p_tr = np.array([[0.6, 0.4], [0.2, 0.8]])
+    p_te = np.array([[0.9, 0.1]])
+    # labels 0, 1: g_tr = (−0.4, 0.4), (0.2, −0.2); g_te = (−0.1, 0.1): −g_te·g_tr = −0.08, +0.04
+    assert readme_influence(p_tr, np.array([0, 1]), p_te, np.array([0])) == pytest.approx(np.array([[-0.08, 0.04]]))
+
+
+def _blobs(n=60, d=4, k=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(k, d, generator=gen)
+    y = torch.randint(0, k, (n,), generator=gen)
+    z = centres[y] + torch.randn(n, d, generator=gen)
+    yt = torch.arange(k)
+    zt = centres[yt] + torch.randn(k, d, generator=gen)
+    return z, y, zt, yt
+
+
+def test_hessian_and_fit():
+    z, y, _, _ = _blobs()
+    problem = LastLayerProblem(z, y, 3, l2=1e-2)
+    theta = problem.fit()
+    assert float(problem.gradient(theta).abs().max()) < 1e-10
+    auto = torch.func.hessian(lambda t: problem.loss(t.reshape(theta.shape)))(theta.reshape(-1))
+    torch.testing.assert_close(problem.hessian(theta), auto)
+
+
+def test_influence_matches_exact_leave_one_out(one_thread):
+    z, y, zt, yt = _blobs()
+    problem = LastLayerProblem(z, y, 3, l2=1e-2)
+    theta = problem.fit()
+    predicted = problem.predicted_loo_effect(theta, zt, yt)
+    actual = problem.loo_effect(theta, np.arange(problem.n), zt, yt)
+    for t in range(len(yt)):
+        assert spearmanr(predicted[t], actual[t])[0] > 0.95
+        assert np.corrcoef(predicted[t], actual[t])[0, 1] > 0.95
+    # I_up,loss is −n times the predicted removal effect; damping shrinks it
+    up = problem.influence_up_loss(theta, zt, yt)
+    assert up == pytest.approx(-problem.n * predicted)
+    damped = problem.predicted_loo_effect(theta, zt, yt, damping=10.0)
+    assert np.abs(damped).sum() < np.abs(predicted).sum()
+
+
+def test_tracin_ranks_same_class_images_as_proponents():
+    z, y, zt, yt = _blobs()
+    problem = LastLayerProblem(z, y, 3, l2=1e-2)
+    scores, theta = tracin_last_layer(problem, zt, yt, epochs=5, lr=0.5, batch_size=16)
+    assert scores.shape == (3, problem.n)
+    for t in range(3):
+        same = (y == yt[t]).numpy()
+        assert scores[t, same].mean() > scores[t, ~same].mean()
+
+
+# ---------------------------------------------------------------- Grad-CAM
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+class TopLeftRed(nn.Module):
+    """Class 1 ⇔ the top-left quadrant is red: a model whose evidence is known."""
+
+    def forward(self, x):
+        s = 40 * (x[:, 0, :8, :8].mean(dim=(1, 2)) - 0.5)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _images(n=4, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, size, size, 3), generator=gen, dtype=torch.uint8)
+
+
+def test_gradcam_maps_shape_and_range(one_thread):
+    torch.manual_seed(0)
+    net = TinyNet()
+    maps = gradcam_maps(net, net.act, _images(), targets=[0, 1, 0, 1])
+    assert maps.shape == (4, 16, 16)
+    assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+
+
+def test_overlay():
+    img = np.full((8, 8, 3), 100, np.uint8)
+    assert (overlay(img, np.zeros((8, 8)), alpha=0.0) == img).all()
+    out = overlay(img, np.ones((8, 8)))
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 3)
+    with pytest.raises(ValueError):
+        overlay(img, np.zeros((4, 4)))
+
+
+def test_deletion_curve_is_steeper_for_the_true_evidence():
+    x = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    x[:, :8, :8, 0] = 255  # red top-left quadrant → class 1
+    x[:, 8:, 8:, 1] = 255
+    good = np.zeros((2, 16, 16), np.float32)
+    good[:, :8, :8] = 1.0
+    bad = np.zeros((2, 16, 16), np.float32)
+    bad[:, 8:, 8:] = 1.0
+    model = TopLeftRed()
+    c_good = deletion_insertion(model, x, good, np.array([1, 1]), steps=8, baseline="mean")
+    c_bad = deletion_insertion(model, x, bad, np.array([1, 1]), steps=8, baseline="mean")
+    assert c_good["deletion"].shape == (2, 9)
+    assert c_good["deletion"][:, 0] == pytest.approx(c_good["insertion"][:, -1])  # both are the intact image
+    assert c_good["deletion"].mean() < c_bad["deletion"].mean()
+    assert c_good["insertion"].mean() > c_bad["insertion"].mean()
+
+
+def test_randomised_weights_change_parameters_and_give_correlations(one_thread):
+    torch.manual_seed(0)
+    net = TinyNet()
+    fresh = reinitialise(net, seed=1)
+    assert not torch.equal(fresh.conv.weight, net.conv.weight)
+    rho = randomised_weights_similarity(net, lambda m: m.act, _images(), np.array([0, 1, 0, 1]))
+    assert rho.shape == (4,) and np.all(np.abs(rho) <= 1)
+
+
+# ---------------------------------------------------------------- perturbations
+def test_noise():
+    x = torch.full((2, 32, 32, 3), 128, dtype=torch.uint8)
+    assert torch.equal(gaussian_noise(x, 0.0), x)
+    noisy = gaussian_noise(x, 0.05, seed=3)
+    assert (noisy.float() / 255 - 128 / 255).std().item() == pytest.approx(0.05, rel=0.05)
+    assert torch.equal(noisy, gaussian_noise(x, 0.05, seed=3))
+    assert gaussian_noise(torch.full_like(x, 255), 0.5).max() == 255
+
+
+def test_blur():
+    assert opencv_sigma(5) == pytest.approx(1.1)
+    assert opencv_sigma(3) == pytest.approx(0.8)
+    const = torch.full((1, 16, 16, 3), 77, dtype=torch.uint8)
+    assert torch.equal(gaussian_blur(const, 5), const)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 255).to(torch.uint8)
+    checker = checker[None, :, :, None].expand(1, 16, 16, 3).contiguous()
+    assert torch.equal(gaussian_blur(checker, 1), checker)
+    assert gaussian_blur(checker, 5).float().std() < 0.2 * checker.float().std()
+    with pytest.raises(ValueError):
+        gaussian_blur(checker, 4)
+
+
+def test_brightness():
+    x = torch.tensor([0, 100, 200, 250], dtype=torch.uint8).view(1, 2, 2, 1).expand(1, 2, 2, 3).contiguous()
+    assert brightness(x, 1.3)[0, :, :, 0].flatten().tolist() == [0, 130, 255, 255]
+    assert torch.equal(brightness(x, 1.0), x)
+
+
+def test_severity_sweep():
+    x = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    y = np.array([0, 0, 1, 1])
+    predict = lambda xb: np.tile([0.9, 0.1], (len(xb), 1))  # noqa: E731  always class 0
+    table = severity_sweep(predict, x, y, {"gaussian_noise": [0, 0.1], "brightness": [1.0]})
+    assert list(table.columns) == ["perturbation", "level", "accuracy"]
+    assert table.accuracy.tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError):
+        severity_sweep(predict, x, y, {"rain": [1]})
+
+
+def test_gradcam_works_on_a_frozen_network_and_leaves_it_frozen(one_thread):
+    torch.manual_seed(0)
+    net = TinyNet()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    maps = gradcam_maps(net, net.act, _images(2), targets=[0, 1])
+    assert maps.shape == (2, 16, 16) and maps.max() > 0
+    assert not any(p.requires_grad for p in net.parameters())

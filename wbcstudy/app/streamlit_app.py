@@ -1,0 +1,61 @@
+"""Streamlit app of the trustworthiness chapter: ``wbcstudy app`` or ``streamlit run wbcstudy/app/streamlit_app.py``.
+
+The model comes from ``WBCSTUDY_APP_CHECKPOINT`` or ``build/trust/app_model.pt`` (written by the chapter).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from wbcstudy.app.core import CheckpointError, ImageRejected, default_checkpoint, load_checkpoint, predict, validate_image
+
+st.set_page_config(page_title="WBC classifier (wbcstudy)", layout="centered")
+st.title("White-blood-cell classifier")
+st.caption("A research demonstration from the wbcstudy trustworthiness chapter — not a medical device. "
+           "The model was trained on PBC single-cell images (CellaVision DM96, May-Grünwald-Giemsa stain); "
+           "images from other microscopes or stains are outside what it has seen.")
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _model(path: str, mtime: float):
+    return load_checkpoint(path)
+
+
+path = default_checkpoint()
+try:
+    model, meta = _model(str(path), path.stat().st_mtime if path.is_file() else 0.0)
+except CheckpointError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.write(f"Model: **{meta['arch']}** at {meta['image_size']} px, classes: {', '.join(meta['classes'])}"
+         + (f"; test accuracy {meta['test_accuracy']:.3f} ({meta.get('profile', '?')} profile)" if "test_accuracy" in meta else ""))
+
+uploaded = st.file_uploader("Upload one image of a single stained white blood cell", key="upload")
+if uploaded is None:
+    st.info("Upload an image (PNG, JPEG, BMP, TIFF…) to classify it.")
+    st.stop()
+
+try:
+    rgb, notes = validate_image(uploaded.getvalue())
+except ImageRejected as exc:
+    st.error(f"Cannot classify {uploaded.name!r}: {exc}")
+    st.stop()
+for note in notes:
+    st.warning(note)
+
+try:
+    result = predict(model, meta, rgb)
+except Exception as exc:  # the app must never crash on an upload
+    st.error(f"The model could not process this image ({type(exc).__name__}: {exc}).")
+    st.stop()
+
+st.subheader(f"Predicted: {result.label} ({result.probabilities[result.label]:.1%})")
+probs = pd.DataFrame({"class": list(result.probabilities), "probability": list(result.probabilities.values())})
+st.bar_chart(probs, x="class", y="probability")
+st.dataframe(probs.sort_values("probability", ascending=False).reset_index(drop=True), hide_index=True)
+left, right = st.columns(2)
+left.image(result.model_input, caption=f"model input ({meta['image_size']} px)", width="stretch")
+right.image(result.overlay, caption=f"Grad-CAM for '{result.label}'", width="stretch")
+st.caption("Grad-CAM shows where the last convolutional layer's evidence for the predicted class lies; the chapter "
+           "checks with deletion curves and randomised weights that such maps track what the model uses.")

@@ -1,0 +1,27 @@
+"""Trustworthiness analyses: Fisher information, influence functions, Grad-CAM and robustness perturbations."""
+from wbcstudy.explain.fisher import (
+    empirical_fisher,
+    fisher_information,
+    one_hot,
+    per_sample_fisher_trace,
+    per_sample_gradients,
+    readme_fisher_score,
+)
+
+__all__ = [
+    "empirical_fisher",
+    "fisher_information",
+    "one_hot",
+    "per_sample_fisher_trace",
+    "per_sample_gradients",
+    "readme_fisher_score",
+]
+from wbcstudy.explain.gradcam import deletion_insertion, gradcam_maps, overlay, randomised_weights_similarity
+from wbcstudy.explain.influence import LastLayerProblem, last_layer_inputs, readme_influence, tracin_last_layer
+from wbcstudy.explain.robustness import PERTURBATIONS, README_LEVELS, brightness, gaussian_blur, gaussian_noise, severity_sweep
+
+__all__ += [
+    "deletion_insertion", "gradcam_maps", "overlay", "randomised_weights_similarity",
+    "LastLayerProblem", "last_layer_inputs", "readme_influence", "tracin_last_layer",
+    "PERTURBATIONS", "README_LEVELS", "brightness", "gaussian_blur", "gaussian_noise", "severity_sweep",
+]
