@@ -247,6 +247,7 @@ def train_diffusion(
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
     history: list[dict[str, float]] = []
     start_step = 0
+    running, running_n = 0.0, 0  # loss accumulated since the last history row
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -256,6 +257,7 @@ def train_diffusion(
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
         history, start_step = state["history"], state["step"]
+        running, running_n = state["running_loss"]
 
     def save(step: int) -> None:
         if ckpt is None:
@@ -263,13 +265,13 @@ def train_diffusion(
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.state_dict(),
-                    "history": history, "step": step, "config": _resumable_fields(cfg)}, tmp)
+                    "history": history, "step": step, "running_loss": (running, running_n),
+                    "config": _resumable_fields(cfg)}, tmp)
         tmp.replace(ckpt)
 
     model.train()
     start = time.perf_counter()
     completed = True
-    running, running_n = 0.0, 0
     step = start_step
     for step in range(start_step, cfg.steps):
         gen = _step_generator(cfg.seed, step)
