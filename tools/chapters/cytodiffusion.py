@@ -20,6 +20,7 @@ seed: int = 0  # seeds weight init, batches, augmentation, noise and timesteps
 image_size: int = 32  # px; images are decoded at 64 px and average-pooled 2x2
 unet_channels: list = [16, 32, 32, 64]  # UNet block widths (0.79 M parameters; 32 px training step ~0.8 s at batch 64, one core)
 train_limit: int = 0  # 0: every training image; >0: a stratified subset (smoke runs)
+val_limit: int = 0  # 0: whole validation splits for the baselines' epoch selection; >0: stratified subsets
 batch_size: int = 64  # diffusion training batch size
 diffusion_lr: float = 0.001  # AdamW learning rate after warm-up (constant, as in the paper)
 warmup_steps: int = 50  # linear warm-up steps
@@ -106,7 +107,7 @@ def arrays(manifest, split, classes=None, limit=0, rows=None):
         x = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float(), image_size).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     return x, torch.from_numpy(y[keep]), names
 
-pbc = {s: arrays("pbc8", s, limit=train_limit if s == "train" else 0) for s in ("train", "val", "test")}
+pbc = {s: arrays("pbc8", s, limit={"train": train_limit, "val": val_limit, "test": 0}[s]) for s in ("train", "val", "test")}
 classes = pbc["train"][2]
 counts = pd.DataFrame({s: np.bincount(pbc[s][1].numpy(), minlength=len(classes)) for s in pbc}, index=classes)
 counts.loc["total"] = counts.sum()
@@ -308,7 +309,7 @@ from scipy.stats import gaussian_kde
 
 normal = [c for c in classes if c != "erythroblast"]
 anom_train = arrays("pbc_anomaly", "train", classes=normal, limit=train_limit)
-anom_val = arrays("pbc_anomaly", "val", classes=normal)
+anom_val = arrays("pbc_anomaly", "val", classes=normal, limit=val_limit)
 anomaly_model = train_diffusion_model(anom_train[0], anom_train[1], len(normal), anomaly_steps)
 anom_baseline = train_baseline(anom_train[:2], anom_val[:2], len(normal))
 anom_test_x, anom_test_y, _ = arrays("pbc_anomaly", "test", classes=classes, limit=anomaly_test_limit)
@@ -338,7 +339,7 @@ and on WBC crops from BCCD smear photographs (single-cell boxes whose subtype is
     code('''
 wbc5 = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
 pbc5_train = arrays("pbc5", "train", limit=train_limit)
-pbc5_val = arrays("pbc5", "val")
+pbc5_val = arrays("pbc5", "val", limit=val_limit)
 shift_sets = {name: arrays(manifest, None, classes=wbc5, limit=shift_test_limit)
               for name, manifest in (("Zheng Dataset 1", "zheng1"), ("Zheng Dataset 2", "zheng2"), ("BCCD crops", "bccd"))}
 from sklearn.metrics import balanced_accuracy_score
@@ -367,7 +368,7 @@ from wbcstudy.data import load_manifest
 
 lowdata = load_manifest("pbc_lowdata")
 low_train_all = lowdata[lowdata.split == "train"]
-low_val = arrays("pbc_lowdata", "val", classes=classes, limit=400)
+low_val = arrays("pbc_lowdata", "val", classes=classes, limit=val_limit)
 low_test = arrays("pbc_lowdata", "test", classes=classes, limit=lowdata_test_limit)
 low_rows = []
 for size, steps in zip(lowdata_sizes, lowdata_steps):
