@@ -147,6 +147,14 @@ def _trial_input(clean: torch.Tensor, gen: torch.Generator, alpha_bar: float, au
     return noisy, noise, code
 
 
+def _model_device(eps_model: object) -> torch.device:
+    """Where the ε-predictor's parameters live (CPU for parameter-free callables); inputs are drawn on the CPU."""
+    try:
+        return next(eps_model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
 def _alphas_cumprod(scheduler_or_alphas) -> torch.Tensor:
     a = getattr(scheduler_or_alphas, "alphas_cumprod", scheduler_or_alphas)
     return torch.as_tensor(a, dtype=torch.float64)
@@ -182,6 +190,7 @@ def diffusion_classify(
     images go through one ``eps_model`` call per trial.
     """
     start = time.perf_counter()
+    device = _model_device(eps_model)
     x = _as_model_images(images)
     alphas = _alphas_cumprod(scheduler)
     T = len(alphas)
@@ -237,7 +246,8 @@ def diffusion_classify(
             noisy_b = torch.cat(noisy_rows)
             labels_b = torch.cat(label_rows)
             with torch.no_grad():
-                eps_hat = eps_model(noisy_b, torch.full((len(labels_b),), t, dtype=torch.long), labels_b)
+                eps_hat = eps_model(noisy_b.to(device), torch.full((len(labels_b),), t, dtype=torch.long, device=device),
+                                    labels_b.to(device)).float().cpu()
             err = ((torch.cat(noise_rows) - eps_hat.float()) ** 2 * mask).sum(dim=(1, 2, 3)).double().numpy()
             pos = 0
             for j, cls in owners:
@@ -316,6 +326,7 @@ def counterfactual_heatmaps(
     Returns (heatmaps (N, K, C, H, W), predictions (N,)). All classes run every trial (no pruning); the prediction is
     the argmin of the weighted mean error, as in :func:`diffusion_classify` without pruning.
     """
+    device = _model_device(eps_model)
     x = _as_model_images(images)
     alphas = _alphas_cumprod(scheduler)
     T = len(alphas)
@@ -338,8 +349,9 @@ def counterfactual_heatmaps(
             t = int(timesteps[trial])
             noisy, noise, code = _trial_input(x[i], gen, float(alphas[t]), augment)
             with torch.no_grad():
-                eps_hat = eps_model(noisy.expand(n_classes, *noisy.shape),
-                                    torch.full((n_classes,), t, dtype=torch.long), classes).float()
+                eps_hat = eps_model(noisy.expand(n_classes, *noisy.shape).to(device),
+                                    torch.full((n_classes,), t, dtype=torch.long, device=device),
+                                    classes.to(device)).float().cpu()
             diff = (noise.unsqueeze(0) - eps_hat) * mask
             err = (diff ** 2).sum(dim=(1, 2, 3)).double().numpy() * weights[trial]
             shifted_sum += err - err.min()

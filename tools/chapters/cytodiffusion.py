@@ -123,8 +123,10 @@ the same weights as a run straight through. The EMA weights are used for samplin
     code('''
 from wbcstudy.models.diffusion import ClassConditionalUNet, DiffusionTrainConfig, UNetConfig, ddim_sample, make_scheduler, train_diffusion
 from wbcstudy.models.baselines import count_parameters
+from wbcstudy.train import select_device
 
 scheduler = make_scheduler()
+device = select_device("auto")  # a GPU where there is one (paper profile); random draws stay on the CPU
 
 def train_diffusion_model(x, y, n_classes, steps, run_seed=seed):
     torch.manual_seed(run_seed)
@@ -132,7 +134,7 @@ def train_diffusion_model(x, y, n_classes, steps, run_seed=seed):
                                             attention_levels=tuple([False] * (len(unet_channels) - 1) + [True])))
     cfg = DiffusionTrainConfig(steps=steps, batch_size=batch_size, lr=diffusion_lr, warmup_steps=min(warmup_steps, steps),
                                ema_decay=ema_decay, seed=run_seed, log_every=max(1, steps // 20))
-    return train_diffusion(model, x, y, cfg, scheduler)
+    return train_diffusion(model, x, y, cfg, scheduler, device=device)
 
 indomain = train_diffusion_model(pbc["train"][0], pbc["train"][1], len(classes), indomain_steps)
 print(f"{count_parameters(indomain.model):,} parameters; {indomain.steps_done} steps in {indomain.seconds:.0f} s "

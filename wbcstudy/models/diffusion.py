@@ -204,15 +204,24 @@ def _lr_factor(step: int, warmup: int) -> float:
 
 def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, clean: torch.Tensor, class_vectors: torch.Tensor,
                    generator: torch.Generator, snr_gamma: float | None = 5.0) -> torch.Tensor:
-    """Min-SNR-weighted ε-prediction loss of one batch (timesteps and noise drawn from ``generator``)."""
+    """Min-SNR-weighted ε-prediction loss of one batch (timesteps and noise drawn on the CPU from ``generator``)."""
+    device = model_device(model)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
     noise = torch.randn(clean.shape, generator=generator)
     noisy = scheduler.add_noise(clean, noise, t)
-    pred = model(noisy, t, class_vectors)
-    per_image = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+    pred = model(noisy.to(device), t.to(device), class_vectors.to(device))
+    per_image = F.mse_loss(pred.float(), noise.to(device), reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma:
-        per_image = per_image * min_snr_weights(scheduler, t, snr_gamma)
+        per_image = per_image * min_snr_weights(scheduler, t, snr_gamma).to(device)
     return per_image.mean()
+
+
+def model_device(model: object) -> torch.device:
+    """The device of a module's parameters (CPU for parameter-free callables)."""
+    try:
+        return next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
 
 
 def train_diffusion(
@@ -222,11 +231,13 @@ def train_diffusion(
     config: DiffusionTrainConfig | None = None,
     scheduler: DDPMScheduler | None = None,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> DiffusionTrainResult:
     """Train ``model`` on uint8 NHWC ``images`` with integer ``labels``; resumes from ``config.checkpoint`` if present.
 
     All randomness of step k depends only on (seed, k), so a run stopped at a checkpoint and resumed ends with
-    the same weights as a run straight through (bitwise on CPU).
+    the same weights as a run straight through (bitwise on CPU). Random draws happen on the CPU; the model, its
+    optimiser and EMA live on ``device``.
     """
     cfg = config or DiffusionTrainConfig()
     scheduler = scheduler or make_scheduler()
@@ -243,6 +254,7 @@ def train_diffusion(
         raise ValueError(f"images are {tuple(x_all.shape[-2:])} px but the UNet expects {model.config.image_size} px")
 
     torch.manual_seed(cfg.seed)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
     history: list[dict[str, float]] = []
@@ -256,6 +268,7 @@ def train_diffusion(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
+        ema.to(device)
         history, start_step = state["history"], state["step"]
         running, running_n = state["running_loss"]
 
@@ -333,12 +346,13 @@ def ddim_sample(model: ClassConditionalUNet, labels: Sequence[int] | torch.Tenso
     size = model.config.image_size
     gen = torch.Generator().manual_seed(seed)
     model.eval()
+    device = model_device(model)
     out = []
     for start in range(0, len(labels), batch_size):
-        lb = labels[start:start + batch_size]
-        x = torch.randn((len(lb), 3, size, size), generator=gen)
+        lb = labels[start:start + batch_size].to(device)
+        x = torch.randn((len(lb), 3, size, size), generator=gen).to(device)
         for t in ddim.timesteps:
             eps = model(x, int(t), lb)
-            x = ddim.step(eps, t, x, eta=eta, generator=gen).prev_sample
+            x = ddim.step(eps, t, x, eta=eta, generator=gen if device.type == "cpu" else None).prev_sample
         out.append(from_model_range(x))
     return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
