@@ -13,7 +13,7 @@ import yaml
 from wbcstudy.paths import project_root
 
 #: Chapters in book order (each is ``notebooks/<name>.ipynb``).
-CHAPTERS: tuple[str, ...] = ("data", "baseline", "wnet", "trust", "resnext_cc")
+CHAPTERS: tuple[str, ...] = ("data", "baseline", "wnet", "trust", "resnext_cc", "cytodiffusion")
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
 
 
