@@ -31,12 +31,14 @@ def test_book_builds_without_warnings(tmp_path):
 
 
 def test_recorded_chapter_times_are_within_the_profile_budgets():
-    """The wall-clock times `wbcstudy run` recorded for the book: smoke < 90 s, cpu < 15 min per chapter."""
+    """The wall-clock times `wbcstudy run` recorded for the book: smoke < 90 s, cpu < 15 min per chapter (CytoDiffusion 30)."""
     import json
 
     timings = json.loads((project_root() / "book" / "results" / "timings.json").read_text())
     budgets = {"smoke": 90.0, "cpu": 900.0}
     for chapter in run.CHAPTERS:
         for profile, budget in budgets.items():
+            if chapter == "cytodiffusion" and profile == "cpu":
+                budget = 1800.0  # the issue grants the diffusion classifier 30 minutes
             assert profile in timings[chapter], f"{chapter} has no recorded {profile} run"
             assert timings[chapter][profile] < budget, f"{chapter} took {timings[chapter][profile]} s at {profile}"

@@ -16,7 +16,7 @@ from nbformat.v4 import new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wbcstudy.run import CHAPTERS  # noqa: E402
+from wbcstudy.run import CHAPTERS, DRAFTS  # noqa: E402
 
 
 def write(name: str, cells: list) -> None:
@@ -31,5 +31,5 @@ def write(name: str, cells: list) -> None:
 
 
 if __name__ == "__main__":
-    for chapter in sys.argv[1:] or CHAPTERS:
+    for chapter in sys.argv[1:] or CHAPTERS + DRAFTS:
         write(chapter, importlib.import_module(f"tools.chapters.{chapter}").CELLS)

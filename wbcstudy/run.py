@@ -13,7 +13,9 @@ import yaml
 from wbcstudy.paths import project_root
 
 #: Chapters in book order (each is ``notebooks/<name>.ipynb``).
-CHAPTERS: tuple[str, ...] = ("data", "baseline", "wnet", "trust", "resnext_cc", "cytodiffusion")
+CHAPTERS: tuple[str, ...] = ("data", "baseline", "wnet", "trust", "resnext_cc")
+#: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
+DRAFTS: tuple[str, ...] = ("cytodiffusion",)
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
 
 
@@ -23,8 +25,8 @@ class ChapterError(ValueError):
 
 def notebook_path(chapter: str) -> Path:
     """The parameterised source notebook of a chapter."""
-    if chapter not in CHAPTERS:
-        raise ChapterError(f"unknown chapter {chapter!r}; chapters are: {', '.join(CHAPTERS)}")
+    if chapter not in CHAPTERS + DRAFTS:
+        raise ChapterError(f"unknown chapter {chapter!r}; chapters are: {', '.join(CHAPTERS + DRAFTS)}")
     return project_root() / "notebooks" / f"{chapter}.ipynb"
 
 
