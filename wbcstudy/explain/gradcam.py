@@ -128,6 +128,9 @@ def randomised_weights_similarity(model: nn.Module, layer_of: Callable[[nn.Modul
     fresh = gradcam_maps(fresh_model, layer_of(fresh_model), images, targets)
     out = []
     for a, b in zip(trained, fresh):
+        if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant map ranks nothing: no similarity (Spearman is undefined)
+            out.append(0.0)
+            continue
         rho = spearmanr(a.ravel(), b.ravel())[0]
         out.append(0.0 if np.isnan(rho) else rho)
     return np.asarray(out)
