@@ -122,7 +122,7 @@ def test_cross_validate_predicts_each_fold_once_with_a_fresh_model(one_thread):
     p = cv.predictions
     assert sorted(p["row"]) == list(range(90))  # every image predicted exactly once
     assert (p["fold"].to_numpy() == folds[p["row"]]).all() and (p["y"].to_numpy() == y[p["row"]]).all()
-    assert np.allclose(p[["p0", "p1"]].sum(1), 1.0)
+    assert np.allclose(p[["p0", "p1"]].sum(axis=1), 1.0)
     assert (p["pred"] == p["y"]).mean() > 0.9  # a linearly separable problem
     assert cv.train_sizes == {0: 60, 1: 60, 2: 60}
     # a fold's model predicts exactly what the table says for that fold

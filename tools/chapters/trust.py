@@ -185,7 +185,7 @@ for key, (result, probs) in runs.items():
     metrics[f"{k}_train_seconds"] = result.seconds
     rows.append({"model": names[key], "px": size_of[key], "accuracy": m["accuracy"],
                  "95% CI": "[{:.3f}, {:.3f}]".format(*c["accuracy"]), "balanced accuracy": m["balanced_accuracy"],
-                 "macro F1": m["macro_f1"], "ECE": m["ece"], "train s": result.seconds})
+                 "macro F1": m["macro_f1"], "ECE": m["ece"], "training": f"{result.seconds:.1f} s"})
 pd.DataFrame(rows).set_index("model")
 '''),
     code('''
