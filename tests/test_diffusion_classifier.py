@@ -231,6 +231,27 @@ def test_accuracy_vs_trials_from_kept_errors() -> None:
         dc.predictions_after_each_trial(np.full((1, 2, 3), np.nan), np.ones(2))
 
 
+def test_trial_weights_and_accuracy_after_each_trial_by_hand() -> None:
+    t = np.array([999, 500, 1])
+    assert np.array_equal(dc.trial_weights(t, "uniform"), np.ones(3))
+    assert np.allclose(dc.trial_weights(t, "poly4"), dc.poly4_weights(t, dc.PAPER_POLY4))
+    assert np.allclose(dc.trial_weights(t, (2.0, 0, 0, 0, 0)), 0.5)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        dc.trial_weights(t, "cosine")
+    # two images (labels 1, 0), two trials at t=999 and t=1, two classes
+    errors = np.array([[[0.0, 2.0], [1.0, 0.0]],    # trial 1 favours class 0 by 2, trial 2 class 1 by 1
+                       [[0.0, 2.0], [0.0, 1.0]]])   # both trials favour class 0
+    labels = np.array([1, 0])
+    # uniform: image 0's running means (0, 2) then (0.5, 1.0): class 0 (wrong) after both trials
+    assert np.allclose(dc.accuracy_after_each_trial(errors, np.array([999, 1]), labels, "uniform"), [0.5, 0.5])
+    # 1/poly4 with poly4 = 1 - 0.9 s: weight ~1 at t=999 (s=0.001), ~10 at t=1 (s=0.999); image 0's means become
+    # (0, 2) then (~5, 1): class 1 (right) after two trials
+    weighted = dc.accuracy_after_each_trial(errors, np.array([999, 1]), labels, (1.0, -0.9, 0, 0, 0))
+    assert np.allclose(weighted, [0.5, 1.0])
+    with pytest.raises(ValueError, match="labels"):
+        dc.accuracy_after_each_trial(errors, np.array([999, 1]), labels[:1], "uniform")
+
+
 def test_counterfactual_heatmap_equals_template_difference() -> None:
     """For the exact denoiser, heatmap_c = mean_t(B_t) (μ_c − μ_pred) · disk: the ε and x_0 terms cancel."""
     sched = make_scheduler()

@@ -75,6 +75,18 @@ def poly4_weights(timesteps: np.ndarray, coefficients: Sequence[float] = PAPER_P
     return 1.0 / (value + 1e-10)
 
 
+def trial_weights(timesteps: np.ndarray, weighting: str | Sequence[float] = "poly4",
+                  num_train_timesteps: int = 1000) -> np.ndarray:
+    """Per-trial weights: "poly4" (the paper's coefficients), "uniform" (ones) or 1/poly4 of 5 refitted coefficients."""
+    if isinstance(weighting, str):
+        if weighting == "poly4":
+            return poly4_weights(timesteps, PAPER_POLY4, num_train_timesteps)
+        if weighting == "uniform":
+            return np.ones(len(timesteps))
+        raise ValueError(f"unknown weighting {weighting!r}: use 'poly4', 'uniform' or 5 coefficients")
+    return poly4_weights(timesteps, weighting, num_train_timesteps)
+
+
 def fit_poly4_weighting(timesteps: np.ndarray, raw_errors: np.ndarray, num_train_timesteps: int = 1000) -> np.ndarray:
     """Coefficients a0..a4 of the poly4 fitted to the median over images of the across-class std of the errors.
 
@@ -199,15 +211,7 @@ def diffusion_classify(
     if max_trials < 1 or min_trials < 1 or prune_every < 1 or images_per_call < 1:
         raise ValueError("max_trials, min_trials, prune_every and images_per_call must be positive")
     timesteps = stratified_timesteps(max_trials, T, seed)
-    if isinstance(weighting, str):
-        if weighting == "poly4":
-            weights = poly4_weights(timesteps, PAPER_POLY4, T)
-        elif weighting == "uniform":
-            weights = np.ones(max_trials)
-        else:
-            raise ValueError(f"unknown weighting {weighting!r}: use 'poly4', 'uniform' or 5 coefficients")
-    else:
-        weights = poly4_weights(timesteps, weighting, T)
+    weights = trial_weights(timesteps, weighting, T)
     mask = disk_mask(x.shape[-1], radius_fraction) if x.shape[-1] == x.shape[-2] else None
     if mask is None:
         raise ValueError(f"images must be square for the central disk, got {tuple(x.shape[-2:])}")
@@ -246,7 +250,7 @@ def diffusion_classify(
             noisy_b = torch.cat(noisy_rows)
             labels_b = torch.cat(label_rows)
             with torch.no_grad():
-                eps_hat = eps_model(noisy_b.to(device), torch.full((len(labels_b),), t, dtype=torch.long, device=device),
+                eps_hat = eps_model(noisy_b.to(device, memory_format=torch.channels_last), torch.full((len(labels_b),), t, dtype=torch.long, device=device),
                                     labels_b.to(device)).float().cpu()
             err = ((torch.cat(noise_rows) - eps_hat.float()) ** 2 * mask).sum(dim=(1, 2, 3)).double().numpy()
             pos = 0
@@ -331,12 +335,7 @@ def counterfactual_heatmaps(
     alphas = _alphas_cumprod(scheduler)
     T = len(alphas)
     timesteps = stratified_timesteps(n_trials, T, seed)
-    if isinstance(weighting, str):
-        weights = np.ones(n_trials) if weighting == "uniform" else poly4_weights(timesteps, PAPER_POLY4, T)
-        if weighting not in ("uniform", "poly4"):
-            raise ValueError(f"unknown weighting {weighting!r}: use 'poly4', 'uniform' or 5 coefficients")
-    else:
-        weights = poly4_weights(timesteps, weighting, T)
+    weights = trial_weights(timesteps, weighting, T)
     mask = disk_mask(x.shape[-1], radius_fraction)
     classes = torch.arange(n_classes)
     heatmaps = np.zeros((len(x), n_classes, *x.shape[1:]), dtype=np.float32)
@@ -349,7 +348,7 @@ def counterfactual_heatmaps(
             t = int(timesteps[trial])
             noisy, noise, code = _trial_input(x[i], gen, float(alphas[t]), augment)
             with torch.no_grad():
-                eps_hat = eps_model(noisy.expand(n_classes, *noisy.shape).to(device),
+                eps_hat = eps_model(noisy.expand(n_classes, *noisy.shape).to(device, memory_format=torch.channels_last),
                                     torch.full((n_classes,), t, dtype=torch.long, device=device),
                                     classes.to(device)).float().cpu()
             diff = (noise.unsqueeze(0) - eps_hat) * mask
@@ -360,3 +359,16 @@ def counterfactual_heatmaps(
         mean_diff = diff_sum / n_trials
         heatmaps[i] = (mean_diff - mean_diff[predictions[i]]).numpy()
     return heatmaps, predictions
+
+
+def accuracy_after_each_trial(raw_errors: np.ndarray, timesteps: np.ndarray, labels: np.ndarray,
+                              weighting: str | Sequence[float] = "poly4", num_train_timesteps: int = 1000) -> np.ndarray:
+    """(trials,) accuracy after 1..trials trials of kept, unpruned errors under a weighting (no new UNet passes).
+
+    Used to compare weightings on the same errors: on validation cells to choose one, on test cells only to report.
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(raw_errors):
+        raise ValueError(f"{len(labels)} labels for {len(raw_errors)} images")
+    per_trial = predictions_after_each_trial(raw_errors, trial_weights(timesteps, weighting, num_train_timesteps))
+    return (per_trial == labels[:, None]).mean(axis=0)

@@ -319,6 +319,7 @@ def train_diffusion(
     steps_done = step + 1 if cfg.steps > start_step else start_step
     ema_model = copy.deepcopy(model)
     ema.copy_to(ema_model.parameters())
+    ema_model.to(memory_format=torch.channels_last)  # inference only: ~13% more ε-predictions/s on 2 CPU cores
     ema_model.eval()
     model.eval()
     return DiffusionTrainResult(ema_model=ema_model, model=model, scheduler=scheduler,
@@ -350,7 +351,7 @@ def ddim_sample(model: ClassConditionalUNet, labels: Sequence[int] | torch.Tenso
     out = []
     for start in range(0, len(labels), batch_size):
         lb = labels[start:start + batch_size].to(device)
-        x = torch.randn((len(lb), 3, size, size), generator=gen).to(device)
+        x = torch.randn((len(lb), 3, size, size), generator=gen).to(device, memory_format=torch.channels_last)
         for t in ddim.timesteps:
             eps = model(x, int(t), lb)
             x = ddim.step(eps, t, x, eta=eta, generator=gen if device.type == "cpu" else None).prev_sample
