@@ -42,3 +42,20 @@ def test_recorded_chapter_times_are_within_the_profile_budgets():
                 budget = 1800.0  # the issue grants the diffusion classifier 30 minutes
             assert profile in timings[chapter], f"{chapter} has no recorded {profile} run"
             assert timings[chapter][profile] < budget, f"{chapter} took {timings[chapter][profile]} s at {profile}"
+
+
+def test_cytodiffusion_results_carry_the_keys_its_issue_asks_for():
+    """The published CytoDiffusion results hold every headline number, each beside the paper's where it gives one."""
+    import json
+
+    res = json.loads((project_root() / "book" / "results" / "cytodiffusion.json").read_text())
+    assert res["profile"] == "cpu"
+    wanted = {"indomain_accuracy", "indomain_balanced_accuracy", "baseline_indomain_balanced_accuracy", "anomaly_auc",
+              "baseline_anomaly_auc", "domain_shift_balanced_accuracy", "baseline_domain_shift_balanced_accuracy",
+              "pruning_unet_call_reduction", "seconds_per_image", "c2st_accuracy", "class_agreement"}
+    wanted |= {f"{who}lowdata_{n}_balanced_accuracy" for who in ("", "baseline_") for n in (10, 20, 50, 150)}
+    assert wanted <= set(res["metrics"]), sorted(wanted - set(res["metrics"]))
+    assert all(res["metrics"][k] is not None for k in wanted)
+    assert {"indomain_balanced_accuracy", "anomaly_auc", "domain_shift_balanced_accuracy", "lowdata_150_balanced_accuracy",
+            "c2st_accuracy", "class_agreement"} <= set(res["paper"])
+    assert {"indomain_balanced_accuracy", "anomaly_auc", "domain_shift_balanced_accuracy", "lowdata_150_balanced_accuracy"} <= set(res["ci"])

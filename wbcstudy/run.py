@@ -13,9 +13,9 @@ import yaml
 from wbcstudy.paths import project_root
 
 #: Chapters in book order (each is ``notebooks/<name>.ipynb``).
-CHAPTERS: tuple[str, ...] = ("data", "baseline", "wnet", "trust", "resnext_cc")
+CHAPTERS: tuple[str, ...] = ("data", "baseline", "cytodiffusion", "wnet", "trust", "resnext_cc")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
-DRAFTS: tuple[str, ...] = ("cytodiffusion",)
+DRAFTS: tuple[str, ...] = ()
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
 
 
