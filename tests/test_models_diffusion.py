@@ -27,6 +27,14 @@ def toy_data(n: int = 24, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return images.clip(0, 255).astype(np.uint8), labels
 
 
+def test_attention_defaults_to_the_lowest_resolution_only() -> None:
+    assert dm.UNetConfig().attention_levels == (False, False, False, True)
+    assert dm.UNetConfig(image_size=8, block_out_channels=(8, 16, 16)).attention_levels == (False, False, True)
+    assert dm.UNetConfig(image_size=8, block_out_channels=(8, 16), attention_levels=(1, 1)).attention_levels == (True, True)
+    with pytest.raises(ValueError, match="attention_levels has 1 entries for 2 blocks"):
+        dm.UNetConfig(image_size=8, block_out_channels=(8, 16), attention_levels=(True,))
+
+
 def test_class_vector_projection_is_an_embedding_and_mixes_linearly() -> None:
     model = tiny().eval()
     w = model.class_projection.weight  # (time_embed_dim, n_classes)

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = 0
-IMAGE_SIZE = 32
-UNET_CHANNELS = (16, 32, 32, 64)  # the chapter's cpu defaults
-TEST_CELLS = 160  # the chapter's indomain_test_limit
+sys.path.insert(0, str(ROOT))
+from wbcstudy.run import parameters_cell  # noqa: E402  (needs only yaml: it runs on the GPU machine too)
+
+CPU = parameters_cell("cytodiffusion")  # the chapter's cpu defaults: model, recipe, seed and test subset size
 STEP_COUNTS = (500, 2000, 6000)  # a fourth segment to 16,000 steps did not fit the 15 min of GPU time a session has
 MAX_TRIALS = 100
 REPORT_TRIALS = (40, 100)  # the chapter's max_trials, and more
@@ -38,7 +38,6 @@ REPORT_TRIALS = (40, 100)  # the chapter's max_trials, and more
 
 def _diffusion_modules():
     """wbcstudy.models.diffusion and wbcstudy.diffusion_classifier, without the models package's other imports."""
-    sys.path.insert(0, str(ROOT))
     if "wbcstudy.models" not in sys.modules:
         pkg = types.ModuleType("wbcstudy.models")
         pkg.__path__ = [str(ROOT / "wbcstudy" / "models")]
@@ -53,12 +52,12 @@ def export(out_dir: Path) -> Path:
     from wbcstudy.data import load_split_arrays, stratified_subset
 
     def pooled(x: np.ndarray) -> np.ndarray:
-        t = F.adaptive_avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2).float(), IMAGE_SIZE)
+        t = F.adaptive_avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2).float(), CPU["image_size"])
         return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     train_x, train_y, classes = load_split_arrays("pbc8", "train", 64)
     test_x, test_y, _ = load_split_arrays("pbc8", "test", 64)
-    rows = stratified_subset(test_y, TEST_CELLS, SEED)
+    rows = stratified_subset(test_y, CPU["indomain_test_limit"], CPU["seed"])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "pbc32.npz"
     np.savez_compressed(path, train_x=pooled(train_x), train_y=train_y, test_x=pooled(test_x[rows]), test_y=test_y[rows],
@@ -87,21 +86,21 @@ def run(data_dir: Path, out_json: Path, step_counts: tuple[int, ...] = STEP_COUN
     ckpt.unlink(missing_ok=True)
     record = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "test_cells": int(len(data["test_y"])), "train_cells": int(len(data["train_y"])), "max_trials": MAX_TRIALS,
-              "weighting": "uniform", "pruning": False, "unet_channels": list(UNET_CHANNELS), "rows": []}
+              "weighting": "uniform", "pruning": False, "unet_channels": CPU["unet_channels"], "rows": []}
     for steps in step_counts:
-        torch.manual_seed(SEED)
+        torch.manual_seed(CPU["seed"])
         model = diffusion.ClassConditionalUNet(diffusion.UNetConfig(
-            image_size=IMAGE_SIZE, n_classes=len(classes), block_out_channels=UNET_CHANNELS,
-            attention_levels=tuple([False] * (len(UNET_CHANNELS) - 1) + [True])))
-        cfg = diffusion.DiffusionTrainConfig(steps=step_counts[-1], batch_size=64, lr=1e-3, warmup_steps=50, ema_decay=0.995,
-                                             seed=SEED, checkpoint=ckpt, checkpoint_every=step_counts[-1],
+            image_size=CPU["image_size"], n_classes=len(classes), block_out_channels=tuple(CPU["unet_channels"])))
+        cfg = diffusion.DiffusionTrainConfig(steps=step_counts[-1], batch_size=CPU["batch_size"], lr=CPU["diffusion_lr"],
+                                             warmup_steps=CPU["warmup_steps"], ema_decay=CPU["ema_decay"],
+                                             seed=CPU["seed"], checkpoint=ckpt, checkpoint_every=step_counts[-1],
                                              stop_after_step=steps, log_every=max(1, steps // 20))
         start = time.perf_counter()
         trained = diffusion.train_diffusion(model, data["train_x"], data["train_y"], cfg, scheduler, device=device)
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         res = dc.diffusion_classify(trained.ema_model, data["test_x"], scheduler, len(classes), max_trials=MAX_TRIALS,
-                                    prune=False, weighting="uniform", keep_errors=True, images_per_call=32, seed=SEED)
+                                    prune=False, weighting="uniform", keep_errors=True, images_per_call=32, seed=CPU["seed"])
         per_trial = dc.predictions_after_each_trial(res.raw_errors, np.ones(MAX_TRIALS))
         row = {"steps": trained.steps_done, "train_seconds_this_segment": round(train_seconds, 1),
                "classify_seconds": round(time.perf_counter() - start, 1),

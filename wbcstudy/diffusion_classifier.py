@@ -250,7 +250,8 @@ def diffusion_classify(
             noisy_b = torch.cat(noisy_rows)
             labels_b = torch.cat(label_rows)
             with torch.no_grad():
-                eps_hat = eps_model(noisy_b.to(device, memory_format=torch.channels_last), torch.full((len(labels_b),), t, dtype=torch.long, device=device),
+                eps_hat = eps_model(noisy_b.to(device, memory_format=torch.channels_last),
+                                    torch.full((len(labels_b),), t, dtype=torch.long, device=device),
                                     labels_b.to(device)).float().cpu()
             err = ((torch.cat(noise_rows) - eps_hat.float()) ** 2 * mask).sum(dim=(1, 2, 3)).double().numpy()
             pos = 0

@@ -132,8 +132,7 @@ device = select_device("auto")  # a GPU where there is one (paper profile); rand
 
 def train_diffusion_model(x, y, n_classes, steps, run_seed=seed):
     torch.manual_seed(run_seed)
-    model = ClassConditionalUNet(UNetConfig(image_size=image_size, n_classes=n_classes, block_out_channels=tuple(unet_channels),
-                                            attention_levels=tuple([False] * (len(unet_channels) - 1) + [True])))
+    model = ClassConditionalUNet(UNetConfig(image_size=image_size, n_classes=n_classes, block_out_channels=tuple(unet_channels)))
     cfg = DiffusionTrainConfig(steps=steps, batch_size=batch_size, lr=diffusion_lr, warmup_steps=min(warmup_steps, steps),
                                ema_decay=ema_decay, seed=run_seed, log_every=max(1, steps // 20))
     return train_diffusion(model, x, y, cfg, scheduler, device=device)
@@ -268,6 +267,11 @@ seconds_per_image = indomain_result.seconds / len(test_y)
 def one_hot(pred, k):
     return np.eye(k)[pred]
 
+def pooled_balanced_accuracy(y_parts, pred_parts, k):
+    """Balanced accuracy of predictions pooled over test sets or repeats, with its bootstrap CI over the pooled cells."""
+    m, c = metrics_with_ci(np.concatenate(y_parts), one_hot(np.concatenate(pred_parts), k), n_boot=n_boot, seed=seed)
+    return m["balanced_accuracy"], c["balanced_accuracy"]
+
 metrics, ci = {}, {}
 m, c = metrics_with_ci(test_y, one_hot(indomain_result.predictions, len(classes)), n_boot=n_boot, seed=seed)
 metrics.update(indomain_accuracy=m["accuracy"], indomain_balanced_accuracy=m["balanced_accuracy"])
@@ -395,7 +399,7 @@ pbc5_val = arrays("pbc5", "val", limit=val_limit)
 shift_sets = {name: arrays(manifest, None, classes=wbc5, limit=shift_test_limit)
               for name, manifest in (("Zheng Dataset 1", "zheng1"), ("Zheng Dataset 2", "zheng2"), ("BCCD crops", "bccd"))}
 from sklearn.metrics import balanced_accuracy_score
-shift_rows, shift_pooled = [], {"y": [], "CytoDiffusion (ours)": [], "ResNet-18": []}
+shift_rows, shift_pooled = [], {}
 for r in range(shift_seeds):
     model5 = train_diffusion_model(pbc5_train[0], pbc5_train[1], len(wbc5), shift_steps, run_seed=seed + r)
     base5 = train_baseline(pbc5_train[:2], pbc5_val[:2], len(wbc5), run_seed=seed + r)
@@ -406,16 +410,14 @@ for r in range(shift_seeds):
                            "CytoDiffusion (ours)": balanced_accuracy_score(sy.numpy(), res.predictions),
                            "ResNet-18": balanced_accuracy_score(sy.numpy(), base_pred)})
         for key, pred in (("y", sy.numpy()), ("CytoDiffusion (ours)", res.predictions), ("ResNet-18", base_pred)):
-            shift_pooled[key].append(pred)
+            shift_pooled.setdefault(key, []).append(pred)
 shift = pd.DataFrame(shift_rows)
-pooled_y = np.concatenate(shift_pooled["y"])
 pooled = {}
 for key, model_name in (("domain_shift_balanced_accuracy", "CytoDiffusion (ours)"), ("baseline_domain_shift_balanced_accuracy", "ResNet-18")):
-    m, c = metrics_with_ci(pooled_y, one_hot(np.concatenate(shift_pooled[model_name]), len(wbc5)), n_boot=n_boot, seed=seed)
-    metrics[key], ci[key] = m["balanced_accuracy"], c["balanced_accuracy"]
-    pooled[model_name] = {"pooled balanced accuracy": m["balanced_accuracy"], "95% CI": "[{:.3f}, {:.3f}]".format(*c["balanced_accuracy"])}
+    metrics[key], ci[key] = pooled_balanced_accuracy(shift_pooled["y"], shift_pooled[model_name], len(wbc5))
+    pooled[model_name] = {"pooled balanced accuracy": metrics[key], "95% CI": "[{:.3f}, {:.3f}]".format(*ci[key])}
 display(shift.groupby("test set")[["n", "CytoDiffusion (ours)", "ResNet-18"]].mean().round(3))
-pd.DataFrame(pooled).T.assign(cells=len(pooled_y))
+pd.DataFrame(pooled).T.assign(cells=sum(map(len, shift_pooled["y"])))
 '''),
     md('''
 ## Low-data regime
@@ -453,9 +455,9 @@ low_mean = low.groupby("per class")[["CytoDiffusion (ours)", "ResNet-18"]].mean(
 low_ci = {}
 for size in low_mean.index:  # bootstrap over test cells, the repeats' predictions pooled
     for key, model_name in ((f"lowdata_{size}_balanced_accuracy", "CytoDiffusion (ours)"), (f"baseline_lowdata_{size}_balanced_accuracy", "ResNet-18")):
-        _, c = metrics_with_ci(np.concatenate(low_pooled[size, "y"]), one_hot(np.concatenate(low_pooled[size, model_name]), len(classes)), n_boot=n_boot, seed=seed)
-        metrics[key], ci[key] = float(low_mean.loc[size, model_name]), c["balanced_accuracy"]
-        low_ci[size, model_name] = c["balanced_accuracy"]
+        _, ci[key] = pooled_balanced_accuracy(low_pooled[size, "y"], low_pooled[size, model_name], len(classes))
+        metrics[key] = float(low_mean.loc[size, model_name])
+        low_ci[size, model_name] = ci[key]
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for col in low_mean:
     lo_hi = np.array([low_ci[size, col] for size in low_mean.index]).T
@@ -548,8 +550,6 @@ comparison_table(res, {"indomain_accuracy": "in-domain accuracy", "indomain_bala
 '''),
     md('## What this means'),
     code('''
-gap = metrics["indomain_balanced_accuracy"] - metrics["baseline_indomain_balanced_accuracy"]
-
 def versus(key, base_key):
     """'x [lo, hi] against y [lo, hi]', and whether the intervals overlap."""
     (a, (al, ah)), (b, (bl, bh)) = (metrics[key], ci[key]), (metrics[base_key], ci[base_key])

@@ -37,11 +37,13 @@ class UNetConfig:
     n_classes: int = 8
     block_out_channels: tuple[int, ...] = (16, 32, 32, 64)  # 0.79 M parameters; convolutions at 32 px dominate the cost
     layers_per_block: int = 1
-    attention_levels: tuple[bool, ...] = (False, False, False, True)  # self-attention at the lowest resolution only
+    attention_levels: tuple[bool, ...] | None = None  # None: self-attention at the lowest resolution only
     norm_num_groups: int = 8
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        if self.attention_levels is None:
+            self.attention_levels = (False,) * (len(self.block_out_channels) - 1) + (True,)
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError(f"attention_levels has {len(self.attention_levels)} entries for "
