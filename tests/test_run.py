@@ -20,24 +20,28 @@ def test_profile_sets_only_names_the_notebook_defines(chapter, profile):
 
 @pytest.mark.parametrize("chapter", run.CHAPTERS)
 def test_parameters_cell_is_typed_commented_and_has_profile(chapter):
-    nb = json.loads(run.notebook_path(chapter).read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    lines = [l for l in "".join(cell["source"]).splitlines() if l.strip()]
-    assert all(":" in l.split("=")[0] and "#" in l for l in lines), "each knob is 'name: type = value  # comment'"
+    nb = run.read_notebook(chapter)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = [line for line in cell.source.splitlines() if line.strip()]
+    assert all(":" in line.split("=")[0] and "#" in line for line in lines), "each knob is 'name: type = value  # comment'"
     defaults = run.parameters_cell(chapter)
     assert defaults["profile"] == "cpu" and defaults["results_dir"] == "book/results"
 
 
 @pytest.mark.parametrize("chapter", run.CHAPTERS)
-def test_source_notebooks_are_committed_without_outputs(chapter):
-    nb = json.loads(run.notebook_path(chapter).read_text())
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code")
+def test_chapter_source_is_a_myst_notebook_with_stable_cell_ids(chapter):
+    text = run.notebook_path(chapter).read_text()
+    assert text.startswith("---\njupytext:") and "format_name: myst" in text
+    nb = run.read_notebook(chapter)
+    assert [c.id for c in nb.cells] == [f"{chapter}-{i:02d}" for i in range(len(nb.cells))]
+    assert text.count("```{code-cell}") == sum(c.cell_type == "code" for c in nb.cells)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
 
 
 def test_unknown_name_in_a_profile_file_is_an_error(tmp_path, monkeypatch):
     params = tmp_path / "notebooks" / "params" / "data"
     params.mkdir(parents=True)
-    (tmp_path / "notebooks" / "data.ipynb").write_text(run.notebook_path("data").read_text())
+    (tmp_path / "notebooks" / "data.md").write_text(run.notebook_path("data").read_text())
     (params / "smoke.yml").write_text("cells_per_clas: 3\n")
     monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
     with pytest.raises(run.ChapterError, match="cells_per_clas"):

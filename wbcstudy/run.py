@@ -12,7 +12,7 @@ import yaml
 
 from wbcstudy.paths import project_root
 
-#: Chapters in book order (each is ``notebooks/<name>.ipynb``).
+#: Chapters in book order (each is the MyST text notebook ``notebooks/<name>.md``).
 CHAPTERS: tuple[str, ...] = ("data", "baseline", "cytodiffusion", "wnet", "trust", "resnext_cc")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
 DRAFTS: tuple[str, ...] = ()
@@ -24,10 +24,24 @@ class ChapterError(ValueError):
 
 
 def notebook_path(chapter: str) -> Path:
-    """The parameterised source notebook of a chapter."""
+    """The parameterised source of a chapter: a MyST-NB text notebook."""
     if chapter not in CHAPTERS + DRAFTS:
         raise ChapterError(f"unknown chapter {chapter!r}; chapters are: {', '.join(CHAPTERS + DRAFTS)}")
-    return project_root() / "notebooks" / f"{chapter}.ipynb"
+    return project_root() / "notebooks" / f"{chapter}.md"
+
+
+def read_notebook(chapter: str):
+    """A chapter's source as a notebook object (jupytext reads the MyST text)."""
+    import jupytext
+
+    path = notebook_path(chapter)
+    if not path.is_file():
+        raise ChapterError(f"chapter source {path} is missing")
+    nb = jupytext.read(path, fmt="md:myst")
+    nb.metadata.pop("jupytext", None)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{chapter}-{i:02d}"  # stable ids: executed copies diff only where outputs changed
+    return nb
 
 
 def profile_path(chapter: str, profile: str) -> Path:
@@ -60,8 +74,8 @@ def load_profile(chapter: str, profile: str) -> dict:
 
 def parameters_cell(chapter: str) -> dict[str, object]:
     """Names and default values assigned in the notebook's single ``parameters`` cell."""
-    nb = json.loads(notebook_path(chapter).read_text())
-    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    nb = read_notebook(chapter)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ChapterError(f"{notebook_path(chapter)} must have exactly one cell tagged 'parameters', found {len(cells)}")
     source = "".join(cells[0]["source"])
@@ -109,7 +123,7 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None) 
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
-        str(notebook_path(chapter)),
+        read_notebook(chapter),
         str(out),
         parameters=params,
         cwd=str(project_root()),
