@@ -13,12 +13,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute one chapter notebook with papermill")
     run.add_argument("chapter")
     run.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
-    run.add_argument("--output", default=None, help="executed notebook path (default: by profile)")
+    run.add_argument("--output", default=None, help="executed notebook path (default: build/runs/<profile>/<chapter>.ipynb)")
+    run.add_argument("--publish", action="store_true",
+                     help="on success, copy the notebook to the book (cpu) or tests/regression (smoke) and the results to book/results")
+    run.add_argument("--allow-dirty", action="store_true", help="publish at cpu even with uncommitted changes")
 
     book = sub.add_parser("book", help="run every chapter (cpu) and build the HTML book")
     book.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "paper"])
     book.add_argument("--build-only", action="store_true", help="build from the committed executed chapters")
     book.add_argument("--chapters", nargs="*", default=None)
+    book.add_argument("--allow-dirty", action="store_true", help="publish even with uncommitted changes")
 
     sub.add_parser("regression", help="re-run every chapter at the smoke profile into tests/regression/")
 
@@ -34,15 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from wbcstudy import run as runner
 
     if args.command == "run":
-        print(runner.run_chapter(args.chapter, args.profile, args.output))
+        print(runner.run_chapter(args.chapter, args.profile, args.output, publish=args.publish, allow_dirty=args.allow_dirty))
     elif args.command == "book":
         if args.build_only:
             print(runner.build_book())
         else:
-            print(runner.run_book(args.profile, tuple(args.chapters or runner.CHAPTERS)))
+            print(runner.run_book(args.profile, tuple(args.chapters or runner.CHAPTERS), allow_dirty=args.allow_dirty))
     elif args.command == "regression":
         for chapter in runner.CHAPTERS:
-            print(runner.run_chapter(chapter, "smoke"))
+            print(runner.run_chapter(chapter, "smoke", publish=True))
     elif args.command == "data":
         return _data(args.action, args.dataset)
     elif args.command == "app":

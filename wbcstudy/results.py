@@ -96,5 +96,22 @@ def provenance() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     import os
+
+    from wbcstudy.train import cpu_has_native_bf16, forced_precision
+
     out["cpu_count"] = str(os.cpu_count())
+    out["cpu_model"] = cpu_model()
+    out["cpu_native_bf16"] = "yes (AVX512-BF16 or AMX)" if cpu_has_native_bf16() else "no"
+    out["precision_forced"] = forced_precision() or "no (auto)"
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

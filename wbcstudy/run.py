@@ -52,13 +52,23 @@ def profile_path(chapter: str, profile: str) -> Path:
 
 
 def output_path(chapter: str, profile: str) -> Path:
-    """Where the executed notebook goes: the book (cpu), the regression copies (smoke) or build/ (paper)."""
+    """Where a published run's notebook goes: the book (cpu), the regression copies (smoke) or build/ (paper)."""
     root = project_root()
     return {
         "cpu": root / "book" / "chapters" / f"{chapter}.ipynb",
         "smoke": root / "tests" / "regression" / f"{chapter}.ipynb",
         "paper": root / "build" / "paper" / f"{chapter}.ipynb",
     }[profile]
+
+
+def work_path(chapter: str, profile: str) -> Path:
+    """Where a run's executed notebook is written first (and stays, unless the run is published)."""
+    return project_root() / "build" / "runs" / profile / f"{chapter}.ipynb"
+
+
+def work_results_dir(profile: str) -> str:
+    """Where an unpublished run writes its results JSON (relative to the project root)."""
+    return f"build/runs/{profile}/results"
 
 
 def load_profile(chapter: str, profile: str) -> dict:
@@ -113,18 +123,40 @@ def check_profile(chapter: str, profile: str) -> dict:
     return params
 
 
-def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None) -> Path:
-    """Execute one chapter with papermill at a profile; returns the executed notebook's path."""
+class DirtyTreeError(ChapterError):
+    """A publishing run was asked for while the work tree has uncommitted changes."""
+
+
+def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, publish: bool = False,
+                allow_dirty: bool = False) -> Path:
+    """Execute one chapter with papermill at a profile; returns the executed notebook's path.
+
+    The notebook runs into ``build/runs/<profile>/`` and writes its results there. Only a ``publish`` run that
+    succeeds copies the notebook to its published place (the book at cpu, the regression copies at smoke), the
+    results JSON to ``book/results/`` (cpu) and its wall-clock to the timings table; a failed run replaces nothing.
+    Publishing at cpu refuses a work tree with uncommitted changes unless ``allow_dirty``: the results record a commit.
+    """
+    import shutil
+
     import papermill
+
+    from wbcstudy.results import git_commit
 
     params = check_profile(chapter, profile)
     params["profile"] = profile
-    out = Path(output) if output else output_path(chapter, profile)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if publish and profile == "cpu" and not allow_dirty and git_commit().endswith("+dirty"):
+        raise DirtyTreeError(
+            f"refusing to publish {chapter} at cpu from a work tree with uncommitted changes "
+            f"(commit first, or pass --allow-dirty)"
+        )
+    results_dir = work_results_dir(profile)
+    params["results_dir"] = results_dir
+    work = Path(output) if output else work_path(chapter, profile)
+    work.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
         read_notebook(chapter),
-        str(out),
+        str(work),
         parameters=params,
         cwd=str(project_root()),
         kernel_name="python3",
@@ -132,6 +164,14 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None) 
         log_output=False,
     )
     seconds = time.perf_counter() - start
+    if not publish:
+        return work
+    out = output_path(chapter, profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work, out)
+    produced = project_root() / results_dir / f"{chapter}.json"
+    if profile == "cpu" and produced.is_file():
+        shutil.copyfile(produced, project_root() / "book" / "results" / produced.name)
     record_timing(chapter, profile, seconds)
     return out
 
@@ -165,9 +205,9 @@ def build_book(strict: bool = True) -> Path:
     return root / "build" / "_build" / "html" / "index.html"
 
 
-def run_book(profile: str = "cpu", chapters: tuple[str, ...] = CHAPTERS) -> Path:
-    """Execute every chapter at a profile, then build the book."""
+def run_book(profile: str = "cpu", chapters: tuple[str, ...] = CHAPTERS, allow_dirty: bool = False) -> Path:
+    """Execute and publish every chapter at a profile, then build the book."""
     for chapter in chapters:
         print(f"[wbcstudy] running {chapter} ({profile})", flush=True)
-        run_chapter(chapter, profile)
+        run_chapter(chapter, profile, publish=True, allow_dirty=allow_dirty)
     return build_book()

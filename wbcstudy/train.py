@@ -90,12 +90,26 @@ def select_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def forced_precision() -> str | None:
+    """The precision ``WBCSTUDY_PRECISION`` forces on every model (``bf16`` or ``fp32``), or None for ``auto``/unset."""
+    import os
+
+    value = os.environ.get("WBCSTUDY_PRECISION", "auto").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        raise ValueError(f"WBCSTUDY_PRECISION={value!r} is not one of {', '.join(PRECISIONS)}")
+    return None if value == "auto" else value
+
+
 def select_precision(requested: str, device: torch.device) -> str:
-    """``"bf16"`` or ``"fp32"``: bf16 autocast where the hardware supports it natively, when asked for ``"auto"``."""
+    """``"bf16"`` or ``"fp32"``: ``WBCSTUDY_PRECISION`` when it forces one, else the request, ``auto`` meaning bf16 where native."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}: use 'auto', 'bf16' or 'fp32'")
+    requested = forced_precision() or requested
     if requested in {"bf16", "fp32"}:
         return requested
-    if requested != "auto":
-        raise ValueError(f"unknown precision {requested!r}: use 'auto', 'bf16' or 'fp32'")
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":

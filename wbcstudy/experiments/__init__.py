@@ -1,0 +1,1 @@
+"""One module per chapter: that chapter's procedures, each a tested function made of the shared rooms."""

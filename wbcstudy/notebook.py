@@ -1,0 +1,58 @@
+"""What every chapter notebook does first and last: set-up, the run's precision, and its provenance."""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import pandas as pd
+
+_START: list[float] = []
+
+
+def setup() -> None:
+    """Start the chapter's clock, set the book's figure style and table precision, and say where the data is read from."""
+    from wbcstudy import plots
+
+    _START[:] = [time.perf_counter()]
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by accelerate outside Jupyter
+    plots.set_style()
+    pd.set_option("display.precision", 3)
+    where = "WBCSTUDY_DATA" if "WBCSTUDY_DATA" in os.environ else "data/raw/ (set WBCSTUDY_DATA to change it)"
+    print("data root:", where)
+
+
+def elapsed() -> float:
+    """Seconds since :func:`setup` (0 when it was not called)."""
+    return time.perf_counter() - _START[0] if _START else 0.0
+
+
+def configure(precision: str = "auto", deterministic: bool = False) -> str:
+    """Apply the chapter's ``precision`` parameter to every model it trains; returns the precision the CPU/GPU will use.
+
+    ``fp32`` or ``bf16`` force that precision (through ``WBCSTUDY_PRECISION``, which ``wbcstudy.train`` reads);
+    ``auto`` leaves a precision forced from outside in place, else uses bf16 where the hardware runs it natively.
+    ``deterministic`` asks torch for deterministic algorithms (the smoke profile's regression copies need it).
+    """
+    import torch
+
+    from wbcstudy.train import PRECISIONS, select_device, select_precision
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        os.environ["WBCSTUDY_PRECISION"] = precision
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = select_device("auto")
+    chosen = select_precision("auto", device)
+    print(f"precision: {chosen} (requested {precision})")  # the machine itself is in the provenance table
+    return chosen
+
+
+def provenance_table(profile: str) -> pd.DataFrame:
+    """Print the run's profile, wall-clock and commit; return the versions and machine as a one-column table."""
+    from wbcstudy.results import git_commit, provenance
+
+    print(f"profile: {profile}; wall-clock: {elapsed():.1f} s; commit: {git_commit()}")
+    return pd.Series(provenance(), name="version").to_frame()
