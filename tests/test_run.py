@@ -12,7 +12,7 @@ from wbcstudy.paths import project_root
 
 
 @pytest.mark.parametrize("chapter", run.CHAPTERS)
-@pytest.mark.parametrize("profile", run.PROFILES)
+@pytest.mark.parametrize("profile", run.REQUIRED_PROFILES)
 def test_profile_sets_only_names_the_notebook_defines(chapter, profile):
     params = run.check_profile(chapter, profile)
     assert set(params) <= set(run.parameters_cell(chapter))

@@ -16,7 +16,9 @@ from wbcstudy.paths import project_root
 CHAPTERS: tuple[str, ...] = ("data", "baseline", "cytodiffusion", "wnet", "trust", "resnext_cc")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
 DRAFTS: tuple[str, ...] = ()
-PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper", "gpu")
+#: Profiles every chapter has; ``gpu`` (a recorded side experiment on a lent GPU) exists only where a chapter needs it.
+REQUIRED_PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
 
 
 class ChapterError(ValueError):
@@ -58,6 +60,7 @@ def output_path(chapter: str, profile: str) -> Path:
         "cpu": root / "book" / "chapters" / f"{chapter}.ipynb",
         "smoke": root / "tests" / "regression" / f"{chapter}.ipynb",
         "paper": root / "build" / "paper" / f"{chapter}.ipynb",
+        "gpu": root / "build" / "gpu" / f"{chapter}.ipynb",
     }[profile]
 
 
