@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export WBCSTUDY_DATA ?= $(CURDIR)/data/raw
 
-.PHONY: venv book book-html test regression app clean
+.PHONY: venv book book-html test lint regression app lab clean
 
 venv: $(VENV)/.installed
 
@@ -22,9 +22,16 @@ book: venv
 book-html: venv
 	$(BIN)/wbcstudy book --build-only
 
-## Unit tests, the smoke regression notebooks under nbval, and the book build (warnings as errors)
-test: venv
+## ruff, then unit tests, the smoke regression notebooks under nbval and the book build (warnings as errors), then `wbcstudy check`
+test: venv lint
 	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/regression/sanitize.cfg -p no:cacheprovider
+	$(BIN)/wbcstudy check
+
+## ruff over the package, the tests and the MyST chapters (converted to py:percent with jupytext)
+lint: venv
+	rm -rf build/lint && mkdir -p build/lint
+	for f in notebooks/*.md; do $(BIN)/jupytext --quiet --to py:percent --output build/lint/$$(basename $$f .md).py $$f; done
+	$(BIN)/ruff check wbcstudy tests build/lint
 
 ## Re-execute every chapter at the smoke profile into tests/regression/
 regression: venv
@@ -33,6 +40,11 @@ regression: venv
 ## Start the trustworthiness chapter's Streamlit app (needs build/trust/app_model.pt: `wbcstudy run trust` writes it)
 app: venv
 	$(BIN)/wbcstudy app
+
+## Open the MyST chapters as notebooks in JupyterLab (jupytext)
+lab: venv
+	$(BIN)/pip install --quiet -e ".[lab]"
+	$(BIN)/jupyter lab notebooks/
 
 clean:
 	rm -rf build data/cache
