@@ -179,22 +179,44 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, 
     return out
 
 
+def timing_seconds(entry: float | dict) -> float:
+    """Seconds of one timings.json entry (older entries are bare numbers)."""
+    return float(entry["seconds"] if isinstance(entry, dict) else entry)
+
+
 def record_timing(chapter: str, profile: str, seconds: float) -> None:
-    """Keep the latest wall-clock time of each chapter and profile in ``book/results/timings.json``."""
+    """Keep the latest wall-clock time of each chapter and profile, and the CPU it ran on, in ``book/results/timings.json``."""
+    from wbcstudy.results import cpu_model
+    from wbcstudy.train import cpu_has_native_bf16, forced_precision
+
     path = project_root() / "book" / "results" / "timings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     timings = json.loads(path.read_text()) if path.is_file() else {}
-    timings.setdefault(chapter, {})[profile] = round(seconds, 1)
+    timings.setdefault(chapter, {})[profile] = {
+        "seconds": round(seconds, 1), "cpu": cpu_model(), "native_bf16": cpu_has_native_bf16(),
+        "precision_forced": forced_precision() or "auto", "date": time.strftime("%Y-%m-%d"),
+    }
     path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     (project_root() / "book" / "timings_table.md").write_text(timings_table(timings))
 
 
-def timings_table(timings: dict[str, dict[str, float]]) -> str:
-    """A Markdown table of wall-clock seconds per chapter (rows, in book order) and profile (columns)."""
+def _timing_cell(entry: float | dict | None) -> str:
+    if entry is None:
+        return "not run"
+    if not isinstance(entry, dict):
+        return f"{timing_seconds(entry):.1f} (CPU not recorded)"
+    kind = "native bf16" if entry.get("native_bf16") else "no native bf16"
+    return f"{entry['seconds']:.1f} ({kind}, {entry.get('date', '?')})"
+
+
+def timings_table(timings: dict[str, dict[str, float | dict]]) -> str:
+    """A Markdown table of wall-clock seconds per chapter (rows, in book order) and profile (columns), with the CPU kind."""
     lines = ["| chapter | " + " | ".join(f"`{p}` (s)" for p in REQUIRED_PROFILES) + " |", "|---" * (len(REQUIRED_PROFILES) + 1) + "|"]
     for chapter in [c for c in CHAPTERS if c in timings] + sorted(set(timings) - set(CHAPTERS)):
-        cells = [f"{timings[chapter][p]:.1f}" if p in timings[chapter] else "not run" for p in REQUIRED_PROFILES]
+        cells = [_timing_cell(timings[chapter].get(p)) for p in REQUIRED_PROFILES]
         lines.append(f"| {chapter} | " + " | ".join(cells) + " |")
+    cpu = sum(timing_seconds(t["cpu"]) for t in timings.values() if "cpu" in t)
+    lines += ["", f"Whole book at `cpu`: {cpu / 60:.0f} min."]
     return "\n".join(lines) + "\n"
 
 
