@@ -222,7 +222,10 @@ def timings_table(timings: dict[str, dict[str, float | dict]]) -> str:
 
 def build_book(strict: bool = True) -> Path:
     """Build the HTML book with Jupyter Book 1 (warnings are errors when ``strict``)."""
+    from wbcstudy.scoreboard import write_scoreboard
+
     root = project_root()
+    write_scoreboard(root)  # the introduction's scoreboard, from the claims files and the published results
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(root / "build")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]

@@ -1,0 +1,60 @@
+"""The introduction's scoreboard: verdict counts per paper from claims files and results, and its one-line findings."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from wbcstudy import scoreboard
+
+
+def _write(root, chapter, claims, metrics, ci, plateau=None):
+    (root / "book" / "claims").mkdir(parents=True, exist_ok=True)
+    (root / "book" / "results").mkdir(parents=True, exist_ok=True)
+    (root / "book" / "claims" / f"{chapter}.yml").write_text(yaml.safe_dump({"chapter": chapter, "claims": claims}))
+    record = {"chapter": chapter, "profile": "cpu", "seconds": 1.0, "commit": "abc", "metrics": metrics, "ci": ci,
+              "paper": {}, "plateau": plateau or {}}
+    (root / "book" / "results" / f"{chapter}.json").write_text(json.dumps(record))
+
+
+def test_counts_and_findings_follow_the_verdict_rule(tmp_path):
+    claims = [
+        {"id": "acc", "claim": "97% accuracy", "where": "Table 3", "paper_value": 0.97, "key": "acc",
+         "direction": "higher", "margin": 0.02},
+        {"id": "deep_fail", "claim": "W-Net beats ResNet50", "where": "Table 4", "paper_value": None,
+         "key": "wnet_minus_resnet50", "direction": "beats", "margin": 0.02},
+        {"id": "gan", "claim": "generated cells fool a classifier", "where": "Sec. 4", "paper_value": 0.523,
+         "key": "c2st_accuracy", "direction": "close", "margin": 0.05},
+        {"id": "pre", "claim": "pretrained VGG", "where": "README", "paper_value": 0.97, "key": "vgg",
+         "direction": "higher", "margin": 0.02, "comparable": False, "reason": "no ImageNet weights here"},
+    ]
+    metrics = {"acc": 0.975, "wnet_minus_resnet50": -0.198, "c2st_accuracy": 1.0, "vgg": 0.6}
+    ci = {"acc": [0.965, 0.985], "wnet_minus_resnet50": [-0.25, -0.15], "c2st_accuracy": [0.99, 1.0]}
+    _write(tmp_path, "wnet", claims, metrics, ci)
+    audit = scoreboard.audit(tmp_path)
+    assert dict(zip(audit["id"], audit["verdict"])) == {"acc": "reproduced", "deep_fail": "contradicted",
+                                                         "gan": "not reproduced", "pre": "not comparable"}
+    counts = scoreboard.verdict_counts(audit).loc["wnet"]
+    assert (counts["reproduced"], counts["contradicted"], counts["not reproduced"], counts["not comparable"], counts["total"]) == (1, 1, 1, 1, 4)
+    line = scoreboard.finding(audit)
+    assert line.startswith("1 of 4 claims reproduced or exceeded") and "contradicted: `deep_fail`" in line and "`gan`" in line
+    md = scoreboard.scoreboard_markdown(tmp_path)
+    assert "| [W-Net](chapters/wnet.ipynb) | 1 | 0 | 1 | 1 | 0 | 1 | 4 |" in md
+
+
+def test_a_model_short_of_its_plateau_makes_its_claim_inconclusive(tmp_path):
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher",
+               "margin": 0.02, "models": ["wnet"]}]
+    _write(tmp_path, "wnet", claims, {"acc": 0.99}, {"acc": [0.98, 1.0]}, plateau={"wnet": False})
+    assert scoreboard.audit(tmp_path)["verdict"].tolist() == ["inconclusive"]
+    _write(tmp_path, "wnet", claims, {"acc": 0.99}, {"acc": [0.98, 1.0]}, plateau={"wnet": True})
+    assert scoreboard.audit(tmp_path)["verdict"].tolist() == ["reproduced"]  # 0.98 ≥ 0.97 − 0.02
+
+
+def test_the_scoreboard_is_stale_until_rewritten(tmp_path):
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
+    _write(tmp_path, "wnet", claims, {"acc": 0.5}, {"acc": [0.4, 0.6]})
+    assert scoreboard.stale_scoreboard(tmp_path)
+    scoreboard.write_scoreboard(tmp_path)
+    assert not scoreboard.stale_scoreboard(tmp_path)
+    assert "not reproduced: `acc`" in (tmp_path / "book" / "scoreboard.md").read_text()
