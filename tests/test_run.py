@@ -1,7 +1,6 @@
 """The runner: every profile file fits its notebook's parameters cell; the set-up files agree."""
 from __future__ import annotations
 
-import json
 import tomllib
 
 import pytest
@@ -55,7 +54,7 @@ def test_unknown_chapter_and_profile_are_errors():
     with pytest.raises(run.ChapterError, match="unknown chapter"):
         run.notebook_path("hemax2")
     with pytest.raises(run.ChapterError, match="unknown profile"):
-        run.profile_path("data", "gpu")
+        run.profile_path("data", "nosuch")
 
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
@@ -67,15 +66,22 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert wanted == set(pip) - {"-e ."}
 
 
-def test_results_contract_round_trip(tmp_path):
-    from wbcstudy.results import comparison_table, load_results, write_results
+def test_results_contract_round_trip(tmp_path, monkeypatch):
+    from wbcstudy.results import claims_table, load_results, write_results
 
-    write_results("demo", "smoke", 1.23, {"acc": 0.9, "auc": float("nan")}, {"acc": (0.85, 0.95)}, {"acc": 0.97},
-                  results_dir=str(tmp_path))
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    claims = tmp_path / "book" / "claims" / "demo.yml"
+    claims.parent.mkdir(parents=True)
+    claims.write_text("chapter: demo\nsource: A 2020\ncite: a2020\nclaims:\n"
+                      "  - id: demo_acc\n    claim: reaches 97%\n    where: Table 1\n    paper_value: 0.97\n"
+                      "    key: acc\n    direction: higher\n    margin: 0.02\n    models: [cnn]\n")
+    write_results("demo", "smoke", 1.23, {"acc": 0.9, "auc": float("nan")}, {"acc": (0.85, 0.93)},
+                  results_dir=str(tmp_path), plateau={"cnn": True})
     res = load_results("demo", str(tmp_path))
-    assert set(res) >= {"chapter", "profile", "seconds", "commit", "metrics", "ci", "paper"}
-    assert res["metrics"] == {"acc": 0.9, "auc": None} and res["ci"]["acc"] == [0.85, 0.95]
-    table = comparison_table(res, {"acc": "accuracy"})
-    assert table.loc["accuracy", "verdict"] == "not reproduced (lower)"
+    assert set(res) >= {"chapter", "profile", "seconds", "commit", "metrics", "ci", "paper", "plateau"}
+    assert res["metrics"] == {"acc": 0.9, "auc": None} and res["ci"]["acc"] == [0.85, 0.93]
+    assert res["paper"] == {"acc": 0.97} and res["plateau"] == {"cnn": True}
+    table = claims_table("demo", res)
+    assert table.loc["demo_acc", "verdict"] == "not reproduced"  # 0.93 < 0.97 - 0.02
     with pytest.raises(ValueError, match="not measured"):
         write_results("demo", "smoke", 1.0, {"acc": 0.9}, {"f1": (0, 1)}, results_dir=str(tmp_path))

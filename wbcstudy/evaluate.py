@@ -25,7 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from wbcstudy import intervals
+
 __all__ = [
+    "one_hot",
     "classification_metrics",
     "confusion",
     "per_class_recall",
@@ -193,6 +196,19 @@ def auroc_ovr(y_true: ArrayLike, y_prob: ArrayLike, labels: Sequence[Any] | None
     return float(_auroc_batched(true_idx[None], prob[None])[0])
 
 
+def one_hot(labels: ArrayLike, n_classes: int) -> np.ndarray:
+    """``(n, n_classes)`` float64 indicator matrix of integer labels ``0 .. n_classes-1`` (a hard prediction as probabilities)."""
+    idx = _as_numpy(labels).ravel()
+    if idx.dtype.kind not in "iu" and not (idx.dtype.kind == "f" and np.all(idx == np.round(idx))):
+        raise ValueError(f"one_hot needs integer labels, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got {idx.min()}..{idx.max()}")
+    out = np.zeros((idx.size, n_classes), dtype=np.float64)
+    out[np.arange(idx.size), idx] = 1.0
+    return out
+
+
 # --------------------------------------------------------------------------- point metrics
 def confusion(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
     """Confusion matrix of counts (rows: true class 0..n_classes-1, columns: predicted)."""
@@ -269,25 +285,16 @@ def classification_metrics(
 
 
 # --------------------------------------------------------------------------- intervals
+# The interval arithmetic lives in ``wbcstudy.intervals``; these wrappers keep the older signatures.
 def _bootstrap_indices(y_true: np.ndarray, n_boot: int, seed: int, stratified: bool) -> np.ndarray:
     """``(n_boot, n)`` resampling indices, drawn within each class of ``y_true`` if stratified."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    if not stratified:
-        return rng.integers(0, n, size=(n_boot, n))
-    _, inverse = np.unique(y_true, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)] if n else []
-    blocks = [m[rng.integers(0, len(m), size=(n_boot, len(m)))] for m in members]
-    return np.concatenate(blocks, axis=1) if blocks else np.zeros((n_boot, 0), dtype=np.int64)
+    y_true = np.asarray(y_true).ravel()
+    return intervals.resample_indices(len(y_true), n_boot, seed, y_true if stratified else None)
 
 
 def _percentile_interval(samples: np.ndarray, alpha: float) -> tuple[float, float]:
     """The ``alpha/2`` and ``1 − alpha/2`` percentiles of the finite bootstrap values."""
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return (math.nan, math.nan)
-    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return (float(low), float(high))
+    return intervals.percentile_interval(samples, 1.0 - alpha)
 
 
 def bootstrap_ci(
@@ -299,14 +306,11 @@ def bootstrap_ci(
     seed: int = 0,
     stratified: bool = True,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric_fn(y_true, y_pred_or_prob)`` over resampled cases."""
+    """Percentile bootstrap interval of ``metric_fn(y_true, y_pred_or_prob)`` over resampled cases
+    (``wbcstudy.intervals.bootstrap_metric``, stratified by ``y_true`` unless ``stratified=False``)."""
     y_true_arr = _as_numpy(y_true)
-    other = _as_numpy(y_pred_or_prob)
-    if len(other) != len(y_true_arr):
-        raise ValueError("y_true and y_pred_or_prob differ in length")
-    indices = _bootstrap_indices(y_true_arr.ravel(), n_boot, seed, stratified)
-    values = np.fromiter((metric_fn(y_true_arr[i], other[i]) for i in indices), dtype=np.float64, count=n_boot)
-    return _percentile_interval(values, alpha)
+    return intervals.bootstrap_metric(metric_fn, y_true_arr, y_pred_or_prob, n_boot=n_boot, seed=seed,
+                                      strata=y_true_arr.ravel() if stratified else None, level=1.0 - alpha)
 
 
 def metrics_with_ci(
@@ -340,17 +344,8 @@ def metrics_with_ci(
 
 
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval for a proportion of ``k`` successes in ``n`` trials."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = float(stats.norm.ppf(1 - alpha / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    """Wilson score interval for a proportion of ``k`` successes in ``n`` trials (``wbcstudy.intervals.wilson``)."""
+    return intervals.wilson(k, n, level=1.0 - alpha)
 
 
 class PairedDifference(NamedTuple):
@@ -364,7 +359,11 @@ class PairedDifference(NamedTuple):
 
 
 def paired_difference_ci(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> PairedDifference:
-    """Mean paired difference ``a − b`` (e.g. per seed or fold) with a t-interval and paired t-test."""
+    """Mean paired difference ``a − b`` (e.g. per seed or fold) with a t-interval and paired t-test.
+
+    For a claim's interval prefer ``wbcstudy.intervals.bootstrap_difference`` over the test cells:
+    a t-interval over a handful of folds or seeds is wide and can leave the metric's range.
+    """
     a_arr = _as_numpy(a).astype(np.float64).ravel()
     b_arr = _as_numpy(b).astype(np.float64).ravel()
     if a_arr.shape != b_arr.shape:

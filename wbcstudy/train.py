@@ -397,3 +397,29 @@ def cross_validate(
         if keep_models:
             models[fold] = result.model
     return CrossValResult(pd.concat(frames, ignore_index=True), histories, seconds, sizes, models)
+
+
+def reached_plateau(values: Sequence[float], window: int = 3, tol: float = 0.01, mode: str = "max") -> bool:
+    """Whether a validation-metric history has levelled off: a model trained to its plateau, not stopped early.
+
+    True when (1) the best of the last ``window`` values is within ``tol`` of the best of all
+    values (the run did not fall away from its best) and (2) those last ``window`` epochs
+    improved on the best before them by less than ``tol`` (it has stopped rising). ``mode``
+    is ``"max"`` for accuracy-like histories and ``"min"`` for losses. False when there are
+    fewer than ``window + 1`` values; NaN epochs are ignored.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    sign = 1.0 if mode == "max" else -1.0
+    history = [sign * float(v) for v in values]
+    if len(history) < window + 1:
+        return False
+    before = [v for v in history[:-window] if v == v]
+    recent = [v for v in history[-window:] if v == v]
+    if not before or not recent:
+        return False
+    best_recent, best_before = max(recent), max(before)
+    best_all = max(best_recent, best_before)
+    return best_recent >= best_all - tol and best_recent - best_before < tol

@@ -1,0 +1,148 @@
+"""``wbcstudy check`` on small artefact trees built here: each kind of problem is reported, a good tree is not."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wbcstudy import check
+
+CHAPTERS = ("alpha", "beta")
+
+
+def _results(root: Path, chapter: str, metrics: dict, ci: dict, **extra) -> Path:
+    path = root / "book" / "results" / f"{chapter}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"chapter": chapter, "profile": "cpu", "seconds": 1.0, "commit": "x", "metrics": metrics, "ci": ci,
+              "paper": {}, "plateau": {}}
+    record.update(extra)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def _good_tree(root: Path) -> Path:
+    """A complete, consistent artefact tree for chapters alpha and beta."""
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   "  - file: book/chapters/alpha\n  - file: book/chapters/beta\n")
+    for chapter in CHAPTERS:
+        for folder in ("book/chapters", "tests/regression"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / f"{chapter}.ipynb").write_text("{}")
+        _results(root, chapter, {f"{chapter}_accuracy": 0.9, "seconds_per_image": 3.0},
+                 {f"{chapter}_accuracy": [0.85, 0.95]}, paper={f"{chapter}_accuracy": 0.97}, plateau={"cnn": True})
+    (root / "book" / "results" / "timings.json").write_text(json.dumps(
+        {c: {"smoke": 50.0, "cpu": 1000.0} for c in CHAPTERS}))
+    (root / "book" / "claims").mkdir(parents=True)
+    (root / "book" / "claims" / "alpha.yml").write_text(
+        "chapter: alpha\nsource: A 2020\ncite: a2020\nclaims:\n"
+        "  - id: alpha_acc\n    claim: reaches 97%\n    where: Table 1\n    paper_value: 0.97\n"
+        "    key: alpha_accuracy\n    direction: higher\n    margin: 0.02\n    models: [cnn]\n")
+    return root
+
+
+def test_a_good_tree_has_no_problems(tmp_path):
+    root = _good_tree(tmp_path)
+    assert check.problems(root, CHAPTERS) == []
+
+
+def test_results_file_interval_checks(tmp_path):
+    path = _results(tmp_path, "demo",
+                    {"alexnet_balanced_accuracy": 0.290, "c2st_accuracy": 1.0, "auc": 0.8, "wnet_minus_resnet50_accuracy": -0.198,
+                     "frechet": 24.5, "ece": 0.05, "undefined_auroc": None},
+                    {"alexnet_balanced_accuracy": [-0.46, 1.04],   # leaves [0, 1]
+                     "c2st_accuracy": [1.0, 1.0],                   # fine
+                     "auc": [0.85, 0.95],                           # does not contain 0.8
+                     "wnet_minus_resnet50_accuracy": [-0.25, -0.15],  # fine: differences live in [-1, 1]
+                     "frechet": [20.0, 30.0],                       # no range known: only containment checked
+                     "ece": [0.06, 0.04],                           # low above high (and so not containing 0.05)
+                     "undefined_auroc": [None, None],               # no value
+                     "never_measured_f1": [0.1, 0.2]})              # no metric of that name
+    found = check.check_results_file(path)
+    assert any("'alexnet_balanced_accuracy' [-0.460, 1.040] leaves the metric's range [0, 1]" in p for p in found)
+    assert any("'auc' [0.850, 0.950] does not contain its value 0.800" in p for p in found)
+    assert any("'ece'" in p and "low end above its high end" in p for p in found)
+    assert any("'undefined_auroc' has no value" in p for p in found)
+    assert any("'never_measured_f1' has no metric" in p for p in found)
+    assert not any(key in p for p in found for key in ("c2st_accuracy", "wnet_minus_resnet50", "frechet"))
+    assert all(p.startswith("demo.json: ") and "\n" not in p for p in found)
+    # files without intervals (timings, side tables) are not results files
+    other = tmp_path / "book" / "results" / "timings.json"
+    other.write_text(json.dumps({"alpha": {"cpu": 1.0}}))
+    assert check.check_results_file(other) == []
+
+
+def test_missing_artefacts_and_toc_entries_are_reported(tmp_path):
+    root = _good_tree(tmp_path)
+    (root / "book" / "chapters" / "beta.ipynb").unlink()
+    (root / "tests" / "regression" / "alpha.ipynb").unlink()
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapters/alpha\n")
+    _results(root, "alpha", {"alpha_accuracy": 0.9}, {}, profile="smoke")
+    found = check.check_chapter_files(root, CHAPTERS)
+    assert found == ["alpha: tests/regression/alpha.ipynb is missing (run `wbcstudy regression`)",
+                     "alpha: book/results/alpha.json comes from profile 'smoke', not 'cpu'",
+                     "beta: book/chapters/beta.ipynb is missing (run `wbcstudy run beta --publish`)",
+                     "beta: _toc.yml has no entry book/chapters/beta"]
+
+
+def test_timings_over_budget_are_reported(tmp_path):
+    root = _good_tree(tmp_path)
+    timings = {"alpha": {"smoke": 95.0, "cpu": {"seconds": 1799.0, "cpu": "AMD EPYC", "native_bf16": True}},
+               "beta": {"cpu": 1900.0}}  # entries are bare seconds (older) or records with the CPU
+    (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
+    found = check.check_timings(root, CHAPTERS)
+    assert found == ["alpha: the smoke run took 95.0 s, over its budget of 90 s",
+                     "beta: no recorded smoke run time in book/results/timings.json",
+                     "beta: the cpu run took 1900.0 s, over its budget of 1800 s"]
+    # CytoDiffusion has an hour at cpu; the whole book four hours
+    timings = {"cytodiffusion": {"smoke": 10.0, "cpu": 3500.0}}
+    (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
+    assert check.check_timings(root, ("cytodiffusion",)) == []
+    timings = {f"c{i}": {"smoke": 10.0, "cpu": 1700.0} for i in range(9)}
+    (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
+    assert check.check_timings(root, tuple(timings)) == [
+        "the book's cpu runs take 15300.0 s in all, over the budget of 14400 s"]
+
+
+def test_claims_are_checked_against_the_results(tmp_path):
+    root = _good_tree(tmp_path)
+    claims = root / "book" / "claims" / "alpha.yml"
+    claims.write_text(claims.read_text().replace("key: alpha_accuracy", "key: alpha_balanced_accuracy")
+                      .replace("models: [cnn]", "models: [cnn, vit]"))
+    (root / "book" / "claims" / "beta.yml").write_text("chapter: beta\nclaims:\n  - id: b\n    direction: up\n")
+    (root / "book" / "claims" / "gamma.yml").write_text("chapter: gamma\nclaims: []\n")
+    found = check.check_claims(root, CHAPTERS)
+    assert found[0] == ("book/claims/alpha.yml: claim 'alpha_acc': key 'alpha_balanced_accuracy' is not in "
+                        "book/results/alpha.json metrics")
+    assert found[1] == "book/claims/beta.yml: claim 'b': missing field 'claim'"
+    assert found[2] == "book/claims/gamma.yml: there is no chapter 'gamma'"
+    assert found[3] == "book/claims/gamma.yml: claims must be a non-empty list"
+    assert len(found) == 4
+    # with the key fixed: the unrecorded plateau of vit and a paper number that differs are reported
+    claims.write_text(claims.read_text().replace("key: alpha_balanced_accuracy", "key: alpha_accuracy")
+                      .replace("paper_value: 0.97", "paper_value: 0.96"))
+    found = check.check_claims(root, CHAPTERS)
+    assert "book/claims/alpha.yml: claim 'alpha_acc': model 'vit' has no plateau record in book/results/alpha.json" in found
+    assert ("book/claims/alpha.yml: claim 'alpha_acc': paper value 0.96 differs from 0.97 in book/results/alpha.json"
+            in found)
+
+
+def test_cytodiffusion_keys(tmp_path):
+    assert check.check_cytodiffusion_keys(tmp_path) == []  # absent: reported by the chapter-files check
+    metrics = {k: 0.5 for k in check.CYTODIFFUSION_METRICS}
+    metrics["anomaly_auc"] = None
+    del metrics["c2st_accuracy"]
+    _results(tmp_path, "cytodiffusion", metrics, {k: [0.4, 0.6] for k in check.CYTODIFFUSION_CI},
+             paper={k: 0.9 for k in check.CYTODIFFUSION_PAPER})
+    assert check.check_cytodiffusion_keys(tmp_path) == ["cytodiffusion.json: metrics lacks c2st_accuracy",
+                                                        "cytodiffusion.json: metrics are null: anomaly_auc"]
+
+
+def test_main_prints_one_line_per_problem_and_exits_1(tmp_path, capsys, monkeypatch):
+    root = _good_tree(tmp_path)
+    monkeypatch.setattr("wbcstudy.run.CHAPTERS", CHAPTERS)
+    assert check.main(["--root", str(root)]) == 0
+    assert "pass" in capsys.readouterr().out
+    _results(root, "beta", {"beta_accuracy": 0.9}, {"beta_accuracy": [0.95, 1.2]})
+    assert check.main(["--root", str(root)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["beta.json: ci 'beta_accuracy' [0.950, 1.200] leaves the metric's range [0, 1]",
+                   "beta.json: ci 'beta_accuracy' [0.950, 1.200] does not contain its value 0.900"]

@@ -1,0 +1,280 @@
+"""``wbcstudy check``: the committed artefacts agree with each other and with the study's rules.
+
+Checks, each printing one line per problem (exit status 1 when there is any):
+
+- every chapter of ``wbcstudy.run.CHAPTERS`` has its executed book copy
+  ``book/chapters/<c>.ipynb``, its smoke regression copy ``tests/regression/<c>.ipynb``, its
+  results ``book/results/<c>.json`` (from the cpu profile) and an entry in ``_toc.yml``;
+- the run times recorded in ``book/results/timings.json`` are within the profile budgets
+  (smoke < 90 s; cpu < 30 min, CytoDiffusion < 60 min; the whole book at cpu < 4 h);
+- every interval in every ``book/results/*.json`` lies inside its metric's range
+  (``wbcstudy.intervals.metric_range``), has low ≤ high and contains its point estimate;
+- every ``book/claims/*.yml`` loads, each claim's key is measured in its chapter's results,
+  the models it needs have a plateau record, and the results' paper numbers are the claims';
+- the CytoDiffusion results carry every headline number its issue asks for.
+
+Usage: ``wbcstudy check`` or ``python -m wbcstudy.check [--root DIR]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import yaml
+
+from wbcstudy.intervals import metric_range
+
+#: Wall-clock budgets per chapter run, in seconds (DESIGN.md, "Profiles").
+BUDGETS: dict[str, float] = {"smoke": 90.0, "cpu": 1800.0}
+#: Chapters granted a larger budget at a profile.
+BUDGET_EXCEPTIONS: dict[tuple[str, str], float] = {("cytodiffusion", "cpu"): 3600.0}
+#: The whole book at the cpu profile.
+BOOK_CPU_BUDGET: float = 4 * 3600.0
+
+#: Headline numbers the CytoDiffusion chapter's issue asks for: metrics, paper numbers beside them, intervals.
+CYTODIFFUSION_METRICS: frozenset[str] = frozenset(
+    {"indomain_accuracy", "indomain_balanced_accuracy", "baseline_indomain_balanced_accuracy", "anomaly_auc",
+     "baseline_anomaly_auc", "domain_shift_balanced_accuracy", "baseline_domain_shift_balanced_accuracy",
+     "pruning_unet_call_reduction", "seconds_per_image", "c2st_accuracy", "class_agreement"}
+    | {f"{who}lowdata_{n}_balanced_accuracy" for who in ("", "baseline_") for n in (10, 20, 50, 150)})
+CYTODIFFUSION_PAPER: frozenset[str] = frozenset(
+    {"indomain_balanced_accuracy", "anomaly_auc", "domain_shift_balanced_accuracy", "lowdata_150_balanced_accuracy",
+     "c2st_accuracy", "class_agreement"})
+CYTODIFFUSION_CI: frozenset[str] = frozenset(
+    {"indomain_balanced_accuracy", "anomaly_auc", "domain_shift_balanced_accuracy", "lowdata_150_balanced_accuracy"})
+
+_EPS = 1e-9
+
+
+def _chapters(chapters: Sequence[str] | None) -> tuple[str, ...]:
+    if chapters is not None:
+        return tuple(chapters)
+    from wbcstudy.run import CHAPTERS
+
+    return CHAPTERS
+
+
+def _read_json(path: Path) -> tuple[object, str | None]:
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} cannot be read: {' '.join(str(exc).split())}"
+
+
+def _toc_files(toc: object) -> set[str]:
+    """Every ``file:`` entry of a Jupyter Book table of contents (any nesting)."""
+    found: set[str] = set()
+    if isinstance(toc, dict):
+        for key, value in toc.items():
+            if key in ("file", "root") and isinstance(value, str):
+                found.add(value.removesuffix(".ipynb").removesuffix(".md"))
+            else:
+                found |= _toc_files(value)
+    elif isinstance(toc, list):
+        for item in toc:
+            found |= _toc_files(item)
+    return found
+
+
+def check_chapter_files(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """Each chapter's executed book copy, regression copy, cpu results and toc entry exist."""
+    problems = []
+    toc_path = root / "_toc.yml"
+    toc = _toc_files(yaml.safe_load(toc_path.read_text())) if toc_path.is_file() else set()
+    if not toc_path.is_file():
+        problems.append("_toc.yml is missing")
+    for chapter in _chapters(chapters):
+        if not (root / "book" / "chapters" / f"{chapter}.ipynb").is_file():
+            problems.append(f"{chapter}: book/chapters/{chapter}.ipynb is missing (run `wbcstudy run {chapter} --publish`)")
+        if not (root / "tests" / "regression" / f"{chapter}.ipynb").is_file():
+            problems.append(f"{chapter}: tests/regression/{chapter}.ipynb is missing (run `wbcstudy regression`)")
+        results = root / "book" / "results" / f"{chapter}.json"
+        if not results.is_file():
+            problems.append(f"{chapter}: book/results/{chapter}.json is missing")
+        else:
+            data, error = _read_json(results)
+            if error:
+                problems.append(f"{chapter}: {error}")
+            elif not isinstance(data, dict) or data.get("profile") != "cpu":
+                profile = data.get("profile") if isinstance(data, dict) else None
+                problems.append(f"{chapter}: book/results/{chapter}.json comes from profile {profile!r}, not 'cpu'")
+        if toc_path.is_file() and f"book/chapters/{chapter}" not in toc:
+            problems.append(f"{chapter}: _toc.yml has no entry book/chapters/{chapter}")
+    return problems
+
+
+def check_timings(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """The recorded run times (``book/results/timings.json``) are within the profile budgets."""
+    path = root / "book" / "results" / "timings.json"
+    if not path.is_file():
+        return ["book/results/timings.json is missing"]
+    timings, error = _read_json(path)
+    if error:
+        return [error]
+    if not isinstance(timings, dict):
+        return ["book/results/timings.json is not a mapping of chapter → profile → seconds"]
+    problems, total = [], 0.0
+    for chapter in _chapters(chapters):
+        recorded = timings.get(chapter) or {}
+        for profile, budget in BUDGETS.items():
+            budget = BUDGET_EXCEPTIONS.get((chapter, profile), budget)
+            entry = recorded.get(profile)
+            seconds = entry.get("seconds") if isinstance(entry, dict) else entry  # entries record the CPU beside the seconds
+            if not isinstance(seconds, (int, float)):
+                problems.append(f"{chapter}: no recorded {profile} run time in book/results/timings.json")
+                continue
+            if profile == "cpu":
+                total += seconds
+            if seconds >= budget:
+                problems.append(f"{chapter}: the {profile} run took {seconds:.1f} s, over its budget of {budget:.0f} s")
+    if total >= BOOK_CPU_BUDGET:
+        problems.append(f"the book's cpu runs take {total:.1f} s in all, over the budget of {BOOK_CPU_BUDGET:.0f} s")
+    return problems
+
+
+def check_results_file(path: Path) -> list[str]:
+    """Every interval of one results JSON is well formed, inside its metric's range and contains its value."""
+    data, error = _read_json(path)
+    if error:
+        return [error]
+    if not isinstance(data, dict) or "ci" not in data:
+        return []  # not a results file (timings, side-experiment tables)
+    name = path.name
+    metrics, cis = data.get("metrics") or {}, data.get("ci") or {}
+    problems = []
+    for key, interval in cis.items():
+        if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+            problems.append(f"{name}: ci {key!r} is not a [low, high] pair: {interval!r}")
+            continue
+        lo, hi = interval
+        if not all(isinstance(x, (int, float)) for x in (lo, hi)):
+            problems.append(f"{name}: ci {key!r} has no value: {interval!r}")
+            continue
+        span = f"[{lo:.3f}, {hi:.3f}]"
+        if lo > hi:
+            problems.append(f"{name}: ci {key!r} {span} has its low end above its high end")
+        valid = metric_range(key)
+        if valid is not None and (lo < valid[0] - _EPS or hi > valid[1] + _EPS):
+            problems.append(f"{name}: ci {key!r} {span} leaves the metric's range [{valid[0]:g}, {valid[1]:g}]")
+        if key not in metrics:
+            problems.append(f"{name}: ci {key!r} has no metric of that name")
+            continue
+        value = metrics[key]
+        if isinstance(value, (int, float)) and not lo - _EPS <= value <= hi + _EPS:
+            problems.append(f"{name}: ci {key!r} {span} does not contain its value {value:.3f}")
+    return problems
+
+
+def check_intervals(root: Path) -> list[str]:
+    """``check_results_file`` for every ``book/results/*.json``."""
+    problems = []
+    for path in sorted((root / "book" / "results").glob("*.json")):
+        problems += check_results_file(path)
+    return problems
+
+
+def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """Every claims file loads; its keys are measured, its models have plateau records, its paper numbers are the results'."""
+    from wbcstudy.results import ClaimsError, load_claims
+
+    known = set(_chapters(chapters))
+    try:
+        from wbcstudy.run import DRAFTS
+
+        known |= set(DRAFTS)
+    except ImportError:  # pragma: no cover
+        pass
+    problems = []
+    for path in sorted((root / "book" / "claims").glob("*.yml")):
+        chapter = path.stem
+        where = f"book/claims/{path.name}"
+        if chapter not in known:
+            problems.append(f"{where}: there is no chapter {chapter!r}")
+        try:
+            claims = load_claims(chapter, root)
+        except (ClaimsError, FileNotFoundError) as exc:
+            problems.append(str(exc).replace(str(path), where))
+            continue
+        results_path = root / "book" / "results" / f"{chapter}.json"
+        if not results_path.is_file():
+            problems.append(f"{where}: book/results/{chapter}.json is missing, so no claim can be tested")
+            continue
+        results, error = _read_json(results_path)
+        if error or not isinstance(results, dict):
+            problems.append(f"{where}: {error or 'book/results/' + chapter + '.json is not a mapping'}")
+            continue
+        metrics, paper, plateau = results.get("metrics") or {}, results.get("paper") or {}, results.get("plateau") or {}
+        for claim in claims:
+            if claim.key is None:
+                continue
+            if claim.key not in metrics:
+                if claim.comparable:
+                    problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is not in book/results/{chapter}.json metrics")
+                continue
+            if claim.comparable and metrics[claim.key] is None:
+                problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is null in book/results/{chapter}.json")
+            for model in claim.models:
+                if model not in plateau:
+                    problems.append(f"{where}: claim {claim.id!r}: model {model!r} has no plateau record in book/results/{chapter}.json")
+            recorded = paper.get(claim.key)
+            if claim.paper_value is not None and recorded is not None and abs(recorded - claim.paper_value) > 1e-6:
+                problems.append(f"{where}: claim {claim.id!r}: paper value {claim.paper_value} differs from "
+                                f"{recorded} in book/results/{chapter}.json")
+    return problems
+
+
+def check_cytodiffusion_keys(root: Path) -> list[str]:
+    """The published CytoDiffusion results hold every headline number, the paper's beside it where it gives one."""
+    path = root / "book" / "results" / "cytodiffusion.json"
+    if not path.is_file():
+        return []  # reported by check_chapter_files
+    res, error = _read_json(path)
+    if error or not isinstance(res, dict):
+        return [error or "cytodiffusion.json is not a mapping"]
+    problems = []
+    metrics = res.get("metrics") or {}
+    for what, wanted, have in (("metrics", CYTODIFFUSION_METRICS, metrics), ("paper", CYTODIFFUSION_PAPER, res.get("paper") or {}),
+                               ("ci", CYTODIFFUSION_CI, res.get("ci") or {})):
+        missing = sorted(wanted - set(have))
+        if missing:
+            problems.append(f"cytodiffusion.json: {what} lacks {', '.join(missing)}")
+    nulls = sorted(k for k in CYTODIFFUSION_METRICS if k in metrics and metrics[k] is None)
+    if nulls:
+        problems.append(f"cytodiffusion.json: metrics are null: {', '.join(nulls)}")
+    return problems
+
+
+def problems(root: Path | str | None = None, chapters: Sequence[str] | None = None) -> list[str]:
+    """Every problem the checks find, one line each."""
+    from wbcstudy.paths import project_root
+
+    base = Path(root) if root is not None else project_root()
+    found: list[str] = []
+    for check in (check_chapter_files, check_timings):
+        found += check(base, chapters)
+    found += check_intervals(base)
+    found += check_claims(base, chapters)
+    found += check_cytodiffusion_keys(base)
+    return found
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Print one line per problem in the committed artefacts; 1 if there is any, else 0."""
+    parser = argparse.ArgumentParser(prog="wbcstudy check", description="check the committed artefacts of the book")
+    parser.add_argument("--root", default=None, help="project root (default: the current project)")
+    args = parser.parse_args(None if argv is None else list(argv))
+    found = problems(args.root)
+    for line in found:
+        print(line)
+    if found:
+        print(f"wbcstudy check: {len(found)} problem(s)", file=sys.stderr)
+        return 1
+    print("wbcstudy check: the committed artefacts pass every check")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

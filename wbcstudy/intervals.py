@@ -1,0 +1,168 @@
+"""The one interval module: Wilson intervals for proportions, percentile bootstraps over test cells, metric ranges.
+
+Every interval a chapter reports comes from here (``wbcstudy.evaluate.bootstrap_ci`` and
+``wilson_interval`` are thin wrappers kept for older call sites):
+
+- ``wilson(k, n)`` — a proportion of ``k`` successes in ``n`` independent trials (an
+  accuracy on a test set, a two-sample-test accuracy, an agreement rate);
+- ``bootstrap_metric(metric_fn, y_true, y_pred)`` — any metric, by resampling test cells
+  with replacement (pooled across folds: pass the concatenated predictions of every fold),
+  stratified by class when ``strata`` is given;
+- ``bootstrap_difference(metric_fn, y_true, pred_a, pred_b)`` — metric(A) − metric(B) for two
+  models scored on the *same* cells, each resample drawing the same cells for both (paired);
+- ``metric_range(key)`` — the range a metric's values (and so its interval) must lie in,
+  read from the metric's name; ``wbcstudy check`` uses it on every published interval.
+
+Never a t-interval over a handful of folds or seeds: with 3–10 values it is wide, assumes
+normality, and can leave the metric's range.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["wilson", "bootstrap_metric", "bootstrap_difference", "metric_range", "resample_indices", "percentile_interval"]
+
+ArrayLike = Any
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _as_numpy(values: ArrayLike) -> np.ndarray:
+    """A numpy view of a list, array or (CPU/GPU) torch tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _check_level(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    return float(level)
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion of ``k`` successes in ``n`` trials (NaNs when ``n`` is 0).
+
+    >>> tuple(round(x, 3) for x in wilson(8, 10))
+    (0.49, 0.943)
+    """
+    level = _check_level(level)
+    if n <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    if k == 0:  # exact ends: rounding must not leave the point estimate outside
+        low = 0.0
+    if k == n:
+        high = 1.0
+    return (low, high)
+
+
+def resample_indices(n: int, n_boot: int, seed: int = 0, strata: ArrayLike | None = None) -> np.ndarray:
+    """``(n_boot, n)`` bootstrap indices into ``n`` cells, drawn within each stratum when ``strata`` is given.
+
+    Stratified rows keep every stratum's size (the cells are grouped by stratum, in the order
+    of ``np.unique(strata)``); the order of cells within a row does not matter to a metric.
+    """
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        return rng.integers(0, n, size=(n_boot, n))
+    groups = _as_numpy(strata).ravel()
+    if len(groups) != n:
+        raise ValueError(f"strata has {len(groups)} entries for {n} cells")
+    if n == 0:
+        return np.zeros((n_boot, 0), dtype=np.int64)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    blocks = [m[rng.integers(0, len(m), size=(n_boot, len(m)))] for m in members]
+    return np.concatenate(blocks, axis=1)
+
+
+def percentile_interval(samples: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """The ``(1 − level)/2`` and ``(1 + level)/2`` percentiles of the finite values in ``samples`` (NaNs if none)."""
+    level = _check_level(level)
+    values = _as_numpy(samples).astype(np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    alpha = 1.0 - level
+    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return (float(low), float(high))
+
+
+def _strata_of(strata: ArrayLike | bool | None, y_true: np.ndarray) -> np.ndarray | None:
+    """``strata=True`` is shorthand for stratifying by the true class."""
+    if strata is None or strata is False:
+        return None
+    if strata is True:
+        return y_true.ravel()
+    return _as_numpy(strata)
+
+
+def bootstrap_metric(metric_fn: MetricFn, y_true: ArrayLike, y_pred: ArrayLike, n_boot: int = 1000, seed: int = 0,
+                     strata: ArrayLike | bool | None = None, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric_fn(y_true, y_pred)`` over resampled cells.
+
+    ``y_pred`` may be labels ``(n,)`` or a probability/score matrix ``(n, C)``: its rows are
+    resampled with ``y_true``. ``strata`` (e.g. ``y_true``, or ``True`` for that) makes every
+    resample keep each class's count. Resamples where the metric is undefined (NaN) are dropped.
+    """
+    y_true_arr = _as_numpy(y_true)
+    pred = _as_numpy(y_pred)
+    if len(pred) != len(y_true_arr):
+        raise ValueError(f"y_true and y_pred differ in length: {len(y_true_arr)} vs {len(pred)}")
+    indices = resample_indices(len(y_true_arr), n_boot, seed, _strata_of(strata, y_true_arr))
+    values = np.fromiter((metric_fn(y_true_arr[i], pred[i]) for i in indices), dtype=np.float64, count=n_boot)
+    return percentile_interval(values, level)
+
+
+def bootstrap_difference(metric_fn: MetricFn, y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike,
+                         n_boot: int = 1000, seed: int = 0, strata: ArrayLike | bool | None = None,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Paired percentile bootstrap interval of ``metric_fn(y_true, pred_a) − metric_fn(y_true, pred_b)``.
+
+    Both models must be scored on the same cells in the same order; each resample draws one
+    set of cells and scores A and B on it, so the cell-to-cell variation they share cancels.
+    """
+    y_true_arr = _as_numpy(y_true)
+    a, b = _as_numpy(pred_a), _as_numpy(pred_b)
+    if not len(a) == len(b) == len(y_true_arr):
+        raise ValueError(f"y_true, pred_a and pred_b differ in length: {len(y_true_arr)}, {len(a)}, {len(b)}")
+    indices = resample_indices(len(y_true_arr), n_boot, seed, _strata_of(strata, y_true_arr))
+    values = np.fromiter((metric_fn(y_true_arr[i], a[i]) - metric_fn(y_true_arr[i], b[i]) for i in indices),
+                         dtype=np.float64, count=n_boot)
+    return percentile_interval(values, level)
+
+
+_UNIT_SUFFIXES = ("accuracy", "auroc", "auc", "f1", "precision", "recall", "ece", "agreement",
+                  "sensitivity", "specificity")
+_SIGNED = re.compile(r"(^|_)(difference|gain)$|(^|_)minus(_|$)|^delta_|spearman|correlation")
+
+
+def metric_range(key: str) -> tuple[float, float] | None:
+    """The range a metric's value and interval must lie in, from its name; ``None`` when the name does not say.
+
+    Differences (``*_difference``, ``*_gain``, ``*_minus_*``, ``delta_*``) and correlations
+    (``spearman``, ``correlation``) lie in [−1, 1]; accuracies, AUROC/AUC, F1, precision,
+    recall, ECE, agreement rates, sensitivity and specificity (``*_<name>`` or ``<name>``) in [0, 1].
+
+    >>> metric_range("wnet_minus_resnet50_balanced_accuracy"), metric_range("anomaly_auc"), metric_range("seconds")
+    ((-1.0, 1.0), (0.0, 1.0), None)
+    """
+    name = key.lower()
+    if _SIGNED.search(name):
+        return (-1.0, 1.0)
+    if name.rsplit("_", 1)[-1] in _UNIT_SUFFIXES:
+        return (0.0, 1.0)
+    return None
