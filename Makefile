@@ -25,7 +25,7 @@ book-html: venv
 ## ruff, then unit tests, the smoke regression notebooks under nbval and the book build (warnings as errors), then `wbcstudy check`
 test: venv lint
 	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/regression/sanitize.cfg -p no:cacheprovider
-	$(BIN)/wbcstudy check
+	$(BIN)/python -m wbcstudy.check
 
 ## ruff over the package, the tests and the MyST chapters (converted to py:percent with jupytext)
 lint: venv
