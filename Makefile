@@ -8,10 +8,14 @@ export WBCSTUDY_DATA ?= $(CURDIR)/data/raw
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Python packages at the exact versions of requirements/constraints.txt (pyproject.toml keeps ranges for Colab);
+# Debian's chromium for the browser check of the built book (skipped with a message where apt-get is not ours to run)
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "could not install Debian's chromium: the browser check in make test will fail until it is installed"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[book,test,app]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[book,test,app]"
 	touch $@
 
 ## Run every chapter with the cpu profile, then build the HTML book into build/_build/html
@@ -43,7 +47,7 @@ app: venv
 
 ## Open the MyST chapters as notebooks in JupyterLab (jupytext)
 lab: venv
-	$(BIN)/pip install --quiet -e ".[lab]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
 
 clean:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from wbcstudy.app import SCRIPT, CheckpointError, ImageRejected, load_checkpoint, predict, save_checkpoint, validate_image
-from wbcstudy.app.core import MAX_PIXELS, to_model_input
+from wbcstudy.app.core import MAX_PIXELS, calibrate_ood, find_checkpoints, ood_warning, to_model_input
 from wbcstudy.models.trust_cnn import build_model
 
 CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
@@ -93,10 +93,37 @@ def test_bomb_threshold_is_below_pil_limit():
     assert MAX_PIXELS < Image.MAX_IMAGE_PIXELS
 
 
-def test_model_input_crops_pbc_originals_and_squares_others():
-    pbc = np.zeros((363, 360, 3), np.uint8)
-    pbc[48:48 + 256, 48:48 + 256] = 255  # the training window is white, the rim black
-    assert (to_model_input(pbc, 32) == 255).all()
+def test_declared_dimensions_are_rejected_before_decoding(monkeypatch):
+    """A JPEG whose header claims 4000×5000 is refused from its header: the decoder never runs."""
+    from PIL import ImageFile
+
+    header_only = _jpeg(_cell(64))
+    sof = header_only.index(b"\xff\xc0")  # baseline frame header: length(2) precision(1) height(2) width(2)
+    claimed = header_only[:sof + 5] + (5000).to_bytes(2, "big") + (4000).to_bytes(2, "big") + header_only[sof + 9:]
+    assert Image.open(io.BytesIO(claimed)).size == (4000, 5000)
+
+    def no_decoding(self):
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageRejected, match="4000×5000 pixels"):
+        validate_image(claimed)
+
+
+@pytest.mark.parametrize("width, height", [(360, 363), (366, 369)])  # both sizes occur in PBC as published
+def test_model_input_takes_the_chapters_window_from_pbc_originals(width, height, tmp_path, monkeypatch):
+    from wbcstudy.data import load_pbc_image
+
+    rng = np.random.default_rng(1)
+    pbc = np.zeros((height, width, 3), np.uint8)
+    pbc[48:48 + 256, 48:48 + 256] = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)  # the window; black rim
+    path = tmp_path / "original.png"
+    Image.fromarray(pbc).save(path)
+    assert np.array_equal(to_model_input(pbc, 256), pbc[48:48 + 256, 48:48 + 256])
+    assert np.array_equal(to_model_input(pbc, 32), load_pbc_image(path, 32))  # the app sees what the chapters see
+
+
+def test_model_input_squares_other_images():
     wide = np.zeros((20, 40, 3), np.uint8)
     wide[:, 10:30] = 255  # centre square is white
     assert (to_model_input(wide, 16) == 255).all()
@@ -141,6 +168,57 @@ def test_predict_returns_probabilities_and_a_map(checkpoint, one_thread):
     assert result.cam.shape == (32, 32) and result.overlay.shape == (32, 32, 3)
 
 
+# ---------------------------------------------------------------- out-of-distribution rule
+class _Brightness(torch.nn.Module):
+    """A stand-in classifier: class 0's logit is 4 × the image's mean brightness (0..1), the other four 0."""
+
+    def forward(self, x):
+        m = x.float().mean(dim=(1, 2, 3)) / 255
+        return torch.stack([4 * m, *[torch.zeros_like(m)] * 4], dim=1)
+
+
+def _flat(values) -> np.ndarray:
+    return np.stack([np.full((4, 4, 3), v, np.uint8) for v in values])
+
+
+def test_calibrate_ood_threshold_and_auroc_by_hand():
+    bright = np.arange(156, 256)  # 100 in-distribution cells: confident
+    dark = np.arange(0, 40)  # 40 out-of-distribution cells: flat outputs
+    rule = calibrate_ood(_Brightness(), _flat(bright), _flat(dark))
+    top = lambda v: float(np.exp(4 * v / 255) / (np.exp(4 * v / 255) + 4))  # noqa: E731
+    assert rule["score"] == "max_softmax"
+    assert rule["threshold"] == pytest.approx(top(bright[5]), abs=1e-6)  # keeps 95 of the 100 in-distribution cells
+    assert rule["tpr"] == pytest.approx(0.95) and rule["fpr"] == 0.0 and rule["auroc"] == 1.0
+    assert (rule["n_in"], rule["n_ood"]) == (100, 40)
+    mixed = calibrate_ood(_Brightness(), _flat([10, 200]), _flat([100, 250]))  # one of the 4 pairs ordered right
+    assert mixed["auroc"] == pytest.approx(0.25)
+
+
+def test_ood_rule_travels_in_the_checkpoint_and_warns(tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    rule = {"score": "max_softmax", "threshold": 0.99, "auroc": 0.9, "tpr": 0.95}
+    path = save_checkpoint(tmp_path / "m.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood=rule)
+    loaded, meta = load_checkpoint(path)
+    assert meta["ood"] == rule
+    result = predict(loaded, meta, _cell(64))
+    assert max(result.probabilities.values()) < 0.99
+    assert "does not look like one of the five white-cell classes" in result.warning
+    assert ood_warning({**meta, "ood": {**rule, "threshold": 0.0}}, result.probabilities) is None
+    assert ood_warning({k: v for k, v in meta.items() if k != "ood"}, result.probabilities) is None
+    with pytest.raises(ValueError, match="calibrate_ood"):
+        save_checkpoint(tmp_path / "bad.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood={"threshold": 2})
+
+
+def test_find_checkpoints_lists_only_app_checkpoints(checkpoint, tmp_path):
+    (tmp_path / "smoke" / "trust").mkdir(parents=True)
+    app = tmp_path / "smoke" / "trust" / "app_model.pt"
+    app.write_bytes(checkpoint[0].read_bytes())
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert find_checkpoints(tmp_path) == [app]
+
+
 # ---------------------------------------------------------------- the Streamlit app
 def _app(monkeypatch, path):
     from streamlit.testing.v1 import AppTest
@@ -152,9 +230,47 @@ def _app(monkeypatch, path):
 
 
 def test_app_without_a_checkpoint_says_how_to_make_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
     at = _app(monkeypatch, tmp_path / "missing.pt")
     assert not at.exception
-    assert "wbcstudy run trust" in at.error[0].value
+    assert "`wbcstudy run trust --profile smoke`" in at.error[0].value and "build/trust/app_model.pt" in at.error[0].value
+    assert "found" not in at.error[0].value
+
+
+def test_app_without_its_checkpoint_lists_the_ones_it_found(monkeypatch, tmp_path, checkpoint):
+    elsewhere = tmp_path / "build" / "smoke" / "trust" / "app_model.pt"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(checkpoint[0].read_bytes())
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    monkeypatch.delenv("WBCSTUDY_APP_CHECKPOINT", raising=False)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(SCRIPT), default_timeout=60)
+    at.run()
+    assert not at.exception
+    message = at.error[0].value
+    assert str(tmp_path / "build" / "trust" / "app_model.pt") in message
+    assert "wbcstudy run trust --profile smoke" in message
+    assert "build/smoke/trust/app_model.pt" in message and "wbcstudy app --checkpoint build/smoke/trust/app_model.pt" in message
+
+
+def test_app_states_the_real_upload_limit(monkeypatch, checkpoint):
+    at = _app(monkeypatch, checkpoint[0])
+    uploader = at.file_uploader[0]
+    assert "20 MiB" in uploader.label and "200" not in uploader.label
+    assert uploader.proto.max_upload_size_mb == 20
+
+
+def test_app_warns_on_an_out_of_distribution_upload(monkeypatch, tmp_path, one_thread):
+    torch.manual_seed(0)
+    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    rule = {"score": "max_softmax", "threshold": 0.99, "auroc": 0.9, "tpr": 0.95}
+    path = save_checkpoint(tmp_path / "m.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood=rule)
+    at = _app(monkeypatch, path)
+    assert any("Out-of-distribution check" in c.value for c in at.caption)
+    at.file_uploader[0].set_value(("platelet.png", _png(_cell(80)), "image/png")).run()
+    assert not at.exception and not at.error
+    assert any("does not look like one of the five white-cell classes" in w.value for w in at.warning)
 
 
 def test_app_classifies_an_upload(monkeypatch, checkpoint, one_thread):

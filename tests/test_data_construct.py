@@ -9,13 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from wbcstudy.paths import data_root, manifests_dir
-
-
 from wbcstudy.data import PBC_CLASSES, PBC_WBC_CLASSES, build_manifests, inventory, load_manifest  # noqa: E402
 from wbcstudy.data import cache as cache_mod  # noqa: E402
 from wbcstudy.data.cache import cached_images, load_split_arrays  # noqa: E402
 from wbcstudy.data.construct import stratified_folds, stratified_split  # noqa: E402
+from wbcstudy.paths import data_root, manifests_dir
 
 needs_data = pytest.mark.skipif(
     not (data_root() / "pbc").is_dir(),
@@ -268,3 +266,25 @@ def test_wnet_crop_arithmetic() -> None:
     assert (left + 48, top + 48) == (80, 80)
     assert right - left == 360 - 80 - 80 == 200 and bottom - top == 200
     assert 363 - (bottom + 48) == 83 and right <= 256 and bottom <= 256
+
+
+def test_cache_of_a_missing_dataset_is_one_dataset_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wbcstudy.data import DatasetMissing
+
+    monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("WBCSTUDY_CACHE", str(tmp_path / "cache"))
+    items = load_manifest("zheng1")["path"].tolist()[:3]
+    with pytest.raises(DatasetMissing) as info:
+        cached_images("zheng1", items, 8)
+    assert info.value.summary.startswith("dataset 'zheng2018' not found at")
+    assert not list((tmp_path / "cache").glob("*.npy"))  # nothing half-built
+
+
+def test_build_manifests_never_writes_into_the_installed_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from wbcstudy.data import DatasetMissing
+
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path / "raw"))
+    with pytest.raises(DatasetMissing):
+        build_manifests()
+    assert (tmp_path / "data" / "manifests").is_dir()  # the project's folder, where a checkout keeps them

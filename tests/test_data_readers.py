@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,14 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from wbcstudy.paths import data_root
-
-
 from wbcstudy.data import (  # noqa: E402
     PBC_CLASSES,
     PBC_WBC_CLASSES,
     SOURCES,
     WBCATT_ATTRIBUTES,
+    DatasetMissing,
     DatasetNotFoundError,
     UnreadableImageError,
     fetch,
@@ -34,6 +33,7 @@ from wbcstudy.data import (  # noqa: E402
     rgb_to_hsv,
     verify,
 )
+from wbcstudy.paths import data_root
 
 needs_data = pytest.mark.skipif(
     not (data_root() / "pbc").is_dir(),
@@ -84,11 +84,12 @@ def test_load_pbc_image_mirror_and_resize() -> None:
 
 
 @needs_data
-def test_load_pbc_image_original_size_window(tmp_path: Path) -> None:
+@pytest.mark.parametrize("width, height", [(360, 363), (366, 369)])  # both sizes occur in PBC as published
+def test_load_pbc_image_original_size_window(tmp_path: Path, width: int, height: int) -> None:
     path = read_pbc()["path"].iloc[100]
     window = load_pbc_image(path)
     rng = np.random.default_rng(0)
-    original = rng.integers(0, 256, size=(363, 360, 3), dtype=np.uint8)  # height 363, width 360
+    original = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     original[48 : 48 + 256, 48 : 48 + 256] = window
     png = tmp_path / "original.png"
     Image.fromarray(original).save(png)
@@ -96,7 +97,7 @@ def test_load_pbc_image_original_size_window(tmp_path: Path) -> None:
     resized = np.asarray(Image.fromarray(window).resize((64, 64), Image.Resampling.BILINEAR))
     assert np.array_equal(load_pbc_image(png, 64), resized)
     # an original-size JPEG decoded at reduced scale keeps the window in place
-    smooth = np.asarray(Image.fromarray(original).resize((36, 36)).resize((360, 363), Image.Resampling.BICUBIC))
+    smooth = np.asarray(Image.fromarray(original).resize((36, 36)).resize((width, height), Image.Resampling.BICUBIC))
     smooth = smooth.copy()
     smooth[48 : 48 + 256, 48 : 48 + 256] = window
     jpg = tmp_path / "original.jpg"
@@ -224,8 +225,47 @@ def test_fetch_offline_gives_helpful_error(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
     monkeypatch.setattr(pooch, "retrieve", offline)
-    with pytest.raises(DatasetNotFoundError, match=r"(?s)zheng2018.*failed: ConnectionError.*GPL-3\.0.*WBCSTUDY_DATA"):
+    monkeypatch.setitem(SOURCES, "zheng2018", dataclasses.replace(SOURCES["zheng2018"], sha256="0" * 64))
+    with pytest.raises(DatasetMissing, match=r"(?s)zheng2018.*failed.*ConnectionError.*GPL-3\.0.*WBCSTUDY_DATA") as info:
         fetch("zheng2018")
+    assert "failed (ConnectionError)" in info.value.summary and "\n" not in info.value.summary
+
+
+def test_fetch_refuses_a_source_without_a_known_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pooch
+
+    def never(*args: object, **kwargs: object) -> str:
+        raise AssertionError("an archive without a known sha256 must not be downloaded")
+
+    monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
+    monkeypatch.setattr(pooch, "retrieve", never)
+    monkeypatch.setitem(SOURCES, "wbcatt", dataclasses.replace(SOURCES["wbcatt"], sha256=None))
+    with pytest.raises(DatasetMissing, match="refusing to fetch 'wbcatt': no sha256") as info:
+        fetch("wbcatt")
+    assert "wbcstudy data verify wbcatt" in info.value.summary
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_source_states_its_archive_hash() -> None:
+    fields = {f.name: f for f in dataclasses.fields(SOURCES["pbc"])}
+    assert fields["sha256"].default is dataclasses.MISSING  # a required field: no entry can forget it
+    for src in SOURCES.values():
+        assert src.sha256 is None or (len(src.sha256) == 64 and int(src.sha256, 16) >= 0)
+        assert src.download_url is not None or src.sha256 is None
+
+
+def test_missing_and_partial_data_is_one_exception_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert DatasetNotFoundError is DatasetMissing and issubclass(DatasetMissing, FileNotFoundError)
+    monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
+    with pytest.raises(DatasetMissing) as info:
+        load_pbc_image("pbc/PBC_dataset_normal_DIB/basophil/BA_1.jpg")
+    assert info.value.summary.startswith(f"dataset 'pbc' not found at {tmp_path}") and "WBCSTUDY_DATA" in info.value.summary
+    root = tmp_path / "pbc" / "PBC_dataset_normal_DIB"
+    (root / "basophil").mkdir(parents=True)
+    with pytest.raises(DatasetMissing, match=r"incomplete \(basophil/BA_1\.jpg is missing\)|incomplete \(pbc/"):
+        load_pbc_image("pbc/PBC_dataset_normal_DIB/basophil/BA_1.jpg")
+    with pytest.raises(DatasetMissing, match=r"incomplete \(class folder eosinophil/ is missing\).*wbcstudy data verify pbc"):
+        read_pbc()
 
 
 @needs_data

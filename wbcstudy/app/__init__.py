@@ -9,7 +9,9 @@ from wbcstudy.app.core import (
     CheckpointError,
     ImageRejected,
     Prediction,
+    calibrate_ood,
     default_checkpoint,
+    find_checkpoints,
     load_checkpoint,
     predict,
     save_checkpoint,
@@ -20,5 +22,6 @@ from wbcstudy.app.core import (
 #: The Streamlit script (``streamlit run`` this file).
 SCRIPT = Path(__file__).with_name("streamlit_app.py")
 
-__all__ = ["SCRIPT", "CheckpointError", "ImageRejected", "Prediction", "default_checkpoint", "load_checkpoint",
+__all__ = ["SCRIPT", "CheckpointError", "ImageRejected", "Prediction", "calibrate_ood", "default_checkpoint",
+           "find_checkpoints", "load_checkpoint",
            "predict", "save_checkpoint", "to_model_input", "validate_image"]

@@ -3,7 +3,10 @@
 The checkpoint is a plain dict readable with ``torch.load(..., weights_only=True)``:
 ``{"format": "wbcstudy-trust-app/1", "state_dict": {...}, "meta_json": "<JSON>"}`` where the metadata holds
 the architecture name (one of ``wbcstudy.models.trust_cnn.ARCHITECTURES``), the class names, the input size,
-the normalisation mean/std, and how the model was trained (chapter, profile, test accuracy).
+the normalisation mean/std, how the model was trained (chapter, profile, test accuracy) and, when the chapter
+calibrated one, the out-of-distribution rule ``"ood": {"score": "max_softmax", "threshold": t, "auroc": a, ...}``
+(see ``calibrate_ood``): a prediction whose top probability is below ``t`` is flagged as not looking like any of
+the classes.
 """
 from __future__ import annotations
 
@@ -18,19 +21,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from wbcstudy.data.readers import PBC_ORIGINAL_SIZE, PBC_WINDOW, PBC_WINDOW_ORIGIN
+from wbcstudy.data.readers import PBC_ORIGINAL_SIZES, PBC_WINDOW, PBC_WINDOW_ORIGIN
 from wbcstudy.paths import project_root
 
 __all__ = ["ImageRejected", "CheckpointError", "validate_image", "to_model_input", "save_checkpoint",
-           "load_checkpoint", "default_checkpoint", "Prediction", "predict", "MAX_UPLOAD_BYTES", "MAX_PIXELS",
-           "MIN_SIDE", "CHECKPOINT_FORMAT", "DEFAULT_CHECKPOINT"]
+           "load_checkpoint", "default_checkpoint", "find_checkpoints", "Prediction", "predict", "calibrate_ood",
+           "max_softmax", "ood_warning", "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MIN_SIDE", "CHECKPOINT_FORMAT",
+           "DEFAULT_CHECKPOINT", "MAKE_CHECKPOINT", "OOD_TPR"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB of file
-MAX_PIXELS = 25_000_000  # 25 megapixels decoded (a decompression-bomb guard far below PIL's own 89 MP warning)
+#: Declared pixels above which an upload is refused from its header, before decoding (a decompression-bomb guard
+#: far below PIL's own 89 MP warning): 16 MP holds a whole 4096×3072 microscope-camera frame; a single cell needs
+#: far less (PBC: 360×363).
+MAX_PIXELS = 16_000_000
 MIN_SIDE = 16  # px: smaller images carry no cell to classify
 CHECKPOINT_FORMAT = "wbcstudy-trust-app/1"
-#: Where the trustworthiness chapter writes the app's model (rebuildable: `wbcstudy run trust`).
+#: Where the trustworthiness chapter writes the app's model (rebuildable: `wbcstudy run trust`), at any profile.
 DEFAULT_CHECKPOINT = "build/trust/app_model.pt"
+#: The one command that writes it (a quick, weak model; `--profile cpu` for the book's).
+MAKE_CHECKPOINT = "wbcstudy run trust --profile smoke"
+#: The share of in-distribution cells the out-of-distribution threshold keeps (true-positive rate).
+OOD_TPR = 0.95
 
 
 class ImageRejected(ValueError):
@@ -114,11 +125,12 @@ def validate_image(data: bytes) -> tuple[np.ndarray, list[str]]:
 
 
 def to_model_input(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The model's view of an image: PBC originals (360×363) cropped to the 256-px window used in training; any
-    other image centre-cropped to a square; then resized to ``size`` (antialiased bilinear) → uint8 (size, size, 3)."""
+    """The model's view of an image: a PBC original (360×363 or 366×369, the sizes the published set holds) cropped
+    to the chapters' 256-px window at (48, 48); any other image centre-cropped to a square; then resized to ``size``
+    (antialiased bilinear) → uint8 (size, size, 3)."""
     img = Image.fromarray(rgb)
     w, h = img.size
-    if (w, h) == PBC_ORIGINAL_SIZE:  # PBC originals are 360×363; training used the 256×256 window
+    if (w, h) in PBC_ORIGINAL_SIZES:  # the same window as wbcstudy.data.load_pbc_image
         x0, y0 = PBC_WINDOW_ORIGIN
         img = img.crop((x0, y0, x0 + PBC_WINDOW, y0 + PBC_WINDOW))
     elif w != h:
@@ -130,13 +142,74 @@ def to_model_input(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def max_softmax(model: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The top softmax probability of each image (uint8 NHWC at the model's input size), computed in float32."""
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size]).float()
+            out.append(torch.softmax(logits, dim=1).max(dim=1).values.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def calibrate_ood(model: torch.nn.Module, in_dist_images: np.ndarray | torch.Tensor,
+                  ood_images: np.ndarray | torch.Tensor, tpr: float = OOD_TPR) -> dict:
+    """The app's out-of-distribution rule, calibrated on held-out cells (uint8 NHWC at the model's input size).
+
+    Score: the top softmax probability. Threshold: the highest one that keeps at least ``tpr`` (95 %) of the
+    in-distribution cells (with n of them: the ⌈tpr·n⌉-th highest score). AUROC: how well the score separates
+    in-distribution cells (positives) from the out-of-distribution ones (e.g. PBC platelets and erythroblasts), 0.5 = chance. Returns
+    ``{"score": "max_softmax", "threshold", "auroc", "tpr", "fpr" (share of OOD cells that pass), "n_in", "n_ood"}``
+    for ``save_checkpoint(..., ood=...)``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    s_in, s_ood = max_softmax(model, in_dist_images), max_softmax(model, ood_images)
+    if len(s_in) == 0 or len(s_ood) == 0:
+        raise ValueError("calibrate_ood needs at least one in-distribution and one out-of-distribution image")
+    keep = int(np.ceil(tpr * len(s_in) - 1e-9))  # the fewest in-distribution cells that make the rate
+    threshold = float(np.sort(s_in)[len(s_in) - max(keep, 1)])
+    labels = np.r_[np.ones(len(s_in)), np.zeros(len(s_ood))]
+    auroc = float(roc_auc_score(labels, np.r_[s_in, s_ood]))
+    return {"score": "max_softmax", "threshold": threshold, "auroc": auroc, "tpr": float((s_in >= threshold).mean()),
+            "fpr": float((s_ood >= threshold).mean()), "n_in": int(len(s_in)), "n_ood": int(len(s_ood))}
+
+
+_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def ood_warning(meta: dict, probabilities: dict[str, float]) -> str | None:
+    """The warning for a prediction whose top probability is below the checkpoint's OOD threshold (else None)."""
+    rule = meta.get("ood")
+    if not rule:
+        return None
+    top = max(probabilities.values())
+    if top >= float(rule["threshold"]):
+        return None
+    n = len(meta["classes"])
+    n = _WORDS[n] if n < len(_WORDS) else str(n)
+    return (f"This does not look like one of the {n} white-cell classes the model knows: its top probability "
+            f"({top:.1%}) is below {float(rule['threshold']):.1%}, which {float(rule.get('tpr', OOD_TPR)):.0%} of "
+            "the white cells it was checked on reach. It may be a platelet, an erythroblast, debris or an image "
+            "from another microscope; treat the label below as meaningless.")
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: str, classes: list[str], image_size: int,
-                    mean: list[float], std: list[float], **info: object) -> Path:
-    """Write the app's checkpoint (state dict + JSON metadata) for ``model``, built by ``build_model(arch, ...)``."""
+                    mean: list[float], std: list[float], ood: dict | None = None, **info: object) -> Path:
+    """Write the app's checkpoint (state dict + JSON metadata) for ``model``, built by ``build_model(arch, ...)``.
+
+    ``ood`` is the out-of-distribution rule from ``calibrate_ood`` (stored in the metadata; the app then warns).
+    """
     from wbcstudy.models.trust_cnn import ARCHITECTURES
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}")
+    if ood is not None:
+        if ood.get("score") != "max_softmax" or not 0.0 <= float(ood.get("threshold", -1)) <= 1.0:
+            raise ValueError(f"ood must come from calibrate_ood (score 'max_softmax', threshold in [0, 1]); got {ood!r}")
+        info["ood"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in ood.items()}
     meta = {"arch": arch, "classes": list(classes), "image_size": int(image_size), "mean": [float(m) for m in mean],
             "std": [float(s) for s in std], **info}
     path = Path(path)
@@ -152,16 +225,47 @@ def default_checkpoint() -> Path:
     return Path(env) if env else project_root() / DEFAULT_CHECKPOINT
 
 
+def find_checkpoints(folder: str | Path | None = None, limit: int = 20) -> list[Path]:
+    """App checkpoints under ``folder`` (default: the project's ``build/``), newest first.
+
+    Only files in this app's format are listed; a file is recognised by the format tag in its pickled header,
+    without loading its tensors.
+    """
+    import zipfile
+
+    folder = Path(folder) if folder is not None else project_root() / "build"
+    found = []
+    for path in folder.rglob("*.pt") if folder.is_dir() else ():
+        try:
+            with zipfile.ZipFile(path) as zf:
+                header = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                if header and CHECKPOINT_FORMAT.encode() in zf.read(header):
+                    found.append(path)
+        except (OSError, zipfile.BadZipFile):
+            continue
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+
+
+def missing_checkpoint_message(path: Path) -> str:
+    """What to do when the app's model is not at ``path``: the command that writes it, and what was found instead."""
+    found = [p for p in find_checkpoints() if p.resolve() != path.resolve()]
+    lines = [f"No trained model at {path}. Make one with `{MAKE_CHECKPOINT}` (a few minutes; `--profile cpu` for "
+             f"the book's model): it writes {DEFAULT_CHECKPOINT}."]
+    if found:
+        root = project_root()
+        shown = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in found]
+        lines.append("App checkpoints found under build/: " + ", ".join(shown) + ". Use one with "
+                     f"`wbcstudy app --checkpoint {shown[0]}` (or set WBCSTUDY_APP_CHECKPOINT).")
+    return "\n\n".join(lines)
+
+
 def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """The model (eval mode, float32, CPU) and metadata from an app checkpoint, loaded with ``weights_only=True``."""
     from wbcstudy.models.trust_cnn import build_model
 
     path = Path(path) if path else default_checkpoint()
     if not path.is_file():
-        raise CheckpointError(
-            f"No trained model at {path}. The trustworthiness chapter writes it: run "
-            "`wbcstudy run trust --profile cpu` (or `--profile smoke` for a quick, weak model), "
-            "or point WBCSTUDY_APP_CHECKPOINT at a checkpoint.")
+        raise CheckpointError(missing_checkpoint_message(path))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
@@ -177,13 +281,15 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, di
 
 @dataclass
 class Prediction:
-    """What the app shows: the class, every class's probability, the model's input and its Grad-CAM overlay."""
+    """What the app shows: the class, every class's probability, the model's input and its Grad-CAM overlay, and
+    the out-of-distribution warning (None when the checkpoint has no OOD rule or the cell passes it)."""
 
     label: str
     probabilities: dict[str, float]
     model_input: np.ndarray
     cam: np.ndarray
     overlay: np.ndarray
+    warning: str | None = None
 
 
 def predict(model: torch.nn.Module, meta: dict, rgb: np.ndarray) -> Prediction:
@@ -198,5 +304,6 @@ def predict(model: torch.nn.Module, meta: dict, rgb: np.ndarray) -> Prediction:
     k = int(probs.argmax())
     cam = gradcam_maps(model, gradcam_layer(model, meta["arch"]), batch, targets=[k])[0]
     classes = list(meta["classes"])
-    return Prediction(label=classes[k], probabilities={c: float(p) for c, p in zip(classes, probs)},
-                      model_input=x, cam=cam, overlay=overlay(x, cam))
+    probabilities = {c: float(p) for c, p in zip(classes, probs)}
+    return Prediction(label=classes[k], probabilities=probabilities, model_input=x, cam=cam, overlay=overlay(x, cam),
+                      warning=ood_warning(meta, probabilities))

@@ -7,7 +7,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from wbcstudy.app.core import CheckpointError, ImageRejected, default_checkpoint, load_checkpoint, predict, validate_image
+from wbcstudy.app.core import (
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    CheckpointError,
+    ImageRejected,
+    default_checkpoint,
+    load_checkpoint,
+    predict,
+    validate_image,
+)
+
+MAX_UPLOAD_MIB = MAX_UPLOAD_BYTES // 2**20
 
 st.set_page_config(page_title="WBC classifier (wbcstudy)", layout="centered")
 st.title("White-blood-cell classifier")
@@ -31,7 +42,17 @@ except CheckpointError as exc:
 st.write(f"Model: **{meta['arch']}** at {meta['image_size']} px, classes: {', '.join(meta['classes'])}"
          + (f"; test accuracy {meta['test_accuracy']:.3f} ({meta.get('profile', '?')} profile)" if "test_accuracy" in meta else ""))
 
-uploaded = st.file_uploader("Upload one image of a single stained white blood cell", key="upload")
+ood = meta.get("ood")
+if ood:
+    st.caption(f"Out-of-distribution check: images whose top probability is below {ood['threshold']:.1%} are flagged "
+               f"(AUROC {ood['auroc']:.3f} between white cells and other PBC cells in the chapter).")
+else:
+    st.caption("This model carries no out-of-distribution check: it gives every image one of its classes.")
+
+uploaded = st.file_uploader(f"Upload one image of a single stained white blood cell (at most {MAX_UPLOAD_MIB} MiB)",
+                            key="upload", max_upload_size=MAX_UPLOAD_MIB,
+                            help=f"PNG, JPEG, BMP, TIFF, GIF or WebP, up to {MAX_UPLOAD_MIB} MiB and "
+                                 f"{MAX_PIXELS / 1e6:.0f} megapixels.")
 if uploaded is None:
     st.info("Upload an image (PNG, JPEG, BMP, TIFF…) to classify it.")
     st.stop()
@@ -50,6 +71,8 @@ except Exception as exc:  # the app must never crash on an upload
     st.error(f"The model could not process this image ({type(exc).__name__}: {exc}).")
     st.stop()
 
+if result.warning:
+    st.warning(result.warning)
 st.subheader(f"Predicted: {result.label} ({result.probabilities[result.label]:.1%})")
 probs = pd.DataFrame({"class": list(result.probabilities), "probability": list(result.probabilities.values())})
 st.bar_chart(probs, x="class", y="probability")

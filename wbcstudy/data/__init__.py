@@ -1,5 +1,6 @@
 """Datasets: sources, readers, construction of split manifests, decoded-array caches and transforms."""
-from wbcstudy.data.sources import SOURCES, DatasetNotFoundError, DatasetSource, fetch, locate, verify
+from wbcstudy.data.cache import cached_images, load_split_arrays
+from wbcstudy.data.construct import SEED, build_manifests, inventory, load_manifest
 from wbcstudy.data.readers import (
     PBC_CLASSES,
     PBC_WBC_CLASSES,
@@ -15,13 +16,13 @@ from wbcstudy.data.readers import (
     read_wbcatt,
     read_zheng,
 )
-from wbcstudy.data.construct import SEED, build_manifests, inventory, load_manifest
-from wbcstudy.data.cache import cached_images, load_split_arrays
+from wbcstudy.data.sources import SOURCES, DatasetMissing, DatasetNotFoundError, DatasetSource, fetch, locate, verify
 from wbcstudy.data.transforms import area_downsample, channel_mean_std, rgb_to_hsv, stratified_subset
 
 __all__ = [
     "SOURCES",
     "SEED",
+    "DatasetMissing",
     "DatasetNotFoundError",
     "DatasetSource",
     "PBC_CLASSES",

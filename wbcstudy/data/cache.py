@@ -30,7 +30,8 @@ import pandas as pd
 from PIL import Image
 
 from wbcstudy.data.construct import load_manifest
-from wbcstudy.data.readers import _abs, load_pbc_image, load_rgb
+from wbcstudy.data.readers import _present, load_pbc_image, load_rgb
+from wbcstudy.data.sources import locate
 from wbcstudy.paths import cache_dir
 
 PROCESSES: int = 2
@@ -47,6 +48,10 @@ MANIFEST_DATASET: dict[str, str] = {
     "bccd": "bccd_wbc",
     "all_idb2": "all_idb2",
 }
+
+#: The registry key (``wbcstudy.data.SOURCES``) of the dataset each cache reads its files from.
+SOURCE_OF: dict[str, str] = {"pbc": "pbc", "zheng1": "zheng2018", "zheng2": "zheng2018", "bccd_wbc": "bccd",
+                             "all_idb2": "all_idb2"}
 
 Loader = Callable[[str, int, str], np.ndarray]
 
@@ -84,7 +89,8 @@ def bccd_item_id(image_path: str, xmin: int, ymin: int, xmax: int, ymax: int) ->
 
 @_versioned("bccd-box-1")
 def load_bccd_box_item(item: str, size: int, crop: str) -> np.ndarray:
-    """A BCCD WBC box ('image_path#xmin,ymin,xmax,ymax'): the square around the box centre (side = longer box side, black outside the image), resized."""
+    """A BCCD WBC box ('image_path#xmin,ymin,xmax,ymax'): the square around the box centre (side = longer box
+    side, black outside the image), resized."""
     if crop != "none":
         raise ValueError(f"crop {crop!r} is defined only for PBC; use 'none'")
     image_path, _, coords = item.partition("#")
@@ -92,7 +98,7 @@ def load_bccd_box_item(item: str, size: int, crop: str) -> np.ndarray:
     side = max(xmax - xmin, ymax - ymin)
     left = (xmin + xmax - side) // 2
     top = (ymin + ymax - side) // 2
-    with Image.open(_abs(image_path)) as img:
+    with Image.open(_present(image_path)) as img:
         square = img.convert("RGB").crop((left, top, left + side, top + side))
     return np.asarray(square.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
@@ -200,6 +206,7 @@ def cached_images(
         items = sorted(wanted)  # a small subset (smoke runs) is not worth decoding the whole dataset for
     array_path, index_path = cache_files(dataset, items, size, crop, loader)
     if not (array_path.is_file() and index_path.is_file()):
+        locate(SOURCE_OF[dataset])  # a missing dataset: one DatasetMissing naming it, before any decoding
         meta = {"dataset": dataset, "size": size, "crop": crop, "loader": _loader_version(loader)}
         _build(array_path, index_path, items, size, crop, loader, meta, processes)
     stored = json.loads(index_path.read_text())["paths"]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from wbcstudy.data import readers
 from wbcstudy.data.sources import SOURCES, locate
-from wbcstudy.paths import data_root, manifests_dir
+from wbcstudy.paths import data_root, manifests_dir, project_root
 
 SEED: int = 2026
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -354,8 +354,9 @@ def _split_counts(df: pd.DataFrame, split_col: str, label_col: str) -> dict:
 
 
 def build_manifests(out_dir: Path | None = None, processes: int = PROCESSES) -> dict[str, Path]:
-    """Inventory every dataset and write the inventories, split manifests and construction_report.json into out_dir."""
-    out_dir = Path(out_dir) if out_dir is not None else manifests_dir()
+    """Inventory every dataset and write the inventories, split manifests and construction_report.json into out_dir
+    (default: ``data/manifests`` in the project, never the copy an installed package ships)."""
+    out_dir = Path(out_dir) if out_dir is not None else project_root() / "data" / "manifests"
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     report: dict = {"seed": SEED, "data_sources": {k: SOURCES[k].folder for k in INVENTORY_KEYS}, "datasets": {}}

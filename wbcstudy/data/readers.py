@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from wbcstudy.data.sources import locate
+from wbcstudy.data.sources import incomplete, locate
 from wbcstudy.paths import data_root
 
 PBC_CLASSES: list[str] = [
@@ -41,10 +41,23 @@ WBCATT_ATTRIBUTES: list[str] = [
 ZHENG_CLASSES: dict[int, str] = {1: "neutrophil", 2: "lymphocyte", 3: "monocyte", 4: "eosinophil", 5: "basophil"}
 BCCD_SUBTYPES: list[str] = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
 
-# PBC geometry: the mirror holds the 256x256 window at top-left (x, y) = (48, 48) of the original 360x363 (W x H)
+# PBC geometry: the mirror holds the 256x256 window at top-left (x, y) = (48, 48) of the original image, which is
+# 360x363 (W x H) for most files and 366x369 for some (e.g. basophil/BA_165215.jpg as published)
 PBC_ORIGINAL_SIZE: tuple[int, int] = (360, 363)
+PBC_ORIGINAL_SIZES: tuple[tuple[int, int], ...] = ((360, 363), (366, 369))
 PBC_WINDOW_ORIGIN: tuple[int, int] = (48, 48)
 PBC_WINDOW: int = 256
+
+
+def pbc_window_origin(width: int, height: int) -> tuple[int, int] | None:
+    """Top-left (x, y) of the 256x256 PBC window in an image of this size: (0, 0) for the mirror's crop, (48, 48)
+    for an original (any size the window fits in: 360x363 and 366x369 occur); ``None`` when it does not fit."""
+    if (width, height) == (PBC_WINDOW, PBC_WINDOW):
+        return (0, 0)
+    x0, y0 = PBC_WINDOW_ORIGIN
+    if width >= x0 + PBC_WINDOW and height >= y0 + PBC_WINDOW:
+        return (x0, y0)
+    return None
 
 
 class UnreadableImageError(ValueError):
@@ -59,6 +72,28 @@ class UnreadableImageError(ValueError):
 def _rel(path: Path) -> str:
     """A path relative to the data root, as a posix string."""
     return path.relative_to(data_root()).as_posix()
+
+
+def _dataset_of(path: Path) -> str | None:
+    """The registry key of the dataset whose folder holds path (None if none does)."""
+    from wbcstudy.data.sources import SOURCES
+
+    root = data_root()
+    for key, src in SOURCES.items():
+        if path.is_relative_to(root / src.folder):
+            return key
+    return None
+
+
+def _present(path: str | Path) -> Path:
+    """The absolute path of an image that must exist: a missing file of a dataset raises ``DatasetMissing``."""
+    full = _abs(path)
+    if not full.exists():
+        key = _dataset_of(full)
+        if key is not None:
+            locate(key)  # the whole dataset missing: its own message
+            raise incomplete(key, f"{full.relative_to(data_root())} is missing")
+    return full
 
 
 def _abs(path: str | Path) -> Path:
@@ -76,7 +111,7 @@ def read_pbc() -> pd.DataFrame:
     for label in PBC_CLASSES:
         folder = root / label
         if not folder.is_dir():
-            raise FileNotFoundError(f"PBC class folder missing: {folder}")
+            raise incomplete("pbc", f"class folder {folder.name}/ is missing")
         rows += [(_rel(p), label) for p in folder.iterdir() if p.is_file()]
     return pd.DataFrame(rows, columns=["path", "label"]).sort_values("path", ignore_index=True)
 
@@ -95,13 +130,14 @@ def _reduce_factor(box: tuple[int, int, int, int], size: int | None) -> int:
 def load_pbc_image(
     path: str | Path, size: int | None = None, box: tuple[int, int, int, int] | None = None
 ) -> np.ndarray:
-    """A PBC image as uint8 HxWx3: the 256x256 window (mirror crop or original 360x363), resized to size x size.
+    """A PBC image as uint8 HxWx3: the 256x256 window (mirror crop, or at (48, 48) of an original of any published
+    size: 360x363 or 366x369), resized to size x size.
 
     box = (left, top, right, bottom) optionally crops inside the 256 window first (window coordinates).
     When size is much smaller than the crop, JPEGs are decoded at 1/2, 1/4 or 1/8 scale (PIL draft)
     and then reduced with PIL's antialiased bilinear resize.
     """
-    full = _abs(path)
+    full = _present(path)
     box = box or (0, 0, PBC_WINDOW, PBC_WINDOW)
     if not (0 <= box[0] < box[2] <= PBC_WINDOW and 0 <= box[1] < box[3] <= PBC_WINDOW):
         raise ValueError(f"crop box {box} is not inside the {PBC_WINDOW}x{PBC_WINDOW} window")
@@ -111,15 +147,13 @@ def load_pbc_image(
         raise UnreadableImageError(full, f"{type(exc).__name__}: {exc}") from exc
     with img:
         w, h = img.size
-        if (w, h) == (PBC_WINDOW, PBC_WINDOW):
-            x0 = y0 = 0
-        elif (w, h) == PBC_ORIGINAL_SIZE:
-            x0, y0 = PBC_WINDOW_ORIGIN
-        else:
+        origin = pbc_window_origin(w, h)
+        if origin is None:
             raise ValueError(
                 f"{full}: PBC image of size {w}x{h} (WxH); expected the mirror's 256x256 crop "
-                f"or an original {PBC_ORIGINAL_SIZE[0]}x{PBC_ORIGINAL_SIZE[1]} image"
+                f"or an original (e.g. 360x363 or 366x369) that holds the 256x256 window at (48, 48)"
             )
+        x0, y0 = origin
         absolute = (x0 + box[0], y0 + box[1], x0 + box[2], y0 + box[3])
         factor = _reduce_factor(absolute, size)
         if factor > 1 and img.format == "JPEG":
@@ -140,7 +174,7 @@ def load_pbc_image(
 
 def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
     """Any image file as uint8 HxWx3, optionally resized (antialiased bilinear) to size x size."""
-    full = _abs(path)
+    full = _present(path)
     try:
         with Image.open(full) as img:
             img.load()
@@ -195,7 +229,7 @@ def read_zheng(dataset: int) -> pd.DataFrame:
 
 def load_mask(path: str | Path) -> np.ndarray:
     """A segmentation mask as uint8 HxW: 0 background, 1 cytoplasm, 2 nucleus (Zheng 0/128/255, ALL-IDB2 0/155/255)."""
-    full = _abs(path)
+    full = _present(path)
     try:
         with Image.open(full) as img:
             img.load()

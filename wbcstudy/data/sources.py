@@ -21,6 +21,9 @@ class DatasetSource:
     folder: str
     homepage: str
     download_url: str | None
+    #: sha256 of the archive at download_url; ``None`` = not known, and then ``fetch`` refuses to download
+    #: (an unverified archive is never unpacked). Required: every entry must say it.
+    sha256: str | None
     licence: str
     citation: str
     bibtex_key: str
@@ -35,6 +38,7 @@ SOURCES: dict[str, DatasetSource] = {
         folder="pbc/PBC_dataset_normal_DIB",
         homepage="https://data.mendeley.com/datasets/snkd93bnjr/1",
         download_url="https://prod-dcd-datasets-cache-zipfiles.s3.eu-west-1.amazonaws.com/snkd93bnjr-1.zip",
+        sha256=None,  # not yet recorded: the archive was never downloaded where its hash could be taken
         licence="CC BY 4.0",
         citation=(
             "Acevedo A., Merino A., Alferez S., Molina A., Boldu L., Rodellar J. "
@@ -45,8 +49,8 @@ SOURCES: dict[str, DatasetSource] = {
         bibtex_key="acevedo2020pbc",
         layout=(
             "pbc/PBC_dataset_normal_DIB/<class>/<file>.jpg with class folders basophil, eosinophil, "
-            "erythroblast, ig, lymphocyte, monocyte, neutrophil, platelet (original 360x363 JPEGs "
-            "or the mirror's 256x256 crops: both are read)"
+            "erythroblast, ig, lymphocyte, monocyte, neutrophil, platelet (the original JPEGs, 360x363 or "
+            "366x369, or the mirror's 256x256 crops: all are read)"
         ),
         how_to_verify=(
             "Run wbcstudy.data.verify('pbc'): it compares every file with the sha256 in "
@@ -61,6 +65,7 @@ SOURCES: dict[str, DatasetSource] = {
         folder="wbcatt",
         homepage="https://github.com/apple2373/wbcatt",
         download_url="https://github.com/apple2373/wbcatt/archive/refs/heads/main.zip",
+        sha256=None,  # not yet recorded: the archive was never downloaded where its hash could be taken
         licence="MIT",
         citation=(
             "Tsutsui S., Pang W., Wen B. WBCAtt: A White Blood Cell Dataset Annotated with Detailed "
@@ -80,6 +85,7 @@ SOURCES: dict[str, DatasetSource] = {
         folder="zheng2018",
         homepage="https://github.com/zxaoyou/segmentation_WBC",
         download_url="https://github.com/zxaoyou/segmentation_WBC/archive/refs/heads/master.zip",
+        sha256=None,  # not yet recorded: the archive was never downloaded where its hash could be taken
         licence="GPL-3.0 (repository); acknowledge Jiangxi Tecom (Dataset 1) and the CellaVision blog (Dataset 2)",
         citation=(
             "Zheng X., Wang Y., Wang G., Liu J. Fast and robust segmentation of white blood cell "
@@ -102,6 +108,7 @@ SOURCES: dict[str, DatasetSource] = {
         folder="bccd",
         homepage="https://github.com/Shenggan/BCCD_Dataset",
         download_url="https://github.com/Shenggan/BCCD_Dataset/archive/refs/heads/master.zip",
+        sha256=None,  # not yet recorded: the archive was never downloaded where its hash could be taken
         licence="MIT",
         citation=(
             "Shenggan. BCCD Dataset: a small-scale dataset for blood cells detection (2017). "
@@ -125,6 +132,7 @@ SOURCES: dict[str, DatasetSource] = {
         folder="all_idb2",
         homepage="https://scotti.di.unimi.it/all/",
         download_url=None,
+        sha256=None,  # no public download
         licence="research use only; not to be redistributed; request access from the authors and cite",
         citation=(
             "Labati R. D., Piuri V., Scotti F. ALL-IDB: the acute lymphoblastic leukemia image "
@@ -146,8 +154,30 @@ SOURCES: dict[str, DatasetSource] = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not where the project looks for it."""
+class DatasetMissing(FileNotFoundError):
+    """A dataset is not where the project looks for it, is incomplete, or cannot be fetched.
+
+    The first line of the message is complete on its own (what is wrong, what to do): the command line prints
+    only that line; the lines after it give the details (where it is published, licence, layout).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    @property
+    def summary(self) -> str:
+        """The message's first line."""
+        return str(self).splitlines()[0] if str(self) else ""
+
+
+#: The former name of ``DatasetMissing`` (the same class).
+DatasetNotFoundError = DatasetMissing
+
+
+def unknown_dataset_message(key: str) -> str:
+    """One line for a dataset key that is not in the registry."""
+    return f"unknown dataset {key!r}; datasets are: {', '.join(SOURCES)} (see `wbcstudy data sources`)"
 
 
 def _source(key: str) -> DatasetSource:
@@ -155,20 +185,33 @@ def _source(key: str) -> DatasetSource:
     try:
         return SOURCES[key]
     except KeyError:
-        raise KeyError(f"unknown dataset {key!r}; known: {', '.join(sorted(SOURCES))}") from None
+        raise KeyError(unknown_dataset_message(key)) from None
+
+
+def what_to_do(key: str) -> str:
+    """The one thing to do about a missing dataset, in a few words."""
+    src = _source(key)
+    if src.download_url is None:
+        return (f"it has no public download: request it from {src.homepage}, place it at {data_root() / src.folder}, "
+                "or set WBCSTUDY_DATA to a folder that holds it")
+    if src.sha256:
+        return f"run `wbcstudy data fetch {key}`, or set WBCSTUDY_DATA to a folder that holds it"
+    return (f"download it from {src.homepage} and place it there (layout: `wbcstudy data sources {key}`), "
+            "or set WBCSTUDY_DATA to a folder that holds it")
 
 
 def missing_message(key: str, reason: str | None = None) -> str:
-    """The help text for a dataset that is not in place: what, where looked, where published, licence, where to put it."""
+    """The help text for a dataset that is not in place: a self-sufficient first line, then the details."""
     src = _source(key)
     target = data_root() / src.folder
     how = (
-        f"download it from {src.download_url} (or call wbcstudy.data.fetch({key!r}))"
+        f"download it from {src.download_url}" + (f" (or run `wbcstudy data fetch {key}`)" if src.sha256 else "")
         if src.download_url
         else f"it has no public download: request it from {src.homepage}"
     )
     lines = [
-        f"Dataset {key!r} ({src.title}) was not found at {target}.",
+        f"dataset {key!r} not found at {target}: {what_to_do(key)}.",
+        f"{src.title}.",
         *([reason] if reason else []),
         f"It is published at {src.homepage}; {how}.",
         f"Licence: {src.licence}.",
@@ -180,12 +223,20 @@ def missing_message(key: str, reason: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def incomplete(key: str, what: str) -> DatasetMissing:
+    """The error for a dataset whose folder exists but lacks a file or folder it must have."""
+    src = _source(key)
+    return DatasetMissing(
+        f"dataset {key!r} at {data_root() / src.folder} is incomplete ({what}): check it with "
+        f"`wbcstudy data verify {key}` and fetch or copy it again\n" + missing_message(key), key)
+
+
 def locate(key: str) -> Path:
-    """The dataset's folder under data_root(); DatasetNotFoundError with placement instructions if missing."""
+    """The dataset's folder under data_root(); DatasetMissing with placement instructions if missing."""
     src = _source(key)
     path = data_root() / src.folder
     if not path.is_dir():
-        raise DatasetNotFoundError(missing_message(key))
+        raise DatasetMissing(missing_message(key), key)
     return path
 
 
@@ -208,31 +259,49 @@ def _extract_all(archive: Path, into: Path) -> None:
 
 
 def fetch(key: str) -> Path:
-    """Download and unpack a dataset into data_root() with pooch; DatasetNotFoundError if it cannot be fetched."""
+    """Download a dataset's archive with pooch, check it against the entry's sha256, and unpack it into data_root().
+
+    Refuses (``DatasetMissing``, before any download) when the entry has no download or no known sha256:
+    an archive whose content cannot be verified is never fetched. A download whose sha256 differs is
+    deleted and refused. Returns the dataset's folder (at once, if it is already in place).
+    """
     src = _source(key)
     target = data_root() / src.folder
     if target.is_dir():
         return target
     if src.download_url is None:
-        raise DatasetNotFoundError(missing_message(key, "It cannot be downloaded automatically."))
+        raise DatasetMissing(missing_message(key, "It cannot be downloaded automatically."), key)
+    if not src.sha256:
+        raise DatasetMissing(
+            f"refusing to fetch {key!r}: no sha256 is recorded for {src.download_url}, so the download could not "
+            f"be verified; download it yourself from {src.homepage}, place it at {target} and check it with "
+            f"`wbcstudy data verify {key}`\n" + missing_message(key), key)
     import pooch
 
     root = data_root()
     root.mkdir(parents=True, exist_ok=True)
     try:
-        archive = Path(
-            pooch.retrieve(src.download_url, known_hash=None, path=root / ".downloads", progressbar=False)
-        )
+        archive = Path(pooch.retrieve(src.download_url, known_hash=f"sha256:{src.sha256}",
+                                      path=root / ".downloads", progressbar=False))
+    except ValueError as exc:  # pooch: the downloaded file's hash does not match (the file is removed)
+        raise DatasetMissing(
+            f"refusing to unpack {key!r}: the file downloaded from {src.download_url} does not have the recorded "
+            f"sha256 {src.sha256} (it was deleted); try again later, or download and check it yourself\n"
+            + missing_message(key, str(exc)), key) from exc
     except Exception as exc:  # network errors come in many types (requests, OSError, HTTP status)
-        raise DatasetNotFoundError(
-            missing_message(key, f"Downloading {src.download_url} failed: {type(exc).__name__}: {exc}")
+        raise DatasetMissing(
+            f"downloading {key!r} from {src.download_url} failed ({type(exc).__name__}): check the connection "
+            "and try again, or place the dataset yourself\n"
+            + missing_message(key, f"Downloading {src.download_url} failed: {type(exc).__name__}: {exc}"), key
         ) from exc
     marker, dest = _INSTALL[key]
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         _extract_all(archive, Path(tmp))
         hits = sorted(Path(tmp).rglob(marker), key=lambda p: len(p.parts))
         if not hits:
-            raise DatasetNotFoundError(missing_message(key, f"The archive {archive} holds no {marker!r}."))
+            raise DatasetMissing(
+                f"the archive {archive} for {key!r} holds no {marker!r}: its layout is not the published one; "
+                "place the dataset yourself\n" + missing_message(key), key)
         found = hits[0].parent
         if key == "bccd":
             (root / dest).mkdir(parents=True, exist_ok=True)
@@ -244,13 +313,14 @@ def fetch(key: str) -> Path:
             (root / dest).parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(found, root / dest)
     if key == "bccd" and not (root / dest / "labels.csv").is_file():
-        raise DatasetNotFoundError(
-            missing_message(
+        raise DatasetMissing(
+            f"dataset 'bccd' is incomplete: the WBC subtype labels are only on Kaggle; put dataset-master/labels.csv "
+            f"of the 'blood-cells' dataset at {root / dest / 'labels.csv'}\n"
+            + missing_message(
                 key,
                 "The images and boxes were downloaded, but the WBC subtype labels are only on Kaggle: "
                 f"put dataset-master/labels.csv of the 'blood-cells' dataset at {root / dest / 'labels.csv'}.",
-            )
-        )
+            ), key)
     return target
 
 
@@ -274,7 +344,7 @@ def verify(key: str) -> list[str]:
     locate(key)
     inv = inventory_path(key)
     if not inv.is_file():
-        raise FileNotFoundError(f"no checksum inventory {inv}; run `wbcstudy data build` first")
+        raise FileNotFoundError(f"no checksum inventory {inv}: run `wbcstudy data build` first")
     root = data_root()
     problems: list[str] = []
     listed: set[str] = set()
