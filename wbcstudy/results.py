@@ -75,7 +75,11 @@ _FIELDS = {f for f in Claim.__dataclass_fields__}
 
 def claims_path(chapter: str, root: str | Path | None = None) -> Path:
     """``book/claims/<chapter>.yml`` under ``root`` (default: the project root)."""
-    return Path(root or project_root()) / "book" / "claims" / f"{chapter}.yml"
+    if root is None:
+        from wbcstudy.paths import claims_dir
+
+        return claims_dir() / f"{chapter}.yml"  # the checkout's, else the copy an installed wheel ships
+    return Path(root) / "book" / "claims" / f"{chapter}.yml"
 
 
 def _number(value: object, what: str, fail) -> float | None:

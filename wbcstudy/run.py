@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from wbcstudy.paths import project_root
+from wbcstudy.paths import params_dir, project_root
 
 #: Chapters in book order (each is the MyST text notebook ``notebooks/<name>.md``).
 CHAPTERS: tuple[str, ...] = ("data", "baseline", "cytodiffusion", "wnet", "trust", "resnext_cc")
@@ -50,7 +50,7 @@ def profile_path(chapter: str, profile: str) -> Path:
     """The papermill parameter file of a chapter at a profile."""
     if profile not in PROFILES:
         raise ChapterError(f"unknown profile {profile!r}; profiles are: {', '.join(PROFILES)}")
-    return project_root() / "notebooks" / "params" / chapter / f"{profile}.yml"
+    return params_dir() / chapter / f"{profile}.yml"
 
 
 def output_path(chapter: str, profile: str) -> Path:
@@ -76,6 +76,7 @@ def work_results_dir(profile: str) -> str:
 
 def load_profile(chapter: str, profile: str) -> dict:
     """Parameters of a profile file (an empty file means the notebook's cpu defaults)."""
+    notebook_path(chapter)  # an unknown chapter is named as such, not as a missing profile file
     path = profile_path(chapter, profile)
     if not path.is_file():
         raise ChapterError(f"no profile file {path} for chapter {chapter!r} at profile {profile!r}")
