@@ -10,11 +10,29 @@ import pandas as pd
 _START: list[float] = []
 
 
+def on_colab() -> bool:
+    """Whether the notebook runs on Google Colab."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+#: Where a Colab session keeps the datasets it fetches.
+COLAB_DATA = "/content/wbcstudy-data"
+
+
 def setup() -> None:
-    """Start the chapter's clock, set the book's figure style and table precision, and say where the data is read from."""
+    """Start the chapter's clock, set the book's figure style and table precision, and say where the data is read from.
+
+    On Colab, with no ``WBCSTUDY_DATA`` set, the data root becomes ``/content/wbcstudy-data`` and the public
+    datasets are fetched there (each download checked against its recorded sha256).
+    """
     from wbcstudy import plots
 
     _START[:] = [time.perf_counter()]
+    if on_colab() and "WBCSTUDY_DATA" not in os.environ:
+        os.environ["WBCSTUDY_DATA"] = COLAB_DATA
+        _fetch_public_data()
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by accelerate outside Jupyter
     plots.set_style()
     pd.set_option("display.precision", 3)
@@ -22,9 +40,39 @@ def setup() -> None:
     print("data root:", where)
 
 
+def _fetch_public_data() -> None:
+    """Fetch every public dataset into the data root; a dataset that cannot be fetched is named in one line."""
+    from wbcstudy.data import sources
+
+    for key, source in sources.SOURCES.items():
+        try:
+            print(f"{key}: {sources.fetch(key)}")
+        except Exception as error:  # noqa: BLE001 - each dataset is reported and the others still fetched
+            print(f"{key}: not fetched ({str(error).splitlines()[0]}); see `wbcstudy data sources` to place it by hand")
+
+
 def elapsed() -> float:
     """Seconds since :func:`setup` (0 when it was not called)."""
     return time.perf_counter() - _START[0] if _START else 0.0
+
+
+def apply_paper_profile_on_colab_gpu(chapter: str, namespace: dict) -> dict:
+    """On Colab with a GPU, replace the cpu defaults in ``namespace`` by the chapter's ``paper`` profile; returns what changed.
+
+    Only an interactive Colab run whose ``profile`` is still the default ``cpu`` is changed: a papermill run keeps the
+    profile it was given.
+    """
+    import torch
+
+    if not (on_colab() and torch.cuda.is_available() and namespace.get("profile") == "cpu"):
+        return {}
+    from wbcstudy.run import load_profile
+
+    changed = dict(load_profile(chapter, "paper"))
+    changed["profile"] = "paper"
+    namespace.update(changed)
+    print(f"Colab with a GPU: using the paper profile ({', '.join(sorted(changed))})")
+    return changed
 
 
 def configure(precision: str = "auto", deterministic: bool = False) -> str:
