@@ -35,3 +35,11 @@ def built_book(tmp_path_factory) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out / "_build" / "html"
+
+
+def pytest_configure(config) -> None:
+    """The regression notebooks' kernels run under the smoke profile's machine pins (fp32, AVX2 kernels), as they were made."""
+    if getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False):
+        from wbcstudy.run import SMOKE_ENV
+
+        os.environ.update(SMOKE_ENV)  # nbval's kernels inherit this environment (--nbval-current-env)

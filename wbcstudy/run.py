@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +21,13 @@ DRAFTS: tuple[str, ...] = ()
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper", "gpu")
 #: Profiles every chapter has; ``gpu`` (a recorded side experiment on a lent GPU) exists only where a chapter needs it.
 REQUIRED_PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
+
+
+#: The smoke profile's machine pins: its executed copies are nbval references, so they must come out the same on every
+#: supported CPU. fp32 (no bf16 autocast where a CPU has it natively), and the AVX2 kernels of oneDNN, MKL and ATen
+#: (an AVX-512 CPU's kernels sum in another order: measured here, one epoch of ResNet-18 then differs in the 3rd digit).
+SMOKE_ENV: dict[str, str] = {"WBCSTUDY_PRECISION": "fp32", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                             "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 class ChapterError(ValueError):
@@ -127,6 +136,21 @@ def check_profile(chapter: str, profile: str) -> dict:
     return params
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for the duration of a block, then restore what was there."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class DirtyTreeError(ChapterError):
     """A publishing run was asked for while the work tree has uncommitted changes."""
 
@@ -158,15 +182,16 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, 
     work = Path(output) if output else work_path(chapter, profile)
     work.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    papermill.execute_notebook(
-        read_notebook(chapter),
-        str(work),
-        parameters=params,
-        cwd=str(project_root()),
-        kernel_name="python3",
-        progress_bar=False,
-        log_output=False,
-    )
+    with _environment(SMOKE_ENV if profile == "smoke" else {}):  # the kernel inherits this process's environment
+        papermill.execute_notebook(
+            read_notebook(chapter),
+            str(work),
+            parameters=params,
+            cwd=str(project_root()),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
     seconds = time.perf_counter() - start
     if not publish:
         return work

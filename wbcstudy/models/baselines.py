@@ -1,4 +1,8 @@
-"""Baseline classifiers: torchvision ResNets (from scratch) and ImageNet EfficientNet-Lite0."""
+"""Baseline classifiers: torchvision ResNets (from scratch) and ImageNet EfficientNet-Lite0, and the input adapter every model uses.
+
+Chapters build the classifiers through the registry: ``wbcstudy.models.build("resnet18" | "resnet50" |
+"efficientnet_lite0", num_classes, **options)``.
+"""
 from __future__ import annotations
 
 import contextlib

@@ -2,7 +2,10 @@
 
 Each builder returns a plain ``nn.Module`` mapping a normalised float NCHW batch to logits;
 wrap it with ``wbcstudy.models.baselines.with_input_adapter`` to feed uint8 images. The
-adaptations to 64-px inputs are stated in each docstring.
+adaptations to 64-px inputs are stated in each docstring. Chapters build them through the
+registry: ``wbcstudy.models.build("inception_v3" | "densenet121" | "small_vit" | "vgg16_tv", ...)``;
+``vgg16_tv`` (this module's ``vgg16``, global-pool head) is a different model from ``vgg16``
+(``wnet.vgg16``, torchvision's 7×7-pool head).
 """
 from __future__ import annotations
 
@@ -31,7 +34,10 @@ class ResizeInput(nn.Module):
 
 
 def inception_v3(num_classes: int, min_size: int = INCEPTION_MIN_SIZE) -> nn.Module:
-    """torchvision Inception-V3 from scratch, no auxiliary head; inputs below ``min_size`` px are upsampled to it (75 px: 1×1 before the pool)."""
+    """torchvision Inception-V3 from scratch, no auxiliary head; inputs below ``min_size`` px are upsampled to it.
+
+    At 75 px, the smallest size torchvision's network accepts, the map before the global pool is 1×1.
+    """
     model = tv_models.inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=num_classes,
                                    transform_input=False)
     return ResizeInput(model, min_size)
