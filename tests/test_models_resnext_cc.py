@@ -1,18 +1,16 @@
-"""Tests for wbcstudy.models.resnext_cc (ECA, CFFM, HSV input, the network, Grad-CAM) and wbcstudy.models.zoo."""
+"""Tests for wbcstudy.models.resnext_cc (ECA, CFFM, HSV input, the network) and wbcstudy.models.zoo (Grad-CAM: test_experiments)."""
 from __future__ import annotations
 
 import colorsys
-import math
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from wbcstudy.data.transforms import rgb_to_hsv
-from wbcstudy.models.baselines import count_parameters
-from wbcstudy.models.resnext_cc import CFFM, ECA, ColourInput, ResNeXtCC, colour_mean_std, eca_kernel_size, grad_cam, resnext_cc
 from wbcstudy.models import zoo
+from wbcstudy.models.baselines import count_parameters
+from wbcstudy.models.resnext_cc import CFFM, ECA, ColourInput, ResNeXtCC, colour_mean_std, eca_kernel_size, resnext_cc
 
 
 @pytest.mark.parametrize("channels, expected", [(64, 3), (128, 5), (256, 5), (512, 5), (1024, 5), (2048, 7)])
@@ -146,22 +144,6 @@ def test_parameter_count_of_cpu_configuration_by_hand() -> None:
     assert paper.channels == 2048 and paper.cffm.first[0].in_channels == 2048
     assert [len(s) for s in paper.stages] == [3, 4, 6, 3] and [len(s) for s in paper101.stages] == [3, 4, 23, 3]
     assert paper.stages[3][0].conv2.groups == 32 and paper.stages[0][0].conv2.out_channels == 128  # 32 groups × 4 channels
-
-
-def test_grad_cam_of_fused_map_by_hand() -> None:
-    torch.manual_seed(0)
-    model = _tiny().eval()
-    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
-    cams = grad_cam(model, x, target=1, names=("fused", "conv5_1"))
-    assert cams["fused"].shape == (2, 64, 64) and float(cams["fused"].max()) <= 1.0 + 1e-6
-    # logits = FC(GAP(fused)): d logit_1 / d fused_k = w_1k / (H·W), so CAM = ReLU(Σ_k w_1k fused_k) / (H·W)
-    fused = model.feature_maps(x)["fused"].detach()
-    raw = torch.relu((model.fc.weight[1].detach()[None, :, None, None] * fused).sum(1, keepdim=True)) / 4
-    up = nn.functional.interpolate(raw, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
-    up = up / up.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
-    assert torch.allclose(cams["fused"], up, atol=1e-5)
-    with pytest.raises(ValueError, match="no feature map"):
-        grad_cam(_tiny(fusion="none"), x, 0, names=("fused",))
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "densenet121", "vgg16", "small_vit"])

@@ -6,7 +6,8 @@ stem and the four stages — a 3×3 stride-2 convolution followed by ECA channel
 (the paper's "feature enhancement module based on down-sampling"), or, for the ablation,
 a plain strided convolution or a 2×2 max-pool. The head fuses the outputs of two Conv5
 blocks (CFFM: 1×1 conv → 1×1 conv on each, element-wise product, GAP, FC) and the model
-returns ``(logits, features)`` so that the center loss can act on the pooled features.
+returns ``(logits, features)`` so that the center loss can act on the pooled features. Grad-CAM of the Conv5 and
+fused maps: ``wbcstudy.experiments.resnext_cc.grad_cam`` (through ``wbcstudy.explain.gradcam``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ __all__ = [
     "colour_mean_std",
     "ResNeXtCC",
     "resnext_cc",
-    "grad_cam",
 ]
 
 RESNEXT50_LAYERS: tuple[int, int, int, int] = (3, 4, 6, 3)  # blocks in Conv2_x … Conv5_x of ResNeXt-50
@@ -42,7 +42,10 @@ DOWNSAMPLINGS: tuple[str, ...] = ("eca", "conv", "pool")
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
-    """ECA's 1-D kernel size: the odd number nearest to |log2(C)/γ + b/γ|, ties rounded up (as ECA-Net's code: t, or t + 1 when t is even)."""
+    """ECA's 1-D kernel size: the odd number nearest to |log2(C)/γ + b/γ|, ties rounded up.
+
+    As ECA-Net's code: t = int(|log2(C)/γ + b/γ|), or t + 1 when t is even.
+    """
     if channels < 1:
         raise ValueError(f"channels must be positive, got {channels}")
     t = int(abs(math.log2(channels) / gamma + b / gamma))
@@ -251,7 +254,9 @@ class ResNeXtCC(nn.Module):
 
 
 def resnext_cc(num_classes: int = 2, size: str = "cpu", depth: int = 50, **options) -> ResNeXtCC:
-    """ResNeXt-CC at a named scale: "paper" (32×4d, 64–2048 channels, 7×7/2 stem) or "cpu" (8×4d on 16 base planes: 64–512 channels, same 7×7/2 stem).
+    """ResNeXt-CC at a named scale: "paper" (32×4d, 64–2048 channels) or "cpu" (8×4d on 16 base planes: 64–512 channels).
+
+    Both scales keep the paper's 7×7/2 stem.
 
     ``depth`` 50 or 101 picks the block counts: the paper's (3, 4, 6, 3) / (3, 4, 23, 3), or at
     "cpu" scale (1, 1, 2, 3) / (1, 1, 8, 3) — the same ratio of Conv4 blocks, fewer early blocks.
@@ -270,36 +275,3 @@ def resnext_cc(num_classes: int = 2, size: str = "cpu", depth: int = 50, **optio
     config.update(options)
     return ResNeXtCC(num_classes=num_classes, **config)
 
-
-def grad_cam(model: ResNeXtCC, x: torch.Tensor, target: int | Sequence[int], names: Sequence[str] = ("conv5_1", "conv5_3", "fused"),
-             ) -> dict[str, torch.Tensor]:
-    """Grad-CAM (Selvaraju et al. 2017) of ``target``'s logit on named feature maps, upsampled to the input, each in [0, 1].
-
-    For a map A with K channels: weights a_k = mean over positions of d logit / d A_k;
-    CAM = ReLU(Σ_k a_k A_k), bilinearly resized to the input size and divided by its
-    maximum per image (an all-zero map stays zero). Returns one (N, H, W) tensor per name.
-    """
-    was_training = model.training
-    model.eval()
-    n = x.shape[0]
-    targets = torch.as_tensor([target] * n if isinstance(target, int) else list(target), dtype=torch.long)
-    if targets.shape != (n,):
-        raise ValueError(f"need one target per image: {n} images, targets {tuple(targets.shape)}")
-    with torch.enable_grad():
-        maps = model.feature_maps(x)
-        missing = [m for m in names if m not in maps]
-        if missing:
-            raise ValueError(f"no feature map named {missing}; this model has {list(maps)}")
-        logits, _ = model.head(maps)
-        score = logits.gather(1, targets.view(-1, 1)).sum()
-        grads = torch.autograd.grad(score, [maps[m] for m in names])
-    height, width = (x.shape[1], x.shape[2]) if x.dtype == torch.uint8 else (x.shape[2], x.shape[3])
-    out = {}
-    for name, grad in zip(names, grads):
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = torch.relu((weights * maps[name]).sum(dim=1, keepdim=True)).detach()
-        cam = nn.functional.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-        peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-        out[name] = cam / peak
-    model.train(was_training)
-    return out

@@ -1,0 +1,372 @@
+"""The ResNeXt-CC chapter's procedures: the ablation grid (variants × splits × seeds), the baselines on the
+same splits, blast-positive metrics with bootstrap intervals, and paired bootstrap differences over pooled
+test cells — the numbers the chapter's claims are tested on.
+
+Every run returns per-cell predictions in one long table (columns ``variant, fold, seed, row, y, prob``:
+``row`` indexes the test cell in its data set, ``prob`` is the probability of the positive class), so that
+two variants are compared on exactly the same cells, pooled over folds and seeds.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "FULL", "VARIANTS", "VARIANT_LABELS", "DIFFERENCE_KEYS", "AblationConfig", "Split", "GridResult",
+    "variant_spec", "build_variant", "train_variant", "cross_validation_splits", "imbalanced_draw",
+    "imbalanced_splits", "run_ablation_grid", "BaselineSpec", "baseline_specs", "run_baselines",
+    "accuracy_at_half", "binary_metrics", "binary_metrics_with_ci", "pooled", "ablation_differences",
+    "mean_histories", "plateau_by_variant", "grad_cam", "feature_compactness",
+]
+
+FULL: dict[str, object] = dict(colour="hsv", fusion="conv5_1+conv5_3", downsampling="eca", loss="wbce_center", depth=50)
+VARIANTS: dict[str, dict[str, object]] = {  # each ablation changes one component of the full model
+    "full": {},
+    "rgb": dict(colour="rgb"),
+    "fusion52": dict(fusion="conv5_2+conv5_3"),
+    "no_fusion": dict(fusion="none"),
+    "ce": dict(loss="ce"),
+    "weighted_bce": dict(loss="wbce"),
+    "pool": dict(downsampling="pool"),
+    "depth101": dict(depth=101),
+}
+VARIANT_LABELS: dict[str, str] = {
+    "full": "ResNeXt-CC (full)", "rgb": "RGB input", "fusion52": "Conv5_2+Conv5_3 fusion", "no_fusion": "no fusion",
+    "ce": "cross-entropy loss", "weighted_bce": "weighted BCE, no center loss", "pool": "max-pool down-sampling",
+    "depth101": "ResNeXt-101-style depth"}
+DIFFERENCE_KEYS: dict[str, str] = {  # variant → results key of "full minus variant" accuracy (the idea it tests)
+    "rgb": "hsv_minus_rgb_accuracy", "fusion52": "fusion51_minus_52_accuracy", "no_fusion": "fusion51_minus_none_accuracy",
+    "weighted_bce": "center_minus_weighted_accuracy", "ce": "full_minus_ce_accuracy", "pool": "eca_minus_pool_accuracy",
+    "depth101": "depth50_minus_101_accuracy"}
+PREDICTION_COLUMNS = ["variant", "fold", "seed", "row", "y", "prob"]
+
+
+@dataclass
+class AblationConfig:
+    """Scale and training settings shared by every ResNeXt-CC variant of a grid."""
+
+    model_scale: str = "cpu"  # "cpu" or "paper" (wbcstudy.models.resnext_cc.resnext_cc)
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 0.002
+    weight_decay: float = 0.05
+    center_weight: float = 0.05  # β, the weight of the center loss
+    center_alpha: float = 0.5  # centre update rate per mini-batch
+
+
+@dataclass
+class Split:
+    """One replicate: training cells and test cells (``test_rows`` index the test cells in their data set)."""
+
+    fold: int
+    seed: int
+    train_x: torch.Tensor  # uint8 NHWC
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: np.ndarray
+    test_rows: np.ndarray
+
+
+@dataclass
+class GridResult:
+    """Per-cell test predictions of every run, one row per run, each run's history, and the kept models."""
+
+    predictions: pd.DataFrame  # PREDICTION_COLUMNS
+    runs: pd.DataFrame  # variant, fold, seed, accuracy, seconds, epochs, train_cells
+    histories: dict[tuple[str, int, int], pd.DataFrame]
+    models: dict[str, tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+
+
+def variant_spec(name: str) -> dict[str, object]:
+    """The full model's components with the named variant's one change applied."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown ResNeXt-CC variant {name!r}; choose from {sorted(VARIANTS)}")
+    return {**FULL, **VARIANTS[name]}
+
+
+def build_variant(name: str, train_x: torch.Tensor | np.ndarray, config: AblationConfig) -> nn.Module:
+    """A fresh ResNeXt-CC variant whose colour input is standardised with the training cells' mean and spread."""
+    from wbcstudy.models import build
+    from wbcstudy.models.resnext_cc import colour_mean_std
+
+    spec = variant_spec(name)
+    mean, std = colour_mean_std(train_x, str(spec["colour"]))
+    return build("resnext_cc", 2, size=config.model_scale, depth=int(spec["depth"]), fusion=spec["fusion"],
+                      downsampling=spec["downsampling"], colour=spec["colour"], mean=mean, std=std)
+
+
+def _variant_loss(name: str, train_y: torch.Tensor, feature_dim: int, config: AblationConfig):
+    """The variant's loss: None (cross-entropy in ``fit``), weighted BCE, or weighted BCE + β·center loss."""
+    from wbcstudy.losses import WeightedBCECenterLoss, class_shares
+
+    loss = variant_spec(name)["loss"]
+    if loss == "ce":
+        return None
+    weight = config.center_weight if loss == "wbce_center" else 0.0
+    return WeightedBCECenterLoss(class_shares(train_y), feature_dim, center_weight=weight, alpha=config.center_alpha)
+
+
+def train_variant(name: str, split: Split, config: AblationConfig):
+    """Train one variant on ``split`` (seeded by ``split.seed``); returns ``(TrainResult, test probability of class 1)``."""
+    from wbcstudy.augment import flips_and_rot90
+    from wbcstudy.train import TrainConfig, fit, predict_proba
+
+    torch.manual_seed(split.seed)
+    model = build_variant(name, split.train_x, config)
+    loss_fn = _variant_loss(name, split.train_y, model.channels, config)
+    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                               weight_decay=config.weight_decay, seed=split.seed, progress=False)
+    result = fit(model, (split.train_x, split.train_y), None, train_config, augment=flips_and_rot90, loss_fn=loss_fn,
+                 n_classes=2)
+    return result, predict_proba(result.model, split.test_x)[:, 1]
+
+
+def cross_validation_splits(images: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, folds: Sequence[int],
+                            seeds: Sequence[int], train_limit: int = 0) -> list[Split]:
+    """One split per (fold, seed): test on that fold, train on the others (a stratified ``train_limit`` subset, seeded)."""
+    from wbcstudy.data.transforms import stratified_subset
+
+    splits = []
+    for fold in folds:
+        test_idx = np.flatnonzero(fold_of == fold)
+        if test_idx.size == 0:
+            raise ValueError(f"fold {fold} has no cells")
+        for seed in seeds:
+            train_idx = np.flatnonzero(fold_of != fold)
+            if train_limit:
+                train_idx = train_idx[stratified_subset(labels[train_idx], train_limit, seed)]
+            splits.append(Split(int(fold), int(seed), torch.from_numpy(images[train_idx]), torch.from_numpy(labels[train_idx]),
+                                torch.from_numpy(images[test_idx]), labels[test_idx], test_idx))
+    return splits
+
+
+def imbalanced_draw(labels: np.ndarray, n: int, positive_share: float, seed: int) -> np.ndarray:
+    """Sorted indices of n cells, round(n · positive_share) of class 1 and the rest of class 0, drawn without replacement."""
+    rng = np.random.default_rng(seed)
+    n_pos = round(n * positive_share)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if n_pos > len(pos) or n - n_pos > len(neg):
+        raise ValueError(f"cannot draw {n_pos} positives and {n - n_pos} negatives from {len(pos)} and {len(neg)}")
+    return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n - n_pos, replace=False)]))
+
+
+def imbalanced_splits(train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                      test_labels: np.ndarray, seeds: Sequence[int], n_train: int, n_test: int,
+                      positive_share: float = 0.68, test_seed: int = 12345) -> list[Split]:
+    """One split per seed: its own imbalanced training draw; one fixed imbalanced test draw shared by all (fold 0)."""
+    test_idx = imbalanced_draw(test_labels, n_test, positive_share, test_seed)
+    test_x = torch.from_numpy(test_images[test_idx])
+    splits = []
+    for seed in seeds:
+        keep = imbalanced_draw(train_labels, n_train, positive_share, seed)
+        splits.append(Split(0, int(seed), torch.from_numpy(train_images[keep]), torch.from_numpy(train_labels[keep]),
+                            test_x, test_labels[test_idx], test_idx))
+    return splits
+
+
+def _prediction_frame(name: str, split: Split, prob: np.ndarray) -> pd.DataFrame:
+    """Per-cell predictions of one run in PREDICTION_COLUMNS."""
+    return pd.DataFrame({"variant": name, "fold": split.fold, "seed": split.seed, "row": split.test_rows,
+                         "y": split.test_y.astype(np.int64), "prob": prob})
+
+
+def run_ablation_grid(variants: Sequence[str], splits: Iterable[Split], config: AblationConfig,
+                      keep_first: bool = True) -> GridResult:
+    """Train the full model and every variant on every split; per-cell test predictions of all runs.
+
+    The variants of one split see the same cells, initialisation seed and augmentation stream, so they are
+    paired. ``keep_first`` keeps the models of the first split (for Grad-CAM and the feature space).
+    """
+    names = list(dict.fromkeys(["full", *variants]))
+    for name in names:
+        variant_spec(name)  # an unknown name fails before any training
+    frames, runs, histories, models = [], [], {}, {}
+    for i, split in enumerate(splits):
+        for name in names:
+            result, prob = train_variant(name, split, config)
+            frames.append(_prediction_frame(name, split, prob))
+            runs.append(dict(variant=name, fold=split.fold, seed=split.seed, accuracy=accuracy_at_half(split.test_y, prob),
+                             seconds=result.seconds, epochs=len(result.history), train_cells=len(split.train_y)))
+            histories[(name, split.fold, split.seed)] = result.history
+            if keep_first and i == 0:
+                models[name] = (result.model, (split.train_x, split.train_y))
+    return GridResult(pd.concat(frames, ignore_index=True), pd.DataFrame(runs), histories, models)
+
+
+# --------------------------------------------------------------------------- baselines
+@dataclass
+class BaselineSpec:
+    """A baseline network: its builder, input size in px, peak learning rate and whether it expects ImageNet inputs."""
+
+    build: Callable[[], nn.Module]
+    size: int
+    lr: float
+    imagenet: bool
+    label: str
+
+
+def baseline_specs(image_size: int, vgg_size: int, lr: float, effnet_lr: float) -> dict[str, BaselineSpec]:
+    """The paper's baselines as trained here: torchvision networks from scratch, EfficientNet-Lite0 fine-tuned, a small ViT."""
+    from wbcstudy.models import build
+
+    return {
+        "resnet50": BaselineSpec(lambda: build("resnet50", 2), image_size, lr, False, "ResNet-50"),
+        "inception_v3": BaselineSpec(lambda: build("inception_v3", 2), image_size, lr, False, "Inception-V3"),
+        "densenet121": BaselineSpec(lambda: build("densenet121", 2), image_size, lr, False, "DenseNet-121"),
+        "vgg16": BaselineSpec(lambda: build("vgg16_tv", 2), vgg_size, lr, False, f"VGG16-BN ({vgg_size} px)"),
+        "effnet_lite0": BaselineSpec(lambda: build("efficientnet_lite0", 2, pretrained=True), image_size, effnet_lr, True,
+                                     "EfficientNet-Lite0 (ImageNet)"),
+        "small_vit": BaselineSpec(lambda: build("small_vit", 2, image_size=image_size), image_size, lr, False, "small ViT"),
+    }
+
+
+def run_baselines(names: Sequence[str], specs: dict[str, BaselineSpec], images_by_size: dict[int, np.ndarray],
+                  labels: np.ndarray, fold_of: np.ndarray, folds: Sequence[int], seed: int, config: AblationConfig,
+                  epochs: int, train_limit: int = 0) -> GridResult:
+    """Train each baseline with plain cross-entropy on the same cross-validation splits and seed as ResNeXt-CC."""
+    from wbcstudy.augment import flips_and_rot90
+    from wbcstudy.data.transforms import channel_mean_std
+    from wbcstudy.models.baselines import IMAGENET_MEAN, IMAGENET_STD, with_input_adapter
+    from wbcstudy.train import TrainConfig, fit, predict_proba
+
+    frames, runs, histories = [], [], {}
+    for name in names:
+        spec = specs[name]
+        for split in cross_validation_splits(images_by_size[spec.size], labels, fold_of, folds, [seed], train_limit):
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.imagenet else channel_mean_std(split.train_x.numpy())
+            torch.manual_seed(seed)
+            model = with_input_adapter(spec.build(), mean, std)
+            train_config = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=spec.lr,
+                                       weight_decay=config.weight_decay, seed=seed, progress=False)
+            result = fit(model, (split.train_x, split.train_y), None, train_config, augment=flips_and_rot90, n_classes=2)
+            prob = predict_proba(result.model, split.test_x)[:, 1]
+            frames.append(_prediction_frame(name, split, prob))
+            runs.append(dict(variant=name, fold=split.fold, seed=seed, accuracy=accuracy_at_half(split.test_y, prob),
+                             seconds=result.seconds, epochs=len(result.history), train_cells=len(split.train_y)))
+            histories[(name, split.fold, seed)] = result.history
+    return GridResult(pd.concat(frames, ignore_index=True), pd.DataFrame(runs), histories)
+
+
+# --------------------------------------------------------------------------- metrics and intervals
+def accuracy_at_half(y: np.ndarray, prob: np.ndarray) -> float:
+    """Accuracy of thresholding the positive-class probability at 0.5 (ties count as negative)."""
+    y, prob = np.asarray(y), np.asarray(prob)
+    return float(((prob > 0.5) == (y == 1)).mean())
+
+
+def binary_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """Accuracy, precision, recall, F1, specificity (threshold 0.5) and AUROC, class 1 positive (0 where undefined)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, prob = np.asarray(y), np.asarray(prob)
+    pred = prob > 0.5
+    tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+    tn, fn = int((~pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"accuracy": (tp + tn) / len(y), "precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "specificity": tn / (tn + fp) if tn + fp else 0.0,
+            "auroc": float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan")}
+
+
+def binary_metrics_with_ci(y: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                           ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """``binary_metrics`` and their 95% percentile-bootstrap intervals, resampling cells within each class."""
+    from wbcstudy.intervals import percentile_interval, resample_indices
+
+    y, prob = np.asarray(y), np.asarray(prob)
+    metrics = binary_metrics(y, prob)
+    boots = [binary_metrics(y[i], prob[i]) for i in resample_indices(len(y), n_boot, seed, strata=y)]
+    return metrics, {k: percentile_interval([b[k] for b in boots]) for k in metrics}
+
+
+def pooled(predictions: pd.DataFrame, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and positive-class probabilities of one variant, pooled over its folds and seeds (sorted by fold, seed, row)."""
+    part = predictions[predictions.variant == variant].sort_values(["fold", "seed", "row"])
+    if part.empty:
+        raise ValueError(f"no predictions of {variant!r}")
+    return part.y.to_numpy(), part.prob.to_numpy()
+
+
+def ablation_differences(predictions: pd.DataFrame, variants: Sequence[str], reference: str = "full",
+                         n_boot: int = 1000, seed: int = 0,
+                         metric_fn: Callable[[np.ndarray, np.ndarray], float] = accuracy_at_half) -> pd.DataFrame:
+    """Reference minus each variant in ``metric_fn`` on the cells both predicted, pooled over folds and seeds,
+    with a 95% paired bootstrap interval over those cells (both predictions of a cell are resampled together).
+
+    Only the (fold, seed) replicates that both ran are compared. Columns: variant, cells, replicates,
+    reference, value (the variant's metric), difference, low, high.
+    """
+    keys = ["fold", "seed", "row"]
+    ref = predictions.loc[predictions.variant == reference, [*keys, "y", "prob"]]
+    if ref.empty:
+        raise ValueError(f"no predictions of the reference {reference!r}")
+    from wbcstudy.intervals import bootstrap_difference
+
+    rows = []
+    for name in variants:
+        other = predictions.loc[predictions.variant == name, [*keys, "y", "prob"]]
+        both = ref.merge(other, on=keys, how="inner", suffixes=("_ref", "_var")).sort_values(keys)
+        if both.empty:
+            raise ValueError(f"{name!r} shares no test cells with {reference!r}")
+        if not (both.y_ref == both.y_var).all():
+            raise ValueError(f"{name!r} and {reference!r} disagree on the labels of the same cells")
+        y, a, b = both.y_ref.to_numpy(), both.prob_ref.to_numpy(), both.prob_var.to_numpy()
+        low, high = bootstrap_difference(metric_fn, y, a, b, n_boot=n_boot, seed=seed)
+        ref_value, value = metric_fn(y, a), metric_fn(y, b)
+        rows.append({"variant": name, "cells": len(y), "replicates": len(both[["fold", "seed"]].drop_duplicates()),
+                     "reference": ref_value, "value": value, "difference": ref_value - value, "low": low, "high": high})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+# --------------------------------------------------------------------------- convergence, curves, explanations
+def mean_histories(histories: dict[tuple[str, int, int], pd.DataFrame],
+                   columns: Sequence[str] = ("train_loss", "train_accuracy")) -> pd.DataFrame:
+    """Each variant's training history averaged over its runs, per epoch (columns variant, epoch, *columns)."""
+    frames = [h.loc[:, ["epoch", *columns]].assign(variant=name) for (name, _, _), h in histories.items()]
+    return pd.concat(frames).groupby(["variant", "epoch"], sort=False)[list(columns)].mean().reset_index()
+
+
+def plateau_by_variant(histories: dict[tuple[str, int, int], pd.DataFrame], column: str = "train_accuracy",
+                       mode: str = "max", prefix: str = "") -> dict[str, bool]:
+    """Whether each variant's learning curve (``column`` averaged over its runs, per epoch) reached its plateau,
+    by ``wbcstudy.train.reached_plateau``; keys are ``prefix + variant`` (the results' ``plateau`` names)."""
+    from wbcstudy.train import reached_plateau
+
+    curves = mean_histories(histories, (column,))
+    return {prefix + name: bool(reached_plateau(part[column].tolist(), mode=mode))
+            for name, part in curves.groupby("variant", sort=False)}
+
+
+def grad_cam(model: nn.Module, images: np.ndarray, target: int, names: Sequence[str] = ("conv5_1", "conv5_3", "fused"),
+             ) -> dict[str, np.ndarray]:
+    """Grad-CAM maps (N, H, W), each scaled to [0, 1], of ``target``'s logit on ResNeXt-CC's named layers
+    (``conv5_<k>`` blocks or the CFFM ``fused`` map), by ``wbcstudy.explain.gradcam.gradcam_layer_maps``."""
+    from wbcstudy.explain.gradcam import gradcam_layer_maps
+
+    layers = {f"conv5_{k + 1}": block for k, block in enumerate(model.stages[3])}
+    if model.cffm is not None:
+        layers["fused"] = model.cffm
+    missing = [n for n in names if n not in layers]
+    if missing:
+        raise ValueError(f"no layer named {missing}; this model has {list(layers)}")
+    maps = gradcam_layer_maps(model, [layers[n] for n in names], images, targets=[target] * len(images))
+    return dict(zip(names, maps))
+
+
+@torch.inference_mode()
+def feature_compactness(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean distance of a cell's pooled features to its class centroid, averaged over the two classes, divided by
+    the distance between the centroids (smaller: more compact classes); also returns the features."""
+    model.eval()
+    x = torch.from_numpy(images)
+    feats = torch.cat([model(x[i:i + 256])[1].float() for i in range(0, len(x), 256)]).numpy()
+    centroids = np.stack([feats[labels == c].mean(0) for c in (0, 1)])
+    within = np.mean([np.linalg.norm(feats[labels == c] - centroids[c], axis=1).mean() for c in (0, 1)])
+    return float(within / np.linalg.norm(centroids[1] - centroids[0])), feats
