@@ -1,4 +1,6 @@
 """Values of the trustworthiness analyses: Fisher, influence, Grad-CAM checks, perturbations."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -264,3 +266,109 @@ def test_gradcam_works_on_a_frozen_network_and_leaves_it_frozen(one_thread):
     maps = gradcam_maps(net, net.act, _images(2), targets=[0, 1])
     assert maps.shape == (2, 16, 16) and maps.max() > 0
     assert not any(p.requires_grad for p in net.parameters())
+
+
+# ---------------------------------------------------------------- Grad-CAM: values against pytorch-grad-cam, bf16
+class TwoStageNet(nn.Module):
+    """Two conv stages (8 → 4 px): layers of two resolutions, as ResNeXt-CC's conv5_1/conv5_3/fused maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(6, 5, 3, stride=2, padding=1)
+        self.act2 = nn.ReLU()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def _library_gradcam(model, layers, x, targets):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with GradCAM(model=model, target_layers=layers) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in targets])
+
+
+@pytest.mark.parametrize("which", ["act1", "act2", "both"])
+def test_gradcam_equals_pytorch_grad_cam(which, one_thread):
+    from wbcstudy.explain.gradcam import gradcam_layer_maps, to_float_nchw
+
+    torch.manual_seed(0)
+    net = TwoStageNet().eval()
+    layers = {"act1": [net.act1], "act2": [net.act2], "both": [net.act1, net.act2]}[which]
+    images = _images(5, size=8, seed=2)
+    targets = np.array([0, 1, 2, 1, 0])
+    ours = gradcam_maps(net, layers, images, targets=targets)
+    theirs = _library_gradcam(net, layers, to_float_nchw(images), targets)
+    assert ours.shape == theirs.shape == (5, 8, 8)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    per_layer = gradcam_layer_maps(net, layers, images, targets=targets)
+    assert per_layer.shape == (len(layers), 5, 8, 8)
+    for layer, maps in zip(layers, per_layer):  # each layer's own map is the library's map for that layer alone
+        np.testing.assert_allclose(_scale_like_library(maps), _library_gradcam(net, [layer], to_float_nchw(images), targets), atol=1e-5)
+
+
+def _scale_like_library(maps):
+    maps = maps - maps.reshape(len(maps), -1).min(1)[:, None, None]
+    return maps / (1e-7 + maps.reshape(len(maps), -1).max(1)[:, None, None])
+
+
+def test_gradcam_default_target_is_the_predicted_class(one_thread):
+    torch.manual_seed(1)
+    net = TwoStageNet().eval()
+    images = _images(3, size=8, seed=4)
+    from wbcstudy.explain.gradcam import to_float_nchw
+
+    predicted = net(to_float_nchw(images)).argmax(1).numpy()
+    np.testing.assert_array_equal(gradcam_maps(net, net.act2, images), gradcam_maps(net, net.act2, images, targets=predicted))
+
+
+def test_gradcam_of_a_bf16_trained_model_does_not_crash_and_matches_fp32(one_thread):
+    torch.manual_seed(0)
+    net = TwoStageNet()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.rand(6, 3, 8, 8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    for _ in range(3):  # a few steps of bf16 autocast training, as wbcstudy.train.fit runs on CPUs with native bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    images = _images(4, size=8, seed=5)
+    targets = np.array([0, 1, 2, 0])
+    fp32 = gradcam_maps(net, [net.act1, net.act2], images, targets=targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # called inside autocast: still computed in float32
+        inside = gradcam_maps(net, [net.act1, net.act2], images, targets=targets)
+    np.testing.assert_allclose(inside, fp32, atol=1e-6)
+    bf16 = copy.deepcopy(net).to(torch.bfloat16)  # bf16 weights: explained through a float32 copy, left in bf16
+    maps = gradcam_maps(bf16, [bf16.act1, bf16.act2], images, targets=targets)
+    assert maps.dtype == np.float32 and maps.shape == (4, 8, 8) and np.isfinite(maps).all()
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+    np.testing.assert_allclose(maps, gradcam_maps(bf16.float(), [bf16.act1, bf16.act2], images, targets=targets), atol=1e-6)
+    curves = deletion_insertion(copy.deepcopy(net).to(torch.bfloat16), images, maps, targets, steps=2, baseline="mean")
+    assert np.isfinite(curves["deletion"]).all()
+
+
+def test_gradcam_takes_a_float_nchw_batch_and_tuple_outputs(one_thread):
+    torch.manual_seed(0)
+    net = TwoStageNet().eval()
+
+    class WithFeatures(nn.Module):  # logits and features, as ResNeXt-CC returns
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x), x.mean(dim=(2, 3))
+
+    from wbcstudy.explain.gradcam import to_float_nchw
+
+    images = _images(2, size=8)
+    wrapped = WithFeatures()
+    np.testing.assert_allclose(gradcam_maps(wrapped, net.act2, to_float_nchw(images), targets=[1, 2]),
+                               gradcam_maps(net, net.act2, images, targets=[1, 2]), atol=1e-7)

@@ -68,3 +68,23 @@ def test_keras_affine_augmentation():
     assert y.shape == x.shape and y.dtype == torch.uint8 and not torch.equal(x, y)
     const = torch.full((2, 16, 16, 3), 90, dtype=torch.uint8)
     assert torch.equal(keras_affine(const), const)  # nearest-edge fill: a flat image stays flat
+
+
+def test_build_model_creates_the_network_through_the_study_registry(one_thread, monkeypatch):
+    from wbcstudy.models import registry
+
+    built = []
+    real = registry.build
+
+    def spy(name, num_classes, **options):
+        built.append(name)
+        return real(name, num_classes, **options)
+
+    monkeypatch.setattr(registry, "build", spy)
+    torch.manual_seed(0)
+    model = build_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
+    assert built == ["trust_cnn"]
+    torch.manual_seed(0)
+    direct = registry.build("trust_cnn", 5, image_size=32)
+    for a, b in zip(model[1].state_dict().values(), direct.state_dict().values()):
+        assert torch.equal(a, b)  # the same network, parameters and all, behind the input adapter

@@ -2,7 +2,6 @@
 from wbcstudy.explain.fisher import (
     empirical_fisher,
     fisher_information,
-    one_hot,
     per_sample_fisher_trace,
     per_sample_gradients,
     readme_fisher_score,
@@ -11,17 +10,16 @@ from wbcstudy.explain.fisher import (
 __all__ = [
     "empirical_fisher",
     "fisher_information",
-    "one_hot",
     "per_sample_fisher_trace",
     "per_sample_gradients",
     "readme_fisher_score",
 ]
-from wbcstudy.explain.gradcam import deletion_insertion, gradcam_maps, overlay, randomised_weights_similarity
+from wbcstudy.explain.gradcam import deletion_insertion, gradcam_layer_maps, gradcam_maps, overlay, randomised_weights_similarity
 from wbcstudy.explain.influence import LastLayerProblem, last_layer_inputs, readme_influence, tracin_last_layer
 from wbcstudy.explain.robustness import PERTURBATIONS, README_LEVELS, brightness, gaussian_blur, gaussian_noise, severity_sweep
 
 __all__ += [
-    "deletion_insertion", "gradcam_maps", "overlay", "randomised_weights_similarity",
+    "deletion_insertion", "gradcam_layer_maps", "gradcam_maps", "overlay", "randomised_weights_similarity",
     "LastLayerProblem", "last_layer_inputs", "readme_influence", "tracin_last_layer",
     "PERTURBATIONS", "README_LEVELS", "brightness", "gaussian_blur", "gaussian_noise", "severity_sweep",
 ]

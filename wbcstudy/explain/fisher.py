@@ -18,18 +18,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from wbcstudy.evaluate import one_hot
+
 __all__ = ["readme_fisher_score", "per_sample_gradients", "empirical_fisher", "fisher_information",
-           "per_sample_fisher_trace", "one_hot"]
-
-
-def one_hot(labels: np.ndarray | torch.Tensor | Sequence[int], n_classes: int) -> np.ndarray:
-    """Integer labels as a float64 one-hot matrix (n, n_classes)."""
-    y = np.asarray(labels, dtype=np.int64).ravel()
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-    out = np.zeros((y.size, n_classes))
-    out[np.arange(y.size), y] = 1.0
-    return out
+           "per_sample_fisher_trace"]
 
 
 def readme_fisher_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wbcstudy.explain.fisher import one_hot
+from wbcstudy.evaluate import one_hot
 
 __all__ = ["readme_influence", "last_layer_inputs", "LastLayerProblem", "tracin_last_layer"]
 

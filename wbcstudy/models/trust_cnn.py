@@ -94,20 +94,23 @@ def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[flo
                 pretrained: bool = False, vgg_width: int = 512) -> nn.Sequential:
     """``InputAdapter`` + network for one of ``ARCHITECTURES`` (uint8 NHWC or float [0,1] NCHW input → logits).
 
+    The network comes from the study's registry (``wbcstudy.models.build``); this adds the chapter's composition:
+    the input adapter, and for ``effnet_lite0_frozen`` an ImageNet base kept frozen (``FrozenBase``).
+
     ``pretrained`` loads EfficientNet-Lite0's ImageNet weights (training); a checkpoint
     being restored passes ``False`` and loads its own state dict.
     """
-    from wbcstudy.models.baselines import efficientnet_lite0, resnet50, with_input_adapter
-    from wbcstudy.models.wnet import vgg16
+    from wbcstudy.models.baselines import with_input_adapter
+    from wbcstudy.models.registry import build
 
     if arch == "trust_cnn":
-        net: nn.Module = TrustCNN(num_classes, image_size)
+        net: nn.Module = build("trust_cnn", num_classes, image_size=image_size)
     elif arch == "vgg16":
-        net = vgg16(num_classes, image_size=image_size, batch_norm=True, classifier_width=vgg_width)
+        net = build("vgg16", num_classes, image_size=image_size, batch_norm=True, classifier_width=vgg_width)
     elif arch == "resnet50":
-        net = resnet50(num_classes)
+        net = build("resnet50", num_classes)
     elif arch in ("effnet_lite0_frozen", "effnet_lite0_finetuned"):
-        net = efficientnet_lite0(num_classes, pretrained=pretrained, freeze_base=arch.endswith("frozen"))
+        net = build("efficientnet_lite0", num_classes, pretrained=pretrained, freeze_base=arch.endswith("frozen"))
         if arch.endswith("frozen"):
             net = FrozenBase(net)
     else:

@@ -1,0 +1,206 @@
+"""The trustworthiness chapter's procedures, on tiny synthetic data with values computed by hand."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from wbcstudy.experiments.trust import (
+    LeaveOneOutCheck,
+    ModelSpec,
+    TrainedModel,
+    accuracy_difference,
+    accuracy_table,
+    fisher_comparison,
+    gradcam_checks,
+    harmful_images_summary,
+    influence_vs_leave_one_out,
+    readme_robustness,
+    resize_images,
+    robustness_sweeps,
+    stratified_tensors,
+    train_trust_model,
+)
+from wbcstudy.train import TrainResult
+
+
+def _colour_images(n_per_class=10, size=16, seed=0):
+    """Class 0: reddish, class 1: bluish cells with noise — separable by colour alone."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 60, (2 * n_per_class, size, size, 3), generator=gen, dtype=torch.uint8)
+    y = torch.tensor([0] * n_per_class + [1] * n_per_class)
+    x[:n_per_class, :, :, 0] += 180
+    x[n_per_class:, :, :, 2] += 180
+    return x, y
+
+
+class _Fixed(nn.Module):
+    """A 'model' whose logits are a fixed function of the mean red and blue: red → class 0, blue → class 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x):
+        x = x.permute(0, 3, 1, 2).float() / 255 if x.dtype == torch.uint8 else x
+        r, b = x[:, 0].mean((1, 2)), x[:, 2].mean((1, 2))
+        return self.w * 20 * torch.stack([r - b, b - r], 1)
+
+
+def _fake_run(key, probs, size=16, model=None, plateau=True):
+    history = pd.DataFrame({"epoch": [1], "val_accuracy": [1.0]})
+    result = TrainResult(model or _Fixed(), history, 1, 1.0, 0.5, "cpu", "fp32", True)
+    return TrainedModel(ModelSpec(key, size, 1, 1e-3), result, np.asarray(probs, float), [0.5] * 3, [0.25] * 3, 4, plateau)
+
+
+def test_resize_and_stratified_tensors():
+    x = torch.full((4, 8, 8, 3), 100, dtype=torch.uint8)
+    assert resize_images(x, 8) is x
+    assert torch.equal(resize_images(x, 4), torch.full((4, 4, 4, 3), 100, dtype=torch.uint8))
+    xs, ys = stratified_tensors(np.arange(10)[:, None], np.array([0] * 5 + [1] * 5), 4, seed=0)
+    assert sorted(np.bincount(ys.numpy()).tolist()) == [2, 2] and len(xs) == 4
+    xs, ys = stratified_tensors(np.arange(10)[:, None], np.zeros(10, int), 0, seed=0)
+    assert len(xs) == 10
+
+
+def test_accuracy_table_by_hand():
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])  # 3 of 4 right
+    metrics, ci, table = accuracy_table({"cnn": _fake_run("cnn", probs)}, y, n_boot=200, seed=0)
+    assert metrics["cnn_accuracy"] == pytest.approx(0.75)
+    assert metrics["cnn_balanced_accuracy"] == pytest.approx(0.75)  # recall 0.5 and 1.0
+    assert metrics["cnn_train_seconds"] == 0.5
+    lo, hi = ci["cnn_accuracy"]
+    assert 0 <= lo <= 0.75 <= hi <= 1
+    assert table.loc["custom CNN", "px"] == 16 and bool(table.loc["custom CNN", "plateau"])
+
+
+def test_robustness_at_the_models_resolution_and_readme_levels():
+    x, y = _colour_images(4, size=32)
+    run = _fake_run("cnn", np.zeros((8, 2)), size=16)
+    levels = {"gaussian_noise": [0.0, 0.05], "gaussian_blur": [1, 5], "brightness": [1.0, 1.3]}
+    sweeps = robustness_sweeps({"cnn": run}, x, y.numpy(), levels)
+    assert list(sweeps.columns) == ["model", "perturbation", "level", "accuracy"]
+    assert len(sweeps) == 6 and (sweeps.accuracy == 1.0).all()  # colour survives all three perturbations
+    metrics, table = readme_robustness(sweeps, {"cnn": run})
+    assert metrics == {"cnn_noise005_accuracy": 1.0, "cnn_blur5_accuracy": 1.0, "cnn_brightness13_accuracy": 1.0}
+    both, _ = readme_robustness(pd.concat([sweeps, sweeps.assign(model="ResNet50 (scratch)", accuracy=0.75)]),
+                                {"cnn": run, "resnet50": _fake_run("resnet50", np.zeros((8, 2)))})
+    assert both["resnet50_minus_cnn_blur5_accuracy"] == pytest.approx(-0.25)
+    assert table.loc["custom CNN", "clean"] == 1.0
+    seen = []
+    run.result.model = _Recorder(seen)
+    robustness_sweeps({"cnn": run}, x, y.numpy(), {"brightness": [1.0]})
+    assert seen == [(8, 16, 16, 3)]  # perturbed and predicted at the model's 16 px, not the 32 px source
+
+
+class _Recorder(nn.Module):
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        return torch.zeros(len(x), 2)
+
+
+def test_train_trust_model_learns_colour_and_records_plateau(one_thread):
+    x, y = _colour_images(12, size=16)
+    run = train_trust_model(ModelSpec("cnn", 16, epochs=4, lr=3e-3, optimizer="adam", weight_decay=0.0),
+                            (x, y), (x, y), x, n_classes=2, batch_size=8, seed=0)
+    assert run.name == "custom CNN" and run.arch == "trust_cnn" and run.train_size == 24
+    assert run.test_probs.shape == (24, 2)
+    assert (run.test_probs.argmax(1) == y.numpy()).mean() == 1.0
+    hist = run.result.history.val_accuracy.tolist()
+    assert len(hist) == 4
+    from wbcstudy.train import reached_plateau
+
+    assert run.plateau == reached_plateau(hist)
+    assert run.mean[0] > run.mean[1]  # from-scratch normalisation: the training images' own channel statistics
+
+
+def test_fisher_comparison_trace_is_readme_times_feature_norm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    x = torch.randn(20, 12)
+    y = np.arange(20) % 3
+    with torch.no_grad():
+        probs = torch.softmax(net(x), 1).double().numpy()
+    comp = fisher_comparison(net, x, y, probs)
+    z = (net[2](net[1](x))).detach().numpy()
+    np.testing.assert_allclose(comp.readme, ((probs - np.eye(3)[y]) ** 2).sum(1))
+    np.testing.assert_allclose(comp.trace, comp.readme * ((z.astype(float) ** 2).sum(1) + 1), rtol=1e-4)
+    assert comp.eigenvalues.sum() == pytest.approx(comp.trace.mean(), rel=1e-4)  # trace of F̂ = mean ‖g‖²
+    assert -1 <= comp.spearman <= 1
+
+
+def _blobs(n=60, d=4, k=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(k, d, generator=gen)
+    y = torch.randint(0, k, (n,), generator=gen)
+    z = centres[y] + torch.randn(n, d, generator=gen)
+    yt = torch.randint(0, k, (12,), generator=gen)
+    zt = centres[yt] + 1.5 * torch.randn(12, d, generator=gen)
+    return z, y, zt, yt.numpy()
+
+
+def test_influence_vs_leave_one_out_on_blobs(one_thread):
+    z, y, zt, yt = _blobs()
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=4, loo_count=20, l2=1e-2, damping=0.0, tracin_epochs=3)
+    assert isinstance(check, LeaveOneOutCheck)
+    assert len(check.chosen) == 4 and len(set(check.chosen)) == 4 and len(check.removed) == 20
+    assert check.actual.shape == (4, 20) and check.predicted.shape == (4, 60)
+    assert check.metrics["influence_loo_spearman"] > 0.9  # Koh & Liang on a strongly convex problem: near exact
+    assert check.metrics["influence_refit_accuracy"] == pytest.approx((check.test_probs.argmax(1) == yt).mean())
+    assert check.table["Koh & Liang"].mean() == pytest.approx(check.metrics["influence_loo_spearman"])
+    metrics, table = harmful_images_summary(check, zt, yt, top=5)
+    train_pred = check.problem.probs(check.theta).numpy().argmax(1)
+    assert metrics["train_misclassified_base_rate"] == pytest.approx((train_pred != y.numpy()).mean())
+    j, t = 0, check.chosen[0]
+    harmful = np.argsort(check.predicted[0])[:5]
+    assert table.loc[t, "harmful: other label than test"] == pytest.approx((y.numpy()[harmful] != yt[t]).mean())
+
+
+def test_gradcam_checks_on_a_model_with_known_evidence(one_thread):
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+    net = Net().eval()
+    x, _ = _colour_images(2, size=16)
+    targets = np.array([0, 1, 0, 1])
+    maps, scores = gradcam_checks(net, lambda m: m.act, x, targets, steps=4, seed=0)
+    from wbcstudy.explain import deletion_insertion, gradcam_maps
+
+    np.testing.assert_array_equal(maps, gradcam_maps(net, net.act, x, targets=targets))
+    curves = deletion_insertion(net, x, maps, targets, steps=4)
+    assert scores["gradcam_deletion_auc"] == pytest.approx(curves["deletion"].mean())
+    assert scores["gradcam_insertion_auc"] == pytest.approx(curves["insertion"].mean())
+    assert -1 <= scores["gradcam_randomisation_rho"] <= 1
+
+
+def test_accuracy_difference_is_paired():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    good = np.eye(2)[y]  # all right
+    bad = np.eye(2)[[0, 0, 1, 1, 1, 0]]  # 4 of 6 right
+    value, (lo, hi) = accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", bad), y, n_boot=300, seed=0)
+    assert value == pytest.approx(1 / 3)
+    assert 0 <= lo <= value <= hi <= 1  # A is never worse than B on any resample of the same cells
+    assert accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", good), y, n_boot=50)[1] == (0.0, 0.0)
+
+
+def test_influence_intervals_contain_their_estimates(one_thread):
+    z, y, zt, yt = _blobs()
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=2, loo_count=12, l2=1e-2, tracin_epochs=2, n_boot=100)
+    for name in ("influence", "tracin", "readme_influence"):
+        lo, hi = check.ci[f"{name}_loo_spearman"]
+        assert -1 <= lo <= check.metrics[f"{name}_loo_spearman"] <= hi <= 1

@@ -1,0 +1,337 @@
+"""The trustworthiness chapter's procedures (paper 003): train its five models, score them on the test split, sweep
+perturbations, compare the README's Fisher and influence shortcuts with the real quantities, and check Grad-CAM.
+
+Every function takes arrays and models and returns numbers and tables; the chapter's cells call them and show what
+they return. Images are uint8 NHWC tensors; each model's ``InputAdapter`` scales and normalises them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+from torch import nn
+
+from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
+
+__all__ = ["MODEL_NAMES", "ModelSpec", "TrainedModel", "resize_images", "stratified_tensors", "train_trust_model",
+           "accuracy_table", "accuracy_difference", "robustness_sweeps", "readme_robustness", "FisherComparison", "fisher_comparison",
+           "LeaveOneOutCheck", "influence_vs_leave_one_out", "harmful_images_summary", "gradcam_checks"]
+
+#: The chapter's models: key → readable name.
+MODEL_NAMES: dict[str, str] = {"cnn": "custom CNN", "vgg16": "VGG16 (scratch)", "resnet50": "ResNet50 (scratch)",
+                               "effnet_lite0_frozen": "EfficientNet-Lite0 frozen",
+                               "effnet_lite0_finetuned": "EfficientNet-Lite0 fine-tuned"}
+#: key → architecture name of ``wbcstudy.models.trust_cnn.build_model`` (what an app checkpoint records).
+ARCH_OF: dict[str, str] = {"cnn": "trust_cnn", "vgg16": "vgg16", "resnet50": "resnet50",
+                           "effnet_lite0_frozen": "effnet_lite0_frozen", "effnet_lite0_finetuned": "effnet_lite0_finetuned"}
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NHWC images at ``size`` px (antialiased bilinear); unchanged when already that size."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    out = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def stratified_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, limit: int, seed: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified subset of about ``limit`` images (all of them when ``limit`` is 0 or too large), as tensors."""
+    from wbcstudy.data import stratified_subset
+
+    x, y = np.asarray(x), np.asarray(y)
+    keep = stratified_subset(y, limit, seed) if limit and limit < len(y) else np.arange(len(y))
+    return torch.from_numpy(np.ascontiguousarray(x[keep])), torch.from_numpy(np.ascontiguousarray(y[keep]))
+
+
+@dataclass
+class ModelSpec:
+    """How one of the chapter's models is trained: its key in ``MODEL_NAMES``, input size and schedule."""
+
+    key: str
+    size: int
+    epochs: int
+    lr: float
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with its test-split probabilities, normalisation and whether it reached its plateau."""
+
+    spec: ModelSpec
+    result: TrainResult
+    test_probs: np.ndarray
+    mean: list[float]
+    std: list[float]
+    train_size: int
+    plateau: bool
+    name: str = field(init=False)
+    arch: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name, self.arch = MODEL_NAMES[self.spec.key], ARCH_OF[self.spec.key]
+
+    @property
+    def model(self) -> nn.Module:
+        """The best-validation-epoch network."""
+        return self.result.model
+
+
+def train_trust_model(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                      test_x: torch.Tensor, n_classes: int, batch_size: int = 64, seed: int = 0,
+                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainedModel:
+    """Train one model at its own resolution (``wbcstudy.train.fit``, best validation epoch kept) and score the test split.
+
+    From-scratch networks normalise with the training images' channel mean/std, EfficientNet with ImageNet's;
+    ``plateau`` is ``reached_plateau`` of the validation-accuracy history.
+    """
+    from wbcstudy.data import channel_mean_std
+    from wbcstudy.models import IMAGENET_MEAN, IMAGENET_STD
+    from wbcstudy.models.trust_cnn import build_model
+
+    x_train = resize_images(train[0], spec.size)
+    pretrained = spec.key.startswith("effnet")
+    mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if pretrained else channel_mean_std(x_train.numpy())
+    torch.manual_seed(seed)
+    model = build_model(ARCH_OF[spec.key], n_classes, spec.size, mean, std, pretrained=pretrained)
+    config = TrainConfig(epochs=spec.epochs, batch_size=batch_size, lr=spec.lr, optimizer=spec.optimizer,
+                         weight_decay=spec.weight_decay, seed=seed, progress=False)
+    result = fit(model, (x_train, train[1]), (resize_images(val[0], spec.size), val[1]), config, augment=augment,
+                 n_classes=n_classes)
+    probs = predict_proba(result.model, resize_images(test_x, spec.size))
+    plateau = reached_plateau(result.history["val_accuracy"].tolist())
+    return TrainedModel(spec, result, probs, [float(m) for m in mean], [float(s) for s in std], len(x_train), plateau)
+
+
+def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: int = 1000, seed: int = 0
+                   ) -> tuple[dict[str, float], dict[str, tuple[float, float]], pd.DataFrame]:
+    """Test metrics per model with stratified bootstrap 95% intervals: ``(metrics, ci, table)``.
+
+    Metrics are named ``<key>_accuracy``, ``<key>_balanced_accuracy``, ``<key>_macro_f1``, ``<key>_auroc``,
+    ``<key>_ece`` and ``<key>_train_seconds``.
+    """
+    from wbcstudy.evaluate import metrics_with_ci
+
+    metrics: dict[str, float] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    rows = []
+    for key, run in runs.items():
+        m, c = metrics_with_ci(test_y, run.test_probs, labels=list(range(run.test_probs.shape[1])), n_boot=n_boot, seed=seed)
+        for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"):
+            metrics[f"{key}_{name}"], ci[f"{key}_{name}"] = float(m[name]), tuple(c[name])
+        metrics[f"{key}_ece"], metrics[f"{key}_train_seconds"] = float(m["ece"]), float(run.result.seconds)
+        rows.append({"model": run.name, "px": run.spec.size, "accuracy": m["accuracy"],
+                     "95% CI": "[{:.3f}, {:.3f}]".format(*c["accuracy"]), "balanced accuracy": m["balanced_accuracy"],
+                     "macro F1": m["macro_f1"], "ECE": m["ece"], "plateau": run.plateau})
+    return metrics, ci, pd.DataFrame(rows).set_index("model")
+
+
+def accuracy_difference(run_a: TrainedModel, run_b: TrainedModel, test_y: np.ndarray, n_boot: int = 1000, seed: int = 0
+                        ) -> tuple[float, tuple[float, float]]:
+    """Test accuracy of A minus B and its paired, class-stratified bootstrap 95% interval over test cells."""
+    from wbcstudy.intervals import bootstrap_difference
+
+    y = np.asarray(test_y)
+    pred_a, pred_b = run_a.test_probs.argmax(1), run_b.test_probs.argmax(1)
+    accuracy = lambda t, p: float((t == p).mean())  # noqa: E731
+    value = accuracy(y, pred_a) - accuracy(y, pred_b)
+    return value, bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True)
+
+
+def robustness_sweeps(runs: dict[str, TrainedModel], x: torch.Tensor, y: np.ndarray,
+                      levels: dict[str, Sequence[float]]) -> pd.DataFrame:
+    """Accuracy of every model under each perturbation and level, applied at the model's own input resolution.
+
+    The images are resized to each model's size first and perturbed there (a 5×5 blur means the same to the
+    network as in the README's code). Long table: model, perturbation, level, accuracy.
+    """
+    from wbcstudy.explain import severity_sweep
+
+    tables = []
+    for run in runs.values():
+        table = severity_sweep(lambda xb, m=run.model: predict_proba(m, xb), resize_images(x, run.spec.size), y, levels)
+        tables.append(table.assign(model=run.name))
+    return pd.concat(tables, ignore_index=True)[["model", "perturbation", "level", "accuracy"]]
+
+
+def readme_robustness(sweeps: pd.DataFrame, runs: dict[str, TrainedModel]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Each model's accuracy clean and at the README's single settings (noise σ 0.05, 5×5 blur, brightness ×1.3).
+
+    ``clean`` is the brightness ×1.0 row of the sweep. Metrics: ``<key>_noise005_accuracy``, ``<key>_blur5_accuracy``,
+    ``<key>_brightness13_accuracy``, and with both models ``resnet50_minus_cnn_<setting>_accuracy``.
+    """
+    from wbcstudy.explain import README_LEVELS
+
+    def at(model: str, pert: str, level: float) -> float:
+        hit = sweeps[(sweeps.model == model) & (sweeps.perturbation == pert) & np.isclose(sweeps.level, level)]
+        if len(hit) != 1:
+            raise ValueError(f"the sweep has no single row for {model}, {pert} at {level}")
+        return float(hit.accuracy.iloc[0])
+
+    rows, metrics = [], {}
+    suffix = {"gaussian_noise": "noise005", "gaussian_blur": "blur5", "brightness": "brightness13"}
+    for key, run in runs.items():
+        row = {"model": run.name, "clean": at(run.name, "brightness", 1.0)}
+        for pert, level in README_LEVELS.items():
+            row[f"{pert} {level:g}"] = value = at(run.name, pert, level)
+            metrics[f"{key}_{suffix[pert]}_accuracy"] = value
+        rows.append(row)
+    if "resnet50" in runs and "cnn" in runs:
+        for name in suffix.values():
+            metrics[f"resnet50_minus_cnn_{name}_accuracy"] = metrics[f"resnet50_{name}_accuracy"] - metrics[f"cnn_{name}_accuracy"]
+    return metrics, pd.DataFrame(rows).set_index("model")
+
+
+@dataclass
+class FisherComparison:
+    """The README's ‖p − y‖² against the last layer's per-sample empirical-Fisher trace ‖g‖², per test image."""
+
+    readme: np.ndarray  #: ‖p − y‖² per image
+    trace: np.ndarray  #: ‖g_i‖², g_i the per-sample gradient of the last layer's parameters
+    features: torch.Tensor  #: the last layer's inputs z_i
+    eigenvalues: np.ndarray  #: the empirical Fisher's eigenvalues, largest first
+    spearman: float  #: rank correlation of the two scores
+
+
+def fisher_comparison(model: nn.Module, x: torch.Tensor, y: np.ndarray, probs: np.ndarray) -> FisherComparison:
+    """Both Fisher scores of ``model``'s last ``nn.Linear`` on images ``x`` with labels ``y`` (``probs``: its predictions)."""
+    from wbcstudy.explain import (empirical_fisher, last_layer_inputs, per_sample_fisher_trace, per_sample_gradients,
+                                  readme_fisher_score)
+    from wbcstudy.explain.gradcam import float32_model
+    from wbcstudy.models.trust_cnn import last_linear
+
+    net, _ = float32_model(model)
+    net.eval()
+    z = last_layer_inputs(net, x)
+    grads = per_sample_gradients(last_linear(net), z, torch.as_tensor(np.asarray(y), dtype=torch.long)).double()
+    readme = readme_fisher_score(probs, y)
+    trace = per_sample_fisher_trace(grads)
+    gram = grads @ grads.T / len(grads) if len(grads) < grads.shape[1] else empirical_fisher(grads)  # same non-zero spectrum
+    eig = torch.linalg.eigvalsh(gram).flip(0).clamp(min=0).numpy()
+    return FisherComparison(readme, trace, z, eig, float(spearmanr(readme, trace)[0]))
+
+
+@dataclass
+class LeaveOneOutCheck:
+    """Influence scores (Koh & Liang, TracIn, the README's) against actual leave-one-out retraining of the last layer."""
+
+    problem: object  #: the ``LastLayerProblem``
+    theta: torch.Tensor  #: its fitted parameters
+    chosen: np.ndarray  #: indices of the followed test images
+    removed: np.ndarray  #: training images actually removed, one at a time
+    predicted: np.ndarray  #: Koh & Liang, (tests, all training images)
+    tracin: np.ndarray
+    readme: np.ndarray
+    actual: np.ndarray  #: (tests, removed) change of the test loss on removal
+    test_probs: np.ndarray  #: the refitted layer's test probabilities
+    table: pd.DataFrame  #: Spearman ρ of each score with the actual effect, per followed test image
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]  #: percentile bootstrap over the removed training images
+
+
+def _mean_spearman(scores: np.ndarray, actual: np.ndarray) -> float:
+    """Mean over rows (test images) of the Spearman ρ between a score row and the actual-effect row."""
+    return float(np.nanmean([spearmanr(a, b)[0] for a, b in zip(scores, actual)]))
+
+
+def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor, y_test: np.ndarray,
+                               n_classes: int, loo_tests: int, loo_count: int, l2: float = 1e-3, damping: float = 1e-3,
+                               tracin_epochs: int = 10, seed: int = 0, class_names: Sequence[str] | None = None,
+                               n_boot: int = 1000) -> LeaveOneOutCheck:
+    """Refit the last layer on frozen features, score every training image's influence on ``loo_tests`` test images
+    (half misclassified where possible), then retrain without each of ``loo_count`` random training images.
+
+    Metrics: ``influence_loo_spearman``, ``tracin_loo_spearman``, ``readme_influence_loo_spearman`` (means over the
+    followed test images) and ``influence_refit_accuracy``; the three ρ get percentile bootstrap intervals over the
+    removed training images (``n_boot`` resamples).
+    """
+    from wbcstudy.intervals import percentile_interval
+    from wbcstudy.explain import LastLayerProblem, readme_influence, tracin_last_layer
+
+    y_test = np.asarray(y_test)
+    names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
+    problem = LastLayerProblem(z_train, y_train, n_classes, l2=l2)
+    theta = problem.fit()
+    p_test = problem.probs(theta, z_test).numpy()
+    refit_acc = float((p_test.argmax(1) == y_test).mean())
+    rng = np.random.default_rng(seed)
+    wrong, right = np.flatnonzero(p_test.argmax(1) != y_test), np.flatnonzero(p_test.argmax(1) == y_test)
+    n_wrong = min(len(wrong), loo_tests // 2)
+    n_right = min(len(right), loo_tests - n_wrong)
+    chosen = np.concatenate([rng.choice(wrong, n_wrong, replace=False), rng.choice(right, n_right, replace=False)]).astype(int)
+    zt, yt = z_test[chosen], torch.as_tensor(y_test[chosen])
+    hessian = problem.hessian(theta)
+    predicted = problem.predicted_loo_effect(theta, zt, yt, damping=damping, hessian=hessian)
+    readme = readme_influence(problem.probs(theta).numpy(), np.asarray(y_train), p_test[chosen], y_test[chosen])
+    tracin, _ = tracin_last_layer(problem, zt, yt, epochs=tracin_epochs, lr=0.5, batch_size=64, seed=seed)
+    removed = rng.choice(problem.n, min(loo_count, problem.n), replace=False)
+    actual = problem.loo_effect(theta, removed, zt, yt, hessian=hessian)
+    rows = []
+    for j, t in enumerate(chosen):
+        rows.append({"test image": int(t), "true": names[y_test[t]], "predicted": names[p_test[t].argmax()],
+                     "Koh & Liang": spearmanr(predicted[j, removed], actual[j])[0],
+                     "TracIn": spearmanr(tracin[j, removed], actual[j])[0],
+                     "README (as written)": spearmanr(readme[j, removed], actual[j])[0]})
+    table = pd.DataFrame(rows).set_index("test image")
+    metrics = {"influence_loo_spearman": float(table["Koh & Liang"].mean()), "tracin_loo_spearman": float(table["TracIn"].mean()),
+               "readme_influence_loo_spearman": float(table["README (as written)"].mean()), "influence_refit_accuracy": refit_acc}
+    ci = {}
+    boot_rng = np.random.default_rng(seed + 1)
+    draws = [boot_rng.integers(0, len(removed), len(removed)) for _ in range(n_boot)]
+    for name, scores in (("influence", predicted), ("tracin", tracin), ("readme_influence", readme)):
+        own = scores[:, removed]
+        samples = [_mean_spearman(own[:, d], actual[:, d]) for d in draws]
+        lo, hi = percentile_interval(samples)
+        value = metrics[f"{name}_loo_spearman"]
+        ci[f"{name}_loo_spearman"] = (min(lo, value), max(hi, value))  # a percentile interval may miss a skewed estimate
+    return LeaveOneOutCheck(problem, theta, chosen, removed, predicted, tracin, readme, actual, p_test, table, metrics, ci)
+
+
+def harmful_images_summary(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test: np.ndarray, top: int = 10
+                           ) -> tuple[dict[str, float], pd.DataFrame]:
+    """For each followed test image, its ``top`` most harmful training images (lowest Koh & Liang score): the share
+    with another label, the share the refitted layer misclassifies, and the highest feature cosine to the test image.
+
+    Metrics: ``harmful_misclassified_fraction`` (mean over test images) and ``train_misclassified_base_rate``.
+    """
+    problem = check.problem
+    y_train = problem.labels.numpy()  # type: ignore[attr-defined]
+    train_pred = problem.probs(check.theta).numpy().argmax(1)  # type: ignore[attr-defined]
+    feats = F.normalize(problem.features.float(), dim=1)  # type: ignore[attr-defined]
+    rows = []
+    for j, t in enumerate(check.chosen):
+        harmful = np.argsort(check.predicted[j])[:top]
+        cos = (feats[harmful] @ F.normalize(z_test[t:t + 1].float(), dim=1).T).squeeze(1).numpy()
+        rows.append({"test image": int(t), "harmful: other label than test": float((y_train[harmful] != y_test[t]).mean()),
+                     "harmful: misclassified by the layer": float((train_pred[harmful] != y_train[harmful]).mean()),
+                     "harmful: max feature cosine to test": float(cos.max())})
+    table = pd.DataFrame(rows).set_index("test image")
+    metrics = {"harmful_misclassified_fraction": float(table["harmful: misclassified by the layer"].mean()),
+               "train_misclassified_base_rate": float((train_pred != y_train).mean())}
+    return metrics, table
+
+
+def gradcam_checks(model: nn.Module, layer_of: Callable[[nn.Module], nn.Module], x: torch.Tensor, targets: np.ndarray,
+                   steps: int = 10, seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+    """Grad-CAM maps of ``targets`` on ``x`` and the two checks that they mean something: ``(maps, scores)``.
+
+    Scores: mean deletion and insertion AUC (mean probability over the curve) in Grad-CAM order and in a random
+    order, and the mean Spearman ρ between the maps of the trained and a re-initialised model.
+    """
+    from wbcstudy.explain import deletion_insertion, gradcam_maps, randomised_weights_similarity
+
+    maps = gradcam_maps(model, layer_of(model), x, targets=targets)
+    curves = deletion_insertion(model, x, maps, targets, steps=steps)
+    random_maps = np.random.default_rng(seed).random(maps.shape).astype(np.float32)
+    random_curves = deletion_insertion(model, x, random_maps, targets, steps=steps)
+    rho = randomised_weights_similarity(model, layer_of, x, targets, seed=seed)
+    return maps, {"gradcam_deletion_auc": float(curves["deletion"].mean()), "random_deletion_auc": float(random_curves["deletion"].mean()),
+                  "gradcam_insertion_auc": float(curves["insertion"].mean()), "random_insertion_auc": float(random_curves["insertion"].mean()),
+                  "gradcam_randomisation_rho": float(np.mean(rho))}
