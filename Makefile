@@ -31,11 +31,11 @@ test: venv lint
 	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/regression/sanitize.cfg -p no:cacheprovider
 	$(BIN)/python -m wbcstudy.check
 
-## ruff over the package, the tests and the MyST chapters (converted to py:percent with jupytext)
+## ruff over the package, the tests and the MyST chapters' code cells (converted to .ipynb with jupytext)
 lint: venv
 	rm -rf build/lint && mkdir -p build/lint
-	for f in notebooks/*.md; do $(BIN)/jupytext --quiet --to py:percent --output build/lint/$$(basename $$f .md).py $$f; done
-	$(BIN)/ruff check wbcstudy tests build/lint
+	for f in notebooks/*.md; do $(BIN)/jupytext --quiet --to ipynb --output build/lint/$$(basename $$f .md).ipynb $$f; done
+	$(BIN)/ruff check wbcstudy tests build/lint/*.ipynb
 
 ## Re-execute every chapter at the smoke profile into tests/regression/
 regression: venv

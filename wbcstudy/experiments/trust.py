@@ -202,8 +202,7 @@ class FisherComparison:
 
 def fisher_comparison(model: nn.Module, x: torch.Tensor, y: np.ndarray, probs: np.ndarray) -> FisherComparison:
     """Both Fisher scores of ``model``'s last ``nn.Linear`` on images ``x`` with labels ``y`` (``probs``: its predictions)."""
-    from wbcstudy.explain import (empirical_fisher, last_layer_inputs, per_sample_fisher_trace, per_sample_gradients,
-                                  readme_fisher_score)
+    from wbcstudy.explain import empirical_fisher, last_layer_inputs, per_sample_fisher_trace, per_sample_gradients, readme_fisher_score
     from wbcstudy.explain.gradcam import float32_model
     from wbcstudy.models.trust_cnn import last_linear
 
@@ -252,8 +251,8 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
     followed test images) and ``influence_refit_accuracy``; the three ρ get percentile bootstrap intervals over the
     removed training images (``n_boot`` resamples).
     """
-    from wbcstudy.intervals import percentile_interval
     from wbcstudy.explain import LastLayerProblem, readme_influence, tracin_last_layer
+    from wbcstudy.intervals import percentile_interval
 
     y_test = np.asarray(y_test)
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
@@ -332,6 +331,8 @@ def gradcam_checks(model: nn.Module, layer_of: Callable[[nn.Module], nn.Module],
     random_maps = np.random.default_rng(seed).random(maps.shape).astype(np.float32)
     random_curves = deletion_insertion(model, x, random_maps, targets, steps=steps)
     rho = randomised_weights_similarity(model, layer_of, x, targets, seed=seed)
-    return maps, {"gradcam_deletion_auc": float(curves["deletion"].mean()), "random_deletion_auc": float(random_curves["deletion"].mean()),
-                  "gradcam_insertion_auc": float(curves["insertion"].mean()), "random_insertion_auc": float(random_curves["insertion"].mean()),
+    return maps, {"gradcam_deletion_auc": float(curves["deletion"].mean()),
+                  "random_deletion_auc": float(random_curves["deletion"].mean()),
+                  "gradcam_insertion_auc": float(curves["insertion"].mean()),
+                  "random_insertion_auc": float(random_curves["insertion"].mean()),
                   "gradcam_randomisation_rho": float(np.mean(rho))}
