@@ -81,6 +81,7 @@ def test_results_contract_round_trip(tmp_path, monkeypatch):
     assert set(res) >= {"chapter", "profile", "seconds", "commit", "metrics", "ci", "paper", "plateau"}
     assert res["metrics"] == {"acc": 0.9, "auc": None} and res["ci"]["acc"] == [0.85, 0.93]
     assert res["paper"] == {"acc": 0.97} and res["plateau"] == {"cnn": True}
+    assert {"cpu_model", "cpu_native_bf16", "torch", "python"} <= set(res["machine"])  # provenance travels with the numbers
     table = claims_table("demo", res)
     assert table.loc["demo_acc", "verdict"] == "not reproduced"  # 0.93 < 0.97 - 0.02
     with pytest.raises(ValueError, match="not measured"):

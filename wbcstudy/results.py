@@ -350,7 +350,8 @@ def write_results(chapter: str, profile: str, seconds: float, metrics: dict, ci:
         paper = paper_values(chapter) if claims_path(chapter).is_file() else {}
     record = {"chapter": chapter, "profile": profile, "seconds": round(float(seconds), 1), "commit": git_commit(),
               "metrics": _clean(metrics), "ci": _clean(ci or {}), "paper": _clean(paper),
-              "plateau": {str(k): bool(v) for k, v in (plateau or {}).items()}}
+              "plateau": {str(k): bool(v) for k, v in (plateau or {}).items()},
+              "machine": provenance()}  # the CPU (and whether it ran bf16 natively) and the package versions
     if extra:
         record.update(_clean(extra))  # type: ignore[arg-type]
     path = _results_dir(results_dir) / f"{chapter}.json"
