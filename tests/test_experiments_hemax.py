@@ -1,0 +1,113 @@
+"""HemaX chapter procedures on tiny synthetic data with hand-computable values."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from wbcstudy.data.hemax import ATTRIBUTES, HemaXData, attribute_codes, mask_box, zheng_split
+from wbcstudy.experiments.hemax import (
+    Predictions,
+    attribute_auc_by_correctness,
+    box_iou_cxcywh,
+    faithfulness,
+    hemax_metrics,
+    make_targets,
+    mask_dice,
+    variant_table,
+)
+
+
+def _data(n=4, s=4):
+    masks = np.zeros((2, 2, s, s), np.uint8)
+    masks[0, 0, :2, :2] = 1  # cytoplasm 4 px
+    masks[0, 1, 2:, 2:] = 1  # nucleus 4 px → nucleus fraction 0.5
+    masks[1, 1, :, :] = 1  # all nucleus → fraction 1
+    return HemaXData(images=np.zeros((n, s, s, 3), np.uint8), labels=np.array([0, 1, 1, 2]),
+                     boxes=np.tile(np.array([0.5, 0.5, 0.5, 0.5], np.float32), (n, 1)),
+                     has_box=np.array([True, True, False, False]), mask_index=np.array([0, 1, -1, -1]), masks=masks,
+                     attributes=np.array([[-1] * 4, [-1] * 4, [0, 1, 2, 0], [1, 0, -1, 1]]),
+                     nc_category=np.array([-1, -1, 0, 1]), source=np.array(["zheng", "zheng", "pbc", "pbc"]),
+                     path=np.array(["a", "b", "c", "d"]))
+
+
+def _pred(data, classes=(0, 1, 0, 2)):
+    n, s = len(data), data.images.shape[1]
+    prob = np.full((n, 5), 0.1)
+    prob[np.arange(n), classes] = 0.6
+    masks = np.zeros((n, 2, s, s), bool)
+    masks[0, 0, :2, :2] = True  # perfect cytoplasm on cell 0
+    masks[0, 1, 2:, :] = True  # nucleus 8 px vs 4 true (overlap 4) → Dice 8/12
+    attr = [np.eye(k)[[0, 0, 0, 1][: n] if k == 2 else [0, 0, 2, 0]] for k in (2, 2, 3, 2)]
+    boxes = np.tile(np.array([0.5, 0.5, 0.5, 0.25], np.float32), (n, 1))  # IoU with the true box: 0.5
+    frac = np.array([8 / 12, np.nan, 0.3, 0.3])
+    return Predictions(prob, boxes, masks, attr, frac)
+
+
+def test_box_iou_and_dice_hand_values():
+    a = np.array([[0.5, 0.5, 0.5, 0.5]])
+    assert box_iou_cxcywh(a, np.array([[0.5, 0.5, 0.5, 0.25]]))[0] == pytest.approx(0.5)
+    assert box_iou_cxcywh(a, np.array([[0.1, 0.1, 0.1, 0.1]]))[0] == 0
+    p, t = np.zeros((2, 2), bool), np.zeros((2, 2), bool)
+    p[0] = True
+    t[:, 0] = True
+    assert mask_dice(p, t) == pytest.approx(2 * 1 / 4)
+    assert mask_dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1
+
+
+def test_metrics_mask_each_label():
+    data = _data()
+    m = hemax_metrics(_pred(data), data)
+    assert m["classification_accuracy"] == pytest.approx(3 / 4)
+    assert m["box_jaccard"] == pytest.approx(0.5)  # only the two boxed cells
+    # cell 0: Dice cyto 1, nucleus 8/12 → mean 5/6; cell 1: predicted empty vs all-nucleus → cyto 1 (both empty), nucleus 0
+    assert m["mask_dice"] == pytest.approx((5 / 6 + 0.5) / 2)
+    # nucleus fraction: cell 0 true 0.5 vs 8/12; cell 1 true 1 vs NaN→0
+    assert m["nc_ratio_mse"] == pytest.approx(((8 / 12 - 0.5) ** 2 + 1) / 2)
+    # granularity labelled on cells 2, 3: predicted 0, 1 vs true 0, 1 → 1.0; nucleus shape only cell 2: 2 vs 2
+    assert m["granularity_accuracy"] == 1 and m["nucleus_shape_accuracy"] == 1
+    assert m["cytoplasm_colour_accuracy"] == pytest.approx(0.0)
+
+
+def test_faithfulness_total_variation():
+    data = _data()
+    pred = _pred(data)
+    long, tv = faithfulness(pred, data)
+    g = tv[(tv.attribute == "granularity")].set_index("class")["total_variation"]
+    # class 1 ("eosinophil"): true cells with granularity: cell 2 (no); predicted-as-1 cells with a label: none → NaN
+    assert np.isnan(g["eosinophil"])
+    # class 2 ("lymphocyte"): true cell 3 (yes); predicted-as-2 cell 3 predicted yes → TV 0
+    assert g["lymphocyte"] == 0
+    # class 0 ("basophil"): no labelled true cells → NaN
+    assert np.isnan(g["basophil"])
+    assert set(long.columns) == {"class", "attribute", "category", "p_model", "p_true"}
+
+
+def test_attribute_auc_by_correctness_shape():
+    data = _data()
+    auc = attribute_auc_by_correctness(_pred(data), data)
+    assert len(auc) == sum(len(c) for c in ATTRIBUTES.values())
+    assert auc["n_correct"].iloc[0] == 1 and auc["n_wrong"].iloc[0] == 1  # cell 3 correct, cell 2 wrong
+
+
+def test_make_targets_flip():
+    data = _data()
+    images, tg = make_targets(data, np.array([0, 2]), flip_h=np.array([True, False]), flip_v=None)
+    assert tg.masks.shape == (2, 1, 2, 4, 4) and tg.has_mask.tolist() == [True, False]
+    assert tg.masks[0, 0, 0, :2, 2:].sum() == 4  # cytoplasm moved to the right half
+    assert tg.boxes[0, 0, 0].item() == pytest.approx(0.5)  # centred box stays centred
+
+
+def test_attribute_mapping_and_boxes():
+    df = pd.DataFrame({"granularity": ["yes", "no"], "cytoplasm_colour": ["light blue", "purple blue"],
+                       "nucleus_shape": ["unsegmented-indented", "irregular"], "cell_size": ["big", "small"]})
+    assert attribute_codes(df).tolist() == [[1, 0, 0, 1], [0, 1, -1, 0]]
+    m = np.zeros((10, 10))
+    m[2:6, 4:8] = 1
+    assert mask_box(m).tolist() == pytest.approx([0.6, 0.4, 0.4, 0.4])
+    assert zheng_split(pd.Series([0, 1, 2, 4])).tolist() == ["test", "val", "train", "train"]
+
+
+def test_variant_table_mean_sd():
+    metrics = pd.DataFrame({"hidden_layers": [0, 0, 2], "seed": [0, 1, 0], "classification_accuracy": [0.5, 0.7, 0.9],
+                            "seconds": [1, 1, 1]})
+    t = variant_table(metrics)
+    assert t.loc["classification_accuracy", 0] == "0.6000 ± 0.1414" and t.loc["classification_accuracy", 2] == "0.9000"

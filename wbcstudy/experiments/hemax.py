@@ -1,0 +1,578 @@
+"""The HemaX chapter's procedures: training the set predictor, predicting, its metrics, the 0/2/4-hidden-layer
+comparison, the Faster R-CNN and plain-classifier baselines, attribute AUCs and faithfulness.
+
+Every procedure takes a :class:`wbcstudy.data.hemax.HemaXData` (images plus whichever labels
+each source has) and masks each metric to the cells that carry its label.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wbcstudy.data.hemax import ATTRIBUTES, CLASSES, HemaXData
+from wbcstudy.hemax_losses import LossWeights, Targets, hemax_loss
+from wbcstudy.models.hemax import HemaX, nucleus_fraction
+
+__all__ = ["HemaXConfig", "HemaXRun", "Predictions", "make_targets", "build_model", "train_hemax", "predict_hemax",
+           "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
+           "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
+           "train_plain_classifier", "attribute_roc_curves", "build_results"]
+
+
+@dataclasses.dataclass
+class HemaXConfig:
+    """One HemaX training run's model size and optimisation settings (cpu-profile defaults)."""
+
+    attribute_hidden_layers: int = 0
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    d_model: int = 128
+    nheads: int = 8
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    ffn_dim: int = 512
+    num_queries: int = 5
+    mask_dim: int = 32
+    fpn_dim: int = 32
+    image_size: int = 96
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-4
+    lr_backbone: float = 5e-5
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    seed: int = 0
+    precision: str = "auto"
+    flips: bool = True
+
+
+@dataclasses.dataclass
+class HemaXRun:
+    """A trained model (the best-validation-loss epoch, as the paper keeps), its history and its seconds."""
+
+    model: HemaX
+    history: pd.DataFrame
+    seconds: float
+    best_epoch: int
+    config: HemaXConfig
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Per-cell outputs of the query HemaX is most confident is a cell (the highest non-no-object probability)."""
+
+    class_prob: np.ndarray  # (n, C)
+    boxes: np.ndarray  # (n, 4) cx, cy, w, h
+    masks: np.ndarray  # (n, 2, S, S) bool (cytoplasm, nucleus)
+    attribute_prob: list[np.ndarray]  # one (n, k) per attribute
+    nucleus_fraction: np.ndarray  # (n,) N / (N + C) of the predicted masks
+
+    @property
+    def pred_class(self) -> np.ndarray:
+        """(n,) predicted class index."""
+        return self.class_prob.argmax(1)
+
+    @property
+    def pred_attributes(self) -> np.ndarray:
+        """(n, A) predicted category per attribute."""
+        return np.stack([p.argmax(1) for p in self.attribute_prob], 1)
+
+
+def make_targets(data: HemaXData, idx: np.ndarray, flip_h: np.ndarray | None = None,
+                 flip_v: np.ndarray | None = None) -> tuple[torch.Tensor, Targets]:
+    """A batch (uint8 NHWC images, Targets with one object per image) of rows idx, optionally flipped per image."""
+    images = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
+    boxes = torch.from_numpy(data.boxes[idx].copy())
+    size = data.images.shape[1]
+    masks = torch.zeros(len(idx), 1, 2, size, size)
+    mi = data.mask_index[idx]
+    if (mi >= 0).any():
+        masks[torch.from_numpy(mi >= 0), 0] = torch.from_numpy(data.masks[mi[mi >= 0]]).float()
+    for flips, img_dim, box_dim, mask_dim in ((flip_h, 2, 0, -1), (flip_v, 1, 1, -2)):
+        if flips is None or not flips.any():
+            continue
+        f = torch.from_numpy(flips)
+        images[f] = images[f].flip(img_dim)
+        masks[f] = masks[f].flip(mask_dim)
+        boxes[f, box_dim] = 1 - boxes[f, box_dim]
+    n = len(idx)
+    targets = Targets(labels=torch.from_numpy(data.labels[idx]).clamp(min=0)[:, None],
+                      boxes=boxes[:, None], masks=masks,
+                      attributes=torch.from_numpy(data.attributes[idx])[:, None],
+                      present=torch.ones(n, 1, dtype=torch.bool),
+                      has_class=torch.from_numpy(data.labels[idx] >= 0), has_box=torch.from_numpy(data.has_box[idx]),
+                      has_mask=torch.from_numpy(mi >= 0))
+    return images, targets
+
+
+def build_model(config: HemaXConfig, num_classes: int = len(CLASSES)) -> HemaX:
+    """A fresh HemaX for a config (seeded)."""
+    torch.manual_seed(config.seed)
+    return HemaX(num_classes, attribute_hidden_layers=config.attribute_hidden_layers, backbone=config.backbone,
+                 pretrained=config.pretrained, d_model=config.d_model, nheads=config.nheads,
+                 encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers, ffn_dim=config.ffn_dim,
+                 num_queries=config.num_queries, mask_dim=config.mask_dim,
+                 fpn_dim=config.fpn_dim)
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def _precision(requested: str) -> str:
+    from wbcstudy.train import select_precision
+
+    return select_precision(requested, torch.device("cpu"))
+
+
+@torch.no_grad()
+def _validation_loss(model: HemaX, data: HemaXData, batch_size: int, precision: str) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    for start in range(0, len(data), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(data)))
+        images, targets = make_targets(data, idx)
+        with _autocast(precision):
+            out = model(images)
+        terms = hemax_loss(out, targets)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    return {k: v / len(data) for k, v in sums.items()}
+
+
+def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights = LossWeights(),
+                max_steps: int | None = None) -> HemaXRun:
+    """Train HemaX (AdamW, lower backbone lr, grad clip, random flips) and keep the epoch with the lowest validation loss.
+
+    The history has, per epoch: train_loss, val_loss and its terms (val_ce, …), and the
+    validation accuracy, box Jaccard, mask Dice and mean attribute accuracy. ``max_steps``
+    stops after that many optimiser steps (for timing and tests).
+    """
+    from wbcstudy.train import seed_everything
+
+    seed_everything(config.seed)
+    torch.use_deterministic_algorithms(False)
+    precision = _precision(config.precision)
+    model = build_model(config)
+    backbone = {id(p) for p in model.backbone_parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
+              {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    rows, best, best_state, best_epoch, steps = [], float("inf"), None, 0, 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order, total = rng.permutation(len(train)), 0.0
+        for b in range(0, len(order), config.batch_size):
+            idx = order[b:b + config.batch_size]
+            flips = (rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5) if config.flips else (None, None)
+            images, targets = make_targets(train, idx, *flips)
+            with _autocast(precision):
+                out = model(images)
+            loss = hemax_loss(out, targets, weights)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        row = {"epoch": epoch, "train_loss": total / len(train)}
+        row.update({f"val_{k}" if k != "loss" else "val_loss": v
+                    for k, v in _validation_loss(model, val, config.batch_size, precision).items()})
+        scores = hemax_metrics(predict_hemax(model, val, config.batch_size, precision), val)
+        row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
+                    "val_mask_dice": scores["mask_dice"], "val_attribute_accuracy": np.nanmean(
+                        [scores[f"{a}_accuracy"] for a in ATTRIBUTES])})
+        rows.append(row)
+        if row["val_loss"] < best:
+            best, best_epoch, best_state = row["val_loss"], epoch, copy.deepcopy(model.state_dict())
+        if max_steps is not None and steps >= max_steps:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return HemaXRun(model, pd.DataFrame(rows), time.perf_counter() - start, best_epoch, config)
+
+
+@torch.no_grad()
+def predict_hemax(model: HemaX, data: HemaXData, batch_size: int = 64, precision: str = "fp32") -> Predictions:
+    """Each image's most confident query: class probabilities (no-object dropped, renormalised), box, masks, attributes, N:C."""
+    model.eval()
+    size = data.images.shape[1]
+    parts: dict[str, list] = {"p": [], "b": [], "m": [], "a": []}
+    for start in range(0, len(data), batch_size):
+        images = torch.from_numpy(np.ascontiguousarray(data.images[start:start + batch_size]))
+        with _autocast(precision):
+            out = model(images)
+        prob = out["pred_logits"].float().softmax(-1)[..., :-1]
+        q = prob.max(-1).values.argmax(1)
+        rows = torch.arange(len(q))
+        p = prob[rows, q]
+        parts["p"].append((p / p.sum(-1, keepdim=True)).numpy())
+        parts["b"].append(out["pred_boxes"][rows, q].float().numpy())
+        masks = F.interpolate(out["pred_masks"][rows, q].float(), size=(size, size), mode="bilinear", align_corners=False)
+        parts["m"].append((masks > 0).numpy())
+        parts["a"].append([a[rows, q].float().softmax(-1).numpy() for a in out["pred_attributes"]])
+    masks = np.concatenate(parts["m"])
+    attrs = [np.concatenate([a[k] for a in parts["a"]]) for k in range(len(parts["a"][0]))]
+    frac = nucleus_fraction(torch.from_numpy(masks[:, 1]), torch.from_numpy(masks[:, 0])).numpy()
+    return Predictions(np.concatenate(parts["p"]), np.concatenate(parts["b"]), masks, attrs, frac)
+
+
+def box_iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU (Jaccard) of two (n, 4) arrays of cx, cy, w, h boxes."""
+    a0, a1 = a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2
+    b0, b1 = b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    wh = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def mask_dice(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Dice 2|P∩T| / (|P| + |T|) of binary masks over the last two axes (1 where both are empty)."""
+    p, t = pred.astype(bool), true.astype(bool)
+    inter = (p & t).sum((-2, -1))
+    total = p.sum((-2, -1)) + t.sum((-2, -1))
+    return np.where(total > 0, 2 * inter / np.where(total > 0, total, 1), 1.0)
+
+
+def per_cell_scores(pred: Predictions, data: HemaXData) -> pd.DataFrame:
+    """One row per cell: source, true and predicted class, box IoU, mask Dice, N:C squared error, attribute hits (NaN where no label)."""
+    df = pd.DataFrame({"source": data.source, "true": data.labels, "pred": pred.pred_class})
+    df["correct"] = (df["true"] == df["pred"]).astype(float)
+    df["box_iou"] = np.where(data.has_box, box_iou_cxcywh(pred.boxes, data.boxes), np.nan)
+    dice = np.full(len(data), np.nan)
+    sq = np.full(len(data), np.nan)
+    has = data.has_mask
+    if has.any():
+        true_masks = data.masks[data.mask_index[has]]
+        dice[has] = mask_dice(pred.masks[has], true_masks).mean(1)
+        true_frac = nucleus_fraction(torch.from_numpy(true_masks[:, 1]), torch.from_numpy(true_masks[:, 0])).numpy()
+        sq[has] = (np.nan_to_num(pred.nucleus_fraction[has], nan=0.0) - true_frac) ** 2
+    df["mask_dice"], df["nc_sq_error"] = dice, sq
+    df["nucleus_fraction"] = pred.nucleus_fraction
+    for a, name in enumerate(ATTRIBUTES):
+        t = data.attributes[:, a]
+        df[f"{name}_hit"] = np.where(t >= 0, (pred.pred_attributes[:, a] == t).astype(float), np.nan)
+    return df
+
+
+def hemax_metrics(pred: Predictions, data: HemaXData) -> dict[str, float]:
+    """Table I/II metrics: accuracy, macro precision and F1, box Jaccard, mask Dice, attribute accuracies, N:C MSE.
+
+    N:C MSE is on the nucleus fraction N / (N + C) (the bounded form of N:C, in [0, 1]); a
+    prediction with no cell pixels counts as 0. Each metric uses only the cells with its label.
+    """
+    from sklearn.metrics import f1_score, precision_score
+
+    cells = per_cell_scores(pred, data)
+    labelled = data.labels >= 0
+    y, p = data.labels[labelled], pred.pred_class[labelled]
+    classes = list(range(pred.class_prob.shape[1]))
+    out = {"classification_accuracy": float((y == p).mean()) if len(y) else float("nan"),
+           "classification_precision": float(precision_score(y, p, labels=classes, average="macro", zero_division=0)),
+           "classification_f1": float(f1_score(y, p, labels=classes, average="macro", zero_division=0)),
+           "box_jaccard": float(cells["box_iou"].mean()), "mask_dice": float(cells["mask_dice"].mean()),
+           "nc_ratio_mse": float(cells["nc_sq_error"].mean())}
+    for name in ATTRIBUTES:
+        out[f"{name}_accuracy"] = float(cells[f"{name}_hit"].mean())
+    return out
+
+
+def metric_intervals(pred: Predictions, data: HemaXData, n_boot: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """Bootstrap 95 % intervals over test cells for each per-cell-mean metric and for macro precision/F1."""
+    from sklearn.metrics import f1_score, precision_score
+
+    from wbcstudy.intervals import bootstrap_metric, percentile_interval, resample_indices
+
+    cells = per_cell_scores(pred, data)
+    out: dict[str, list[float]] = {}
+    columns = {"classification_accuracy": "correct", "box_jaccard": "box_iou", "mask_dice": "mask_dice",
+               "nc_ratio_mse": "nc_sq_error", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
+    for key, col in columns.items():
+        v = cells[col].dropna().to_numpy()
+        if len(v):
+            idx = resample_indices(len(v), n_boot, seed)
+            out[key] = list(percentile_interval(v[idx].mean(1)))
+    classes = list(range(pred.class_prob.shape[1]))
+    labelled = data.labels >= 0
+    for key, fn in (("classification_precision", precision_score), ("classification_f1", f1_score)):
+        out[key] = list(bootstrap_metric(lambda t, p, fn=fn: fn(t, p, labels=classes, average="macro", zero_division=0),
+                                         data.labels[labelled], pred.pred_class[labelled], n_boot, seed))
+    return out
+
+
+def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXConfig,
+                 hidden_layers: tuple[int, ...] = (0, 2, 4), seeds: tuple[int, ...] = (0,)) -> dict:
+    """Train HemaX with 0, 2 and 4 attribute hidden layers for each seed; return runs, test predictions and metrics.
+
+    Returns ``{"runs": {(h, seed): HemaXRun}, "predictions": {(h, seed): Predictions}, "metrics": DataFrame}``
+    (one metrics row per variant and seed).
+    """
+    runs, preds, rows = {}, {}, []
+    for h in hidden_layers:
+        for seed in seeds:
+            cfg = dataclasses.replace(base, attribute_hidden_layers=h, seed=seed)
+            run = train_hemax(train, val, cfg)
+            pred = predict_hemax(run.model, test, cfg.batch_size, _precision(cfg.precision))
+            runs[(h, seed)], preds[(h, seed)] = run, pred
+            rows.append({"hidden_layers": h, "seed": seed, **hemax_metrics(pred, test), "seconds": run.seconds})
+    return {"runs": runs, "predictions": preds, "metrics": pd.DataFrame(rows)}
+
+
+def variant_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Table I/II layout: metric × hidden layers, 'mean ± sd' over seeds (just the value with one seed)."""
+    cols = [c for c in metrics.columns if c not in ("hidden_layers", "seed", "seconds")]
+    out = {}
+    for h, group in metrics.groupby("hidden_layers"):
+        mean, sd = group[cols].mean(), group[cols].std(ddof=1)
+        out[h] = [f"{m:.4f}" + (f" ± {s:.4f}" if len(group) > 1 else "") for m, s in zip(mean, sd)]
+    return pd.DataFrame(out, index=cols).rename_axis(columns="hidden layers")
+
+
+def attribute_auc_by_correctness(pred: Predictions, data: HemaXData) -> pd.DataFrame:
+    """Table VI: one-vs-rest AUC of each attribute category among correctly and wrongly classified cells (NaN if one-sided)."""
+    from sklearn.metrics import roc_auc_score
+
+    correct = pred.pred_class == data.labels
+    rows = []
+    for a, (name, cats) in enumerate(ATTRIBUTES.items()):
+        t = data.attributes[:, a]
+        for k, cat in enumerate(cats):
+            row = {"attribute": name, "category": cat}
+            for group, sel in (("correct", correct), ("wrong", ~correct)):
+                keep = sel & (t >= 0)
+                y = (t[keep] == k).astype(int)
+                row[f"auc_{group}"] = float(roc_auc_score(y, pred.attribute_prob[a][keep, k])) if 0 < y.sum() < len(y) else np.nan
+                row[f"n_{group}"] = int(keep.sum())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def faithfulness(pred: Predictions, data: HemaXData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pr(E | C = predicted class) from the model vs Pr(E | C = true class) from the labels, and their total variation.
+
+    Over cells with the attribute labelled: p_model(e | c) is the share of cells *predicted* as c
+    whose *predicted* attribute is e; p_true(e | c) the share of cells *truly* c whose *true*
+    attribute is e. Returns the long table (class, attribute, category, p_model, p_true) and the
+    total variation ½ Σ_e |p_model − p_true| per class and attribute (NaN when a side has no cells).
+    """
+    long_rows, tv_rows = [], []
+    for a, (name, cats) in enumerate(ATTRIBUTES.items()):
+        t = data.attributes[:, a]
+        known = t >= 0
+        pa = pred.pred_attributes[:, a]
+        for c, cls in enumerate(CLASSES):
+            by_pred = known & (pred.pred_class == c)
+            by_true = known & (data.labels == c)
+            pm = np.bincount(pa[by_pred], minlength=len(cats)) / max(by_pred.sum(), 1)
+            pt = np.bincount(t[by_true], minlength=len(cats)) / max(by_true.sum(), 1)
+            for k, cat in enumerate(cats):
+                long_rows.append({"class": cls, "attribute": name, "category": cat, "p_model": pm[k], "p_true": pt[k]})
+            tv = 0.5 * np.abs(pm - pt).sum() if by_pred.any() and by_true.any() else np.nan
+            tv_rows.append({"class": cls, "attribute": name, "total_variation": tv,
+                            "n_predicted": int(by_pred.sum()), "n_true": int(by_true.sum())})
+    return pd.DataFrame(long_rows), pd.DataFrame(tv_rows)
+
+
+# --------------------------------------------------------------------------- baselines
+class _EfficientNetDetectorBackbone(nn.Module):
+    """EfficientNet-Lite0 ImageNet features to stride 16 (HemaX's backbone) for torchvision's Faster R-CNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from wbcstudy.models.hemax import _EfficientNetFeatures
+
+        self.features = _EfficientNetFeatures(pretrained=True)
+        self.out_channels = self.features.channels[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[-1]
+
+
+def _faster_rcnn(size: int, num_classes: int) -> nn.Module:
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from wbcstudy.models.baselines import IMAGENET_MEAN, IMAGENET_STD
+
+    anchors = AnchorGenerator(sizes=((size // 8, size // 4, size // 2),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(_EfficientNetDetectorBackbone(), num_classes=num_classes + 1, rpn_anchor_generator=anchors,
+                      box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), min_size=size, max_size=size,
+                      image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+                      rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
+                      rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_batch_size_per_image=64)
+
+
+def _detector_batch(data: HemaXData, idx: np.ndarray) -> tuple[list[torch.Tensor], list[dict]]:
+    size = data.images.shape[1]
+    images = [torch.from_numpy(data.images[i]).permute(2, 0, 1).float() / 255 for i in idx]
+    targets = []
+    for i in idx:
+        cx, cy, w, h = data.boxes[i] * size
+        targets.append({"boxes": torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]]),
+                        "labels": torch.tensor([int(data.labels[i]) + 1])})
+    return images, targets
+
+
+@torch.no_grad()
+def _detector_predict(model: nn.Module, data: HemaXData, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-scoring detection per image: (boxes cx, cy, w, h normalised; class index, −1 if none)."""
+    model.eval()
+    size = data.images.shape[1]
+    boxes, labels = np.zeros((len(data), 4), np.float32), np.full(len(data), -1)
+    for start in range(0, len(data), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(data)))
+        out = model(_detector_batch(data, idx)[0])
+        for i, o in zip(idx, out):
+            if len(o["scores"]):
+                x0, y0, x1, y1 = o["boxes"][0].numpy() / size
+                boxes[i] = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+                labels[i] = int(o["labels"][0]) - 1
+    return boxes, labels
+
+
+def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 8,
+                      lr: float = 1e-4, seed: int = 0) -> dict:
+    """Faster R-CNN (torchvision) with HemaX's EfficientNet-Lite0 backbone on the boxed images; keep the best val Jaccard.
+
+    Returns ``{"history": DataFrame(epoch, train_loss, val_box_jaccard, val_accuracy), "box_iou": test IoUs,
+    "pred": test class predictions, "seconds": float}``.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = _faster_rcnn(train.images.shape[1], len(CLASSES))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    rows, best, best_state = [], -1.0, None
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total = 0.0
+        order = rng.permutation(len(train))
+        for b in range(0, len(order), batch_size):
+            images, targets = _detector_batch(train, order[b:b + batch_size])
+            loss = sum(model(images, targets).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(images)
+        boxes, labels = _detector_predict(model, val, batch_size)
+        jac = float(box_iou_cxcywh(boxes, val.boxes).mean())
+        rows.append({"epoch": epoch, "train_loss": total / len(train), "val_box_jaccard": jac,
+                     "val_accuracy": float((labels == val.labels).mean())})
+        if jac > best:
+            best, best_state = jac, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    boxes, labels = _detector_predict(model, test, batch_size)
+    return {"history": pd.DataFrame(rows), "box_iou": box_iou_cxcywh(boxes, test.boxes), "pred": labels,
+            "boxes": boxes, "seconds": time.perf_counter() - start}
+
+
+def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 32,
+                           lr: float = 1e-3, seed: int = 0, precision: str = "auto") -> dict:
+    """EfficientNet-Lite0 (ImageNet) fine-tuned on the class labels alone, through the study's training loop.
+
+    Returns ``{"history": DataFrame, "pred": test class predictions, "prob": test probabilities}``.
+    """
+    from wbcstudy.models.baselines import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0, with_input_adapter
+    from wbcstudy.train import TrainConfig, fit, predict_proba
+
+    torch.manual_seed(seed)
+    model = with_input_adapter(efficientnet_lite0(len(CLASSES)), IMAGENET_MEAN, IMAGENET_STD)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision, progress=False)
+    result = fit(model, (torch.from_numpy(train.images), torch.from_numpy(train.labels)),
+                 (torch.from_numpy(val.images), torch.from_numpy(val.labels)), cfg, n_classes=len(CLASSES))
+    torch.use_deterministic_algorithms(False)
+    prob = predict_proba(result.model, torch.from_numpy(test.images), device="cpu")
+    prob = prob.numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
+    return {"history": result.history, "pred": prob.argmax(1), "prob": prob, "seconds": result.seconds}
+
+
+def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
+    """One-vs-rest ROC curve per attribute category over the cells with that attribute: attribute, category, fpr, tpr, auc."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rows = []
+    for a, (name, cats) in enumerate(ATTRIBUTES.items()):
+        t = data.attributes[:, a]
+        keep = t >= 0
+        for k, cat in enumerate(cats):
+            y = (t[keep] == k).astype(int)
+            if 0 < y.sum() < len(y):
+                fpr, tpr, _ = roc_curve(y, pred.attribute_prob[a][keep, k])
+                rows.append({"attribute": name, "category": cat, "fpr": fpr, "tpr": tpr,
+                             "auc": float(roc_auc_score(y, pred.attribute_prob[a][keep, k]))})
+    return pd.DataFrame(rows)
+
+
+def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict, classifier: dict,
+                  n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict]:
+    """The chapter's metrics, 95 % intervals and plateau flags (results contract) from its runs.
+
+    Headline keys come from the ``best_hidden`` variant (first seed): Table I/II metrics,
+    ``faithfulness_tv_mean``, ``attribute_auc_correct``/``_wrong`` (mean over categories) and
+    the HemaX − baseline differences on the same test cells; ``hidden{h}_*`` hold each variant's
+    seed-mean accuracies.
+    """
+    from sklearn.metrics import f1_score
+
+    from wbcstudy.intervals import bootstrap_difference, bootstrap_metric, percentile_interval, resample_indices
+    from wbcstudy.train import reached_plateau
+
+    key = min(k for k in variants["predictions"] if k[0] == best_hidden)
+    pred = variants["predictions"][key]
+    metrics = hemax_metrics(pred, test)
+    ci = metric_intervals(pred, test, n_boot, seed)
+    _, tv = faithfulness(pred, test)
+    metrics["faithfulness_tv_mean"] = float(tv["total_variation"].mean())
+    auc = attribute_auc_by_correctness(pred, test)
+    metrics["attribute_auc_correct"] = float(auc["auc_correct"].mean())
+    metrics["attribute_auc_wrong"] = float(auc["auc_wrong"].mean())
+    for h, group in variants["metrics"].groupby("hidden_layers"):
+        for col in ["classification_accuracy", "classification_f1", *[f"{a}_accuracy" for a in ATTRIBUTES], "mask_dice",
+                    "box_jaccard", "nc_ratio_mse"]:
+            metrics[f"hidden{h}_{col}"] = float(group[col].mean())
+    # Faster R-CNN vs HemaX on the BCCD test smears
+    bccd = test.source == "bccd"
+    hemax_iou = box_iou_cxcywh(pred.boxes[bccd], test.boxes[bccd])
+    metrics["fasterrcnn_box_jaccard"] = float(np.mean(frcnn["box_iou"]))
+    metrics["fasterrcnn_accuracy"] = float(np.mean(frcnn["pred"] == test.labels[bccd]))
+    metrics["hemax_bccd_box_jaccard"] = float(hemax_iou.mean())
+    idx = resample_indices(int(bccd.sum()), n_boot, seed)
+    ci["fasterrcnn_box_jaccard"] = list(percentile_interval(np.asarray(frcnn["box_iou"])[idx].mean(1)))
+    metrics["hemax_minus_fasterrcnn_box_jaccard_difference"] = float(hemax_iou.mean() - np.mean(frcnn["box_iou"]))
+    ci["hemax_minus_fasterrcnn_box_jaccard_difference"] = list(percentile_interval(
+        (hemax_iou[idx] - np.asarray(frcnn["box_iou"])[idx]).mean(1)))
+    acc = lambda t, p: float(np.mean(t == p))  # noqa: E731
+    metrics["hemax_minus_fasterrcnn_accuracy"] = acc(test.labels[bccd], pred.pred_class[bccd]) - metrics["fasterrcnn_accuracy"]
+    ci["hemax_minus_fasterrcnn_accuracy"] = list(bootstrap_difference(acc, test.labels[bccd], pred.pred_class[bccd],
+                                                                      frcnn["pred"], n_boot, seed))
+    # plain classifier vs HemaX on the PBC test cells
+    pbc = test.source == "pbc"
+    metrics["classifier_accuracy"] = acc(test.labels[pbc], classifier["pred"])
+    ci["classifier_accuracy"] = list(bootstrap_metric(acc, test.labels[pbc], classifier["pred"], n_boot, seed))
+    metrics["hemax_minus_classifier_accuracy"] = acc(test.labels[pbc], pred.pred_class[pbc]) - metrics["classifier_accuracy"]
+    ci["hemax_minus_classifier_accuracy"] = list(bootstrap_difference(acc, test.labels[pbc], pred.pred_class[pbc],
+                                                                      classifier["pred"], n_boot, seed))
+    macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro", zero_division=0))  # noqa: E731
+    metrics["classifier_f1"] = macro_f1(test.labels[pbc], classifier["pred"])
+    plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=0.02)
+               for (h, s), run in variants["runs"].items()}
+    plateau["hemax"] = plateau[f"hemax_h{key[0]}_s{key[1]}"]
+    plateau["fasterrcnn"] = reached_plateau(frcnn["history"]["val_box_jaccard"].tolist(), mode="max", tol=0.02)
+    plateau["classifier"] = reached_plateau(classifier["history"]["val_accuracy"].tolist(), mode="max", tol=0.01)
+    return metrics, {k: v for k, v in ci.items() if k in metrics}, plateau
