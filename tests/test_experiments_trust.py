@@ -157,7 +157,7 @@ def test_influence_vs_leave_one_out_on_blobs(one_thread):
     metrics, table = harmful_images_summary(check, zt, yt, top=5)
     train_pred = check.problem.probs(check.theta).numpy().argmax(1)
     assert metrics["train_misclassified_base_rate"] == pytest.approx((train_pred != y.numpy()).mean())
-    j, t = 0, check.chosen[0]
+    t = check.chosen[0]
     harmful = np.argsort(check.predicted[0])[:5]
     assert table.loc[t, "harmful: other label than test"] == pytest.approx((y.numpy()[harmful] != yt[t]).mean())
 

@@ -8,7 +8,6 @@ from torchvision import models as tv_models
 
 from wbcstudy.models import baselines as bl
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

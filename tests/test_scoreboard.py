@@ -35,7 +35,8 @@ def test_counts_and_findings_follow_the_verdict_rule(tmp_path):
     assert dict(zip(audit["id"], audit["verdict"])) == {"acc": "reproduced", "deep_fail": "contradicted",
                                                          "gan": "not reproduced", "pre": "not comparable"}
     counts = scoreboard.verdict_counts(audit).loc["wnet"]
-    assert (counts["reproduced"], counts["contradicted"], counts["not reproduced"], counts["not comparable"], counts["total"]) == (1, 1, 1, 1, 4)
+    got = (counts["reproduced"], counts["contradicted"], counts["not reproduced"], counts["not comparable"], counts["total"])
+    assert got == (1, 1, 1, 1, 4)
     line = scoreboard.finding(audit)
     assert line.startswith("1 of 4 claims reproduced or exceeded") and "contradicted: `deep_fail`" in line and "`gan`" in line
     md = scoreboard.scoreboard_markdown(tmp_path)

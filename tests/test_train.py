@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from wbcstudy.augment import flips_and_rot90
-from wbcstudy.train import (TrainConfig, _class_weight_tensor, fit, predict_proba, select_device,
-                            select_precision)
+from wbcstudy.train import TrainConfig, _class_weight_tensor, fit, predict_proba, select_device, select_precision
 
 
 def _blobs(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
