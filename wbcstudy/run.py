@@ -151,6 +151,17 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
+def _tidy_papermill_metadata(path: Path, chapter: str, profile: str) -> None:
+    """Record the source and the published place as repository paths (papermill stores a passed-in notebook whole)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    meta["input_path"] = f"notebooks/{chapter}.md"
+    meta["output_path"] = str(output_path(chapter, profile).relative_to(project_root()))
+    nbformat.write(nb, path)
+
+
 class DirtyTreeError(ChapterError):
     """A publishing run was asked for while the work tree has uncommitted changes."""
 
@@ -193,6 +204,7 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, 
             log_output=False,
         )
     seconds = time.perf_counter() - start
+    _tidy_papermill_metadata(work, chapter, profile)
     if not publish:
         return work
     out = output_path(chapter, profile)
