@@ -8,7 +8,6 @@ import torch
 from wbcstudy.models import dcgan
 from wbcstudy.models.baselines import count_parameters
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -11,7 +11,6 @@ from wbcstudy.losses import multiclass_hinge_loss
 from wbcstudy.models import baselines as bl
 from wbcstudy.models import wnet
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy import linalg
 from torch import nn
 
 from wbcstudy.models.baselines import with_input_adapter
-from wbcstudy.realism import (classifier_two_sample_test, cosine_similarity_gap, frechet_distance,
-                              mean_cosine_similarity)
+from wbcstudy.realism import classifier_two_sample_test, cosine_similarity_gap, frechet_distance, mean_cosine_similarity
 from wbcstudy.train import TrainConfig
 
 

@@ -1,0 +1,178 @@
+"""Tests for wbcstudy.experiments.wnet: hand-computed metrics and intervals, fold splits, and tiny separable problems."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score
+
+from wbcstudy.experiments import wnet as exp
+from wbcstudy.intervals import wilson
+from wbcstudy.train import CrossValResult, TrainConfig, cross_validate
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+Y = np.array([0, 0, 1, 1, 2, 2])
+PRED = np.array([0, 1, 1, 1, 2, 0])
+CLASSES = ["a", "b", "c"]
+
+
+def test_metric_functions_by_hand() -> None:
+    fns = exp.metric_functions(3)
+    # recalls 1/2, 2/2, 1/2; precisions 1/2, 2/3, 1/1; F1 = 2tp/(support+predicted) = 2/4, 4/5, 2/3
+    assert fns["accuracy"](Y, PRED) == pytest.approx(4 / 6)
+    assert fns["balanced_accuracy"](Y, PRED) == pytest.approx(2 / 3)
+    assert fns["recall"](Y, PRED) == pytest.approx(2 / 3)
+    assert fns["precision"](Y, PRED) == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert fns["f1"](Y, PRED) == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+    assert [fns[f"recall_{k}"](Y, PRED) for k in range(3)] == pytest.approx([0.5, 1.0, 0.5])
+    assert fns["precision"](Y, PRED) == pytest.approx(precision_score(Y, PRED, average="macro"))
+    assert fns["f1"](Y, PRED) == pytest.approx(f1_score(Y, PRED, average="macro"))
+    assert fns["balanced_accuracy"](Y, PRED) == pytest.approx(balanced_accuracy_score(Y, PRED))
+
+
+def test_summarise_predictions_keys_values_and_intervals() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 40)
+    pred = np.where(rng.random(120) < 0.8, y, (y + 1) % 3)
+    metrics, ci = exp.summarise_predictions(y, pred, CLASSES, "m", n_boot=200, per_class=True)
+    assert set(metrics) == set(ci) == {"m_balanced_accuracy", "m_accuracy", "m_precision", "m_recall", "m_f1",
+                                       "m_a_accuracy", "m_b_accuracy", "m_c_accuracy"}
+    assert metrics["m_accuracy"] == pytest.approx((pred == y).mean())
+    assert metrics["m_a_accuracy"] == pytest.approx((pred[:40] == 0).mean())
+    for key, (low, high) in ci.items():
+        assert 0.0 <= low <= metrics[key] <= high <= 1.0, key
+    perfect, perfect_ci = exp.summarise_predictions(y, y, CLASSES, "p", n_boot=50)
+    assert perfect["p_balanced_accuracy"] == 1.0 and perfect_ci["p_balanced_accuracy"] == [1.0, 1.0]
+
+
+def test_split_fold_is_cross_validates_split_plus_unused_validation_cells() -> None:
+    labels = np.tile([0, 1, 2, 2], 50)
+    folds = np.repeat(np.arange(5), 40)
+    s = exp.split_fold(labels, folds, 2, train_limit=60, val_limit=30, test_limit=20)
+    assert set(folds[s.test]) == {2} and len(s.test) == 20
+    assert not set(s.train) & set(s.val) and not (set(s.train) | set(s.val)) & set(np.flatnonzero(folds == 2))
+    assert abs(len(s.train) - 60) <= 3 and abs(len(s.val) - 30) <= 3
+    from wbcstudy.data.transforms import stratified_subset
+    pool = np.flatnonzero(folds != 2)
+    np.testing.assert_array_equal(s.train, pool[stratified_subset(labels[pool], 60, seed=2)])  # as cross_validate
+    full = exp.split_fold(labels, folds, 0, val_limit=16)  # no train limit: validation comes out of the training cells
+    assert len(full.train) + len(full.val) == 160 and not set(full.train) & set(full.val)
+    assert len(exp.split_fold(labels, folds, 0).val) == 0
+
+
+def test_cv_plateau() -> None:
+    flat = pd.DataFrame({"val_balanced_accuracy": [0.5, 0.8, 0.9, 0.9, 0.905, 0.9]})
+    rising = pd.DataFrame({"val_balanced_accuracy": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]})
+    assert exp.cv_plateau({0: flat, 1: flat})
+    assert not exp.cv_plateau({0: flat, 1: rising})
+    assert not exp.cv_plateau({0: pd.DataFrame({"train_loss": [1.0, 0.5]})})
+    assert not exp.cv_plateau({})
+
+
+def test_paired_difference_matches_cells_by_fold_and_row() -> None:
+    y = np.repeat([0, 1, 2], 10)
+    a = pd.DataFrame({"fold": np.tile([0, 1], 15), "row": np.arange(30), "y": y, "pred": y})
+    b = a.assign(pred=0).sample(frac=1.0, random_state=0)  # always class 0, rows in another order
+    d, (low, high) = exp.paired_difference(a, b, 3, "balanced_accuracy", n_boot=100)
+    assert d == pytest.approx(1 - 1 / 3)
+    assert low == pytest.approx(2 / 3) and high == pytest.approx(2 / 3)  # class-stratified: both are exact on every resample
+    with pytest.raises(ValueError):
+        exp.paired_difference(a, b.assign(fold=9), 3)
+
+
+def _cv(y: np.ndarray, pred: np.ndarray) -> CrossValResult:
+    frame = pd.DataFrame({"fold": np.arange(len(y)) % 2, "row": np.arange(len(y)), "y": y, "pred": pred})
+    history = pd.DataFrame({"train_loss": [1.0, 0.5, 0.3, 0.3, 0.3, 0.3]})
+    return CrossValResult(frame, {0: history, 1: history}, {0: 1.0, 1: 1.0}, {0: 5, 1: 5}, {})
+
+
+def test_transfer_summary_by_hand() -> None:
+    y = np.repeat(np.arange(5), 2)
+    scratch = _cv(y, np.where(np.arange(10) < 6, y, (y + 1) % 5))  # 6 of 10 right
+    tuned = _cv(y, np.where(np.arange(10) < 9, y, (y + 1) % 5))  # 9 of 10 right
+    table, metrics, ci, plateau = exp.transfer_summary({"T": {"from scratch": scratch, "pre-trained": tuned}},
+                                                       {"T": "t"}, 5, n_boot=200)
+    assert metrics["t_scratch_accuracy"] == 0.6 and metrics["t_pretrained_accuracy"] == 0.9
+    assert ci["t_scratch_accuracy"] == pytest.approx(list(wilson(6, 10)))
+    assert metrics["t_pretrained_minus_scratch_accuracy"] == pytest.approx(0.3)
+    low, high = ci["t_pretrained_minus_scratch_accuracy"]
+    assert -1 <= low <= 0.3 <= high <= 1
+    assert plateau == {"t_scratch": True, "t_pretrained": True}
+    assert table.loc[("T", "difference"), "accuracy"] == pytest.approx(0.3)
+
+
+def test_comparison_summary_reads_pooled_cells() -> None:
+    y = np.repeat([0, 1, 2], 4)
+    runs = {"W-Net": exp.ModelRun(_cv(y, y), 10, True), "LSTM": exp.ModelRun(_cv(y, np.zeros(12, int)), 20, False)}
+    table, metrics, ci = exp.comparison_summary(runs, CLASSES, n_boot=50)
+    assert metrics["wnet_compare_balanced_accuracy"] == 1.0 and metrics["lstm_balanced_accuracy"] == pytest.approx(1 / 3)
+    assert metrics["lstm_precision"] == pytest.approx((1 / 3) / 3)  # class 0 predicted always: precision 1/3, others 0
+    assert table.loc["LSTM", "parameters"] == 20 and not table.loc["LSTM", "plateau"]
+    assert set(ci) == set(metrics)
+
+
+def _separable(n: int = 48, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Dark cells (class 0) and bright cells (class 1) with noise: a problem any CNN fits in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    base = np.where(y == 1, 190, 60)[:, None, None, None]
+    x = np.clip(base + rng.normal(0, 20, (n, size, size, 3)), 0, 255).astype(np.uint8)
+    return x, y
+
+
+CONFIG = TrainConfig(epochs=4, batch_size=8, lr=3e-3, optimizer="adam", weight_decay=0.0, precision="fp32",
+                     device="cpu", seed=0, progress=False, channels_last=False)
+
+
+def test_monitoring_does_not_change_training_and_the_model_fits() -> None:
+    from wbcstudy.models import build, with_input_adapter
+
+    x, y = _separable(64)
+    folds = (np.arange(64) // 2) % 2
+    make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
+    torch.manual_seed(0)
+    plain = cross_validate(make, torch.from_numpy(x), y, folds, CONFIG, train_limit=16)
+    torch.manual_seed(0)
+    monitored = exp.cross_validate_monitored(make, torch.from_numpy(x), y, folds, CONFIG, train_limit=16, val_limit=12)
+    pd.testing.assert_frame_equal(plain.predictions, monitored.predictions)
+    assert (monitored.predictions["y"] == monitored.predictions["pred"]).mean() >= 0.9
+    for h in monitored.histories.values():
+        assert list(h["epoch"]) == [1, 2, 3, 4] and "val_balanced_accuracy" in h
+
+
+def test_compare_models_builds_through_the_registry() -> None:
+    x, y = _separable(48)
+    folds = (np.arange(48) // 2) % 2
+    specs = {"W-Net": exp.ModelSpec("wnet", {"image_size": 8}),
+             "LSTM": exp.ModelSpec("row_lstm", {"image_size": 8, "hidden": 4})}
+    runs = exp.compare_models(specs, torch.from_numpy(x), y, folds, CONFIG, [0.5] * 3, [0.25] * 3, fold_ids=[0, 1],
+                              val_limit=8, n_classes=2, log=None)
+    # W-Net at 8 px: convs 448 + 4,640 + 18,496; FC 64·1024 + 1,024; output 1,024·2 + 2
+    assert runs["W-Net"].parameters == 23_584 + 66_560 + 2_050
+    assert runs["LSTM"].parameters == 4 * (4 * (24 + 4) + 2 * 4) + (4 * 2 + 2)  # PyTorch LSTM (two biases) + linear
+    pred = runs["W-Net"].cv.predictions
+    assert len(pred) == 48 and (pred["y"] == pred["pred"]).mean() >= 0.9
+    assert all(len(h) == 4 and "val_balanced_accuracy" in h for h in runs["LSTM"].cv.histories.values())
+
+
+def test_gan_checks_and_realism_on_a_perfect_generator() -> None:
+    """'Generated' cells drawn from the real distribution: check 1 and check 2 must both succeed."""
+    from wbcstudy.models import build, with_input_adapter
+
+    x, y = _separable(96)
+    fake, fake_y = _separable(40, seed=1)
+    rows = np.arange(96)
+    make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
+    checks = exp.gan_checks(make, x, y, rows[:48], rows[48:64], rows[64:], fake, fake_y, CONFIG, 2, n_boot=50)
+    assert checks.metrics["generated_classified_accuracy"] >= 0.9
+    assert checks.metrics["synthetic_trained_real_accuracy"] >= 0.9
+    k = int((checks.fake_pred == fake_y).sum())
+    assert checks.ci["generated_classified_accuracy"] == pytest.approx(list(wilson(k, 40)))
+    assert set(checks.plateau) == {"judge", "synthetic"}
+    table, metrics = exp.realism_summary(checks.judge.model, x[64:], y[64:], fake, fake_y, x[64:], ["dark", "bright"])
+    assert exp.judge_features(checks.judge.model, x[:3]).shape == (3, 1024)
+    assert metrics["frechet_wnet_real_reference"] == pytest.approx(0.0, abs=1e-3)  # a sample against itself (sqrtm round-off)
+    assert metrics["frechet_wnet_generated"] > 0
+    assert list(table.index) == ["dark", "bright", "mean"]

@@ -1,0 +1,380 @@
+"""The W-Net chapter's procedures (Jung et al. 2022): cross-validation with a monitored validation set, the Table 4
+model comparison over models × folds, the transfer runs, the DCGAN checks, and the metrics-with-intervals builders.
+
+Every interval here is a percentile bootstrap over test cells pooled across folds (``wbcstudy.intervals``) or a
+Wilson interval; none is a t-interval over folds. Models come from ``wbcstudy.models.build``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from wbcstudy.intervals import bootstrap_difference, bootstrap_metric, wilson
+from wbcstudy.train import Augment, CrossValResult, LossFn, TrainConfig, TrainResult, fit, predict_proba, reached_plateau
+
+__all__ = [
+    "FoldSplit", "ModelSpec", "ModelRun", "GanChecks",
+    "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
+    "summarise_cv", "compare_models", "comparison_summary", "paired_difference", "transfer_runs",
+    "transfer_summary", "gan_checks", "judge_features", "realism_summary", "TABLE4_KEYS",
+]
+
+#: Table 4's models: display name → results-key prefix (``<prefix>_balanced_accuracy`` etc.)
+TABLE4_KEYS: dict[str, str] = {"W-Net": "wnet_compare", "W-Net-SVM": "wnet_svm", "AlexNet": "alexnet",
+                               "VGG16 (BN)": "vgg16", "ResNet50": "resnet50", "LSTM": "lstm"}
+
+
+# --------------------------------------------------------------------------- plateau
+def _reached_plateau(values: Sequence[float], window: int = 3, tol: float = 0.01, mode: str = "max") -> bool:
+    """``wbcstudy.train.reached_plateau`` on a history column."""
+    return bool(reached_plateau([float(v) for v in values], window=window, tol=tol, mode=mode))
+
+
+def cv_plateau(histories: Mapping[int, pd.DataFrame], column: str = "val_balanced_accuracy", mode: str = "max",
+               window: int = 3, tol: float = 0.01) -> bool:
+    """Whether every fold's ``column`` history reached its plateau (False with no folds or no such column)."""
+    if not histories:
+        return False
+    return all(column in h and _reached_plateau(h[column].to_numpy(), window, tol, mode) for h in histories.values())
+
+
+# --------------------------------------------------------------------------- cross-validation with validation cells
+@dataclass(frozen=True)
+class FoldSplit:
+    """Row indices of one fold's training, validation (monitoring only) and test cells."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_fold(labels: np.ndarray, folds: np.ndarray, fold: int, train_limit: int | None = None, val_limit: int = 0,
+               test_limit: int | None = None) -> FoldSplit:
+    """Training, validation and test rows of ``fold``: test = the fold; train and validation from the other folds.
+
+    The training rows are those ``wbcstudy.train.cross_validate`` uses (a stratified ``train_limit`` subset drawn with
+    seed ``fold``, so every model of a comparison sees the same cells). The ``val_limit`` validation rows are a
+    stratified subset of the other folds' cells *not* trained on; when no ``train_limit`` is set, they are taken out of
+    the training rows instead. ``test_limit`` predicts a stratified subset of the fold, as ``cross_validate`` does.
+    """
+    from wbcstudy.data.transforms import stratified_subset
+
+    y, f = np.asarray(labels), np.asarray(folds)
+    pool, test = np.flatnonzero(f != fold), np.flatnonzero(f == fold)
+    train = pool[stratified_subset(y[pool], train_limit, seed=fold)] if train_limit else pool
+    if test_limit:
+        test = test[stratified_subset(y[test], test_limit, seed=fold)]
+    val = np.zeros(0, dtype=np.int64)
+    if val_limit:
+        rest = np.setdiff1d(pool, train) if train_limit and len(train) < len(pool) else pool
+        val = rest[stratified_subset(y[rest], val_limit, seed=fold + 1)] if len(rest) else val
+        if not train_limit or len(train) == len(pool):
+            train = np.setdiff1d(train, val)
+    return FoldSplit(train, val, test)
+
+
+def cross_validate_monitored(
+    make_model: Callable[[], nn.Module], images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+    config: TrainConfig, fold_ids: Sequence[int] | None = None, train_limit: int | None = None, val_limit: int = 0,
+    test_limit: int | None = None, augment: Augment | None = None, loss_fn: LossFn | None = None,
+    n_classes: int | None = None, keep_models: bool = False,
+) -> CrossValResult:
+    """k-fold cross-validation as ``wbcstudy.train.cross_validate``, plus a validation curve per fold.
+
+    Each fold's model is scored on ``val_limit`` validation cells after every epoch (``val_*`` columns of its
+    history) so that a reader — and ``cv_plateau`` — can see whether it converged; the validation cells choose
+    nothing: the last epoch is kept, as in ``cross_validate``. Training is unchanged by the monitoring (``fit``
+    seeds every epoch by (seed, epoch) alone).
+    """
+    y_all = np.asarray(labels, dtype=np.int64)
+    fold_arr = np.asarray(folds)
+    n_classes = n_classes or int(y_all.max()) + 1
+    fold_ids = sorted(int(f) for f in np.unique(fold_arr)) if fold_ids is None else [int(f) for f in fold_ids]
+    last_epoch = dataclasses.replace(config, monitor="epoch", patience=None)  # "epoch" always improves: keep the last
+    frames, histories, seconds, sizes, models = [], {}, {}, {}, {}
+    for fold in fold_ids:
+        split = split_fold(y_all, fold_arr, fold, train_limit, val_limit, test_limit)
+        val = (images[split.val], torch.from_numpy(y_all[split.val])) if len(split.val) else None
+        result = fit(make_model(), (images[split.train], torch.from_numpy(y_all[split.train])), val,
+                     last_epoch if val is not None else config, augment=augment, loss_fn=loss_fn, n_classes=n_classes)
+        prob = predict_proba(result.model, images[split.test], batch_size=config.eval_batch_size, device=config.device,
+                             precision=config.precision)
+        frame = pd.DataFrame({"fold": fold, "row": split.test, "y": y_all[split.test], "pred": prob.argmax(1)})
+        frames.append(pd.concat([frame, pd.DataFrame(prob, columns=[f"p{k}" for k in range(prob.shape[1])])], axis=1))
+        histories[fold], seconds[fold], sizes[fold] = result.history, result.seconds, len(split.train)
+        if keep_models:
+            models[fold] = result.model
+    return CrossValResult(pd.concat(frames, ignore_index=True), histories, seconds, sizes, models)
+
+
+# --------------------------------------------------------------------------- metrics and their intervals
+def _confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(K, K)`` counts, rows = true class, columns = predicted class."""
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    return np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _divide(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full(np.shape(num), fill, dtype=np.float64)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def metric_functions(n_classes: int) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """Fast metric functions ``fn(y_true, y_pred)`` over ``n_classes`` classes, as ``wbcstudy.evaluate`` defines them.
+
+    Keys: ``accuracy``, ``balanced_accuracy`` (mean recall over the classes present), ``precision``, ``recall``,
+    ``f1`` (macro averages; a class never predicted has precision 0) and ``recall_<k>`` for every class ``k``.
+    """
+    def counts(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cm = _confusion(y, pred, n_classes)
+        return np.diagonal(cm).astype(np.float64), cm.sum(1), cm.sum(0)
+
+    def balanced(y: np.ndarray, pred: np.ndarray) -> float:
+        tp, support, _ = counts(y, pred)
+        present = support > 0
+        return float((tp[present] / support[present]).mean()) if present.any() else float("nan")
+
+    def f1(y: np.ndarray, pred: np.ndarray) -> float:
+        tp, support, predicted = counts(y, pred)
+        return float(_divide(2 * tp, support + predicted, 0.0).mean())
+
+    fns: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "accuracy": lambda y, p: float(np.mean(np.asarray(y) == np.asarray(p))) if len(y) else float("nan"),
+        "balanced_accuracy": balanced,
+        "precision": lambda y, p: float(_divide(*counts(y, p)[::2], 0.0).mean()),
+        "recall": lambda y, p: float(_divide(*counts(y, p)[:2], 0.0).mean()),
+        "f1": f1,
+    }
+    for k in range(n_classes):
+        fns[f"recall_{k}"] = (lambda k: lambda y, p: float(_divide(*counts(y, p)[:2], np.nan)[k]))(k)
+    return fns
+
+
+def summarise_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], prefix: str,
+                          n_boot: int = 1000, seed: int = 0, which: Sequence[str] = ("balanced_accuracy", "accuracy",
+                          "precision", "recall", "f1"), per_class: bool = False) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Metrics of pooled predictions as ``{prefix}_{metric}`` with class-stratified bootstrap intervals over the cells.
+
+    ``per_class`` adds ``{prefix}_{class}_accuracy``: the recall of each class, the paper's per-class "accuracy".
+    """
+    y, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    fns = metric_functions(len(classes))
+    names = {f"{prefix}_{m}": fns[m] for m in which}
+    if per_class:
+        names.update({f"{prefix}_{c}_accuracy": fns[f"recall_{k}"] for k, c in enumerate(classes)})
+    metrics, ci = {}, {}
+    for key, fn in names.items():
+        metrics[key] = fn(y, pred)
+        low, high = bootstrap_metric(fn, y, pred, n_boot=n_boot, seed=seed, strata=y)
+        ci[key] = [low, high]
+    return metrics, ci
+
+
+def summarise_cv(cv: CrossValResult, classes: Sequence[str], prefix: str, n_boot: int = 1000,
+                 seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """A cross-validation's metrics over the held-out cells of all its folds pooled, per class too, with intervals."""
+    p = cv.predictions
+    return summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, prefix, n_boot, seed, per_class=True)
+
+
+# --------------------------------------------------------------------------- Table 4: models × folds
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a comparison: its ``wbcstudy.models.build`` name and options, and its loss (None: cross-entropy)."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    loss_fn: LossFn | None = None
+
+
+@dataclass
+class ModelRun:
+    """A model's cross-validation in a comparison, its parameter count and whether every fold reached its plateau."""
+
+    cv: CrossValResult
+    parameters: int
+    plateau: bool
+
+
+def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                   config: TrainConfig, mean: Sequence[float], std: Sequence[float], fold_ids: Sequence[int],
+                   train_limit: int | None = None, val_limit: int = 0, test_limit: int | None = None,
+                   augment: Augment | None = None, n_classes: int | None = None, seed: int = 0,
+                   log: Callable[[str], None] | None = print) -> dict[str, ModelRun]:
+    """Cross-validate every model on the same folds, training cells, epochs, optimiser and augmentation (Table 4).
+
+    Each model is built by ``wbcstudy.models.build(spec.name, n_classes, **spec.options)`` behind an input adapter
+    that normalises uint8 images with ``mean``/``std``; the plateau is judged on the validation balanced accuracy.
+    """
+    from wbcstudy.models import build, count_parameters, with_input_adapter
+
+    n_classes = n_classes or int(np.max(labels)) + 1
+    runs: dict[str, ModelRun] = {}
+    for title, spec in specs.items():
+        torch.manual_seed(seed)
+        make = lambda spec=spec: with_input_adapter(build(spec.name, n_classes, **spec.options), mean, std)  # noqa: E731
+        n_params = count_parameters(build(spec.name, n_classes, **spec.options))
+        cv = cross_validate_monitored(make, images, labels, folds, config, fold_ids=fold_ids, train_limit=train_limit,
+                                      val_limit=val_limit, test_limit=test_limit, augment=augment, loss_fn=spec.loss_fn,
+                                      n_classes=n_classes)
+        runs[title] = ModelRun(cv, n_params, cv_plateau(cv.histories))
+        if log is not None:
+            log(f"{title}: {n_params:,} parameters, {sum(cv.seconds.values()):.0f} s over {len(cv.seconds)} folds")
+    return runs
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
+                      n_boot: int = 1000, seed: int = 0) -> tuple[float, list[float]]:
+    """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row), with a paired bootstrap."""
+    both = a[["fold", "row", "y", "pred"]].merge(b[["fold", "row", "pred"]], on=["fold", "row"], suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError("the two runs predicted no common cells")
+    fn = metric_functions(n_classes)[metric]
+    y, pa, pb = both["y"].to_numpy(), both["pred_a"].to_numpy(), both["pred_b"].to_numpy()
+    low, high = bootstrap_difference(fn, y, pa, pb, n_boot=n_boot, seed=seed, strata=y)
+    return fn(y, pa) - fn(y, pb), [low, high]
+
+
+def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], keys: Mapping[str, str] = TABLE4_KEYS,
+                       n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
+    """Table 4 from a comparison: per model, pooled balanced accuracy (with interval), precision, recall, F1,
+    parameters and plateau; plus the results metrics ``{key}_{metric}`` and their intervals."""
+    rows, metrics, ci = [], {}, {}
+    for title, run in runs.items():
+        p = run.cv.predictions
+        m, c = summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, keys[title], n_boot, seed,
+                                     which=("balanced_accuracy", "precision", "recall", "f1"))
+        metrics.update(m)
+        ci.update(c)
+        k = keys[title]
+        rows.append({"model": title, "parameters": run.parameters, "balanced accuracy": m[f"{k}_balanced_accuracy"],
+                     "95% CI low": c[f"{k}_balanced_accuracy"][0], "95% CI high": c[f"{k}_balanced_accuracy"][1],
+                     "precision": m[f"{k}_precision"], "recall": m[f"{k}_recall"], "F1": m[f"{k}_f1"],
+                     "plateau": run.plateau})
+    return pd.DataFrame(rows).set_index("model"), metrics, ci
+
+
+# --------------------------------------------------------------------------- transfer
+def transfer_runs(pretrained: nn.Module, make_scratch: Callable[[], nn.Module],
+                  targets: Mapping[str, tuple[torch.Tensor, np.ndarray, np.ndarray]], config: TrainConfig,
+                  n_folds: int, augment: Augment | None = None, n_classes: int | None = None,
+                  seed: int = 0) -> dict[str, dict[str, CrossValResult]]:
+    """On every target set (images, labels, folds), cross-validate W-Net from scratch and fine-tuned from ``pretrained``.
+
+    Both runs use the target's first ``n_folds`` fixed folds, the same epochs and learning rate; fine-tuning trains all
+    layers of a copy of ``pretrained`` (its output layer kept: the targets share its classes).
+    """
+    out: dict[str, dict[str, CrossValResult]] = {}
+    for title, (x, y, f) in targets.items():
+        ids = sorted(int(v) for v in np.unique(f))[:n_folds]
+        torch.manual_seed(seed)
+        scratch = cross_validate_monitored(make_scratch, x, y, f, config, fold_ids=ids, augment=augment,
+                                           n_classes=n_classes)
+        tuned = cross_validate_monitored(lambda: copy.deepcopy(pretrained), x, y, f, config, fold_ids=ids,
+                                         augment=augment, n_classes=n_classes)
+        out[title] = {"from scratch": scratch, "pre-trained": tuned}
+    return out
+
+
+def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Mapping[str, str], n_classes: int,
+                     n_boot: int = 1000, seed: int = 0
+                     ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]], dict[str, bool]]:
+    """Accuracy (Wilson interval) of scratch and pre-trained W-Net per target, their paired difference (bootstrap
+    over the pooled cells) as ``{key}_pretrained_minus_scratch_accuracy``, and each run's plateau (training loss)."""
+    rows, metrics, ci, plateau = [], {}, {}, {}
+    for title, pair in runs.items():
+        key = keys[title]
+        for how, suffix in (("from scratch", "scratch"), ("pre-trained", "pretrained")):
+            p = pair[how].predictions
+            k, n = int((p["y"] == p["pred"]).sum()), len(p)
+            metrics[f"{key}_{suffix}_accuracy"], ci[f"{key}_{suffix}_accuracy"] = k / n, list(wilson(k, n))
+            plateau[f"{key}_{suffix}"] = cv_plateau(pair[how].histories, "train_loss", mode="min")
+            rows.append({"target": title, "W-Net": how, "accuracy": k / n, "95% CI low": ci[f"{key}_{suffix}_accuracy"][0],
+                         "95% CI high": ci[f"{key}_{suffix}_accuracy"][1], "cells": n})
+        d, (low, high) = paired_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions, n_classes,
+                                           "accuracy", n_boot, seed)
+        metrics[f"{key}_pretrained_minus_scratch_accuracy"] = d
+        ci[f"{key}_pretrained_minus_scratch_accuracy"] = [low, high]
+        rows.append({"target": title, "W-Net": "difference", "accuracy": d, "95% CI low": low, "95% CI high": high,
+                     "cells": len(pair["pre-trained"].predictions)})
+    return pd.DataFrame(rows).set_index(["target", "W-Net"]), metrics, ci, plateau
+
+
+# --------------------------------------------------------------------------- the DCGAN checks
+@dataclass
+class GanChecks:
+    """The paper's first two checks of generated cells, and the real-trained judge they rest on."""
+
+    judge: TrainResult  # W-Net trained on the real training split (epoch chosen on the real validation split)
+    synthetic: TrainResult  # W-Net trained on the generated cells only
+    judge_real_pred: np.ndarray  # judge on the real test cells
+    fake_pred: np.ndarray  # check 1: judge on the generated cells
+    synthetic_real_pred: np.ndarray  # check 2: generated-trained W-Net on the real test cells
+    metrics: dict[str, float]
+    ci: dict[str, list[float]]
+    plateau: dict[str, bool]
+
+
+def gan_checks(make_model: Callable[[], nn.Module], images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
+               val_rows: np.ndarray, test_rows: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
+               config: TrainConfig, n_classes: int, augment: Augment | None = None, n_boot: int = 1000,
+               seed: int = 0) -> GanChecks:
+    """Check 1 (the real-trained W-Net labels generated cells) and check 2 (W-Net trained on generated cells, tested on
+    real ones); accuracies with Wilson intervals, balanced accuracy with a bootstrap interval."""
+    x, y = torch.from_numpy(images), np.asarray(labels, dtype=np.int64)
+    torch.manual_seed(seed)
+    judge = fit(make_model(), (x[train_rows], torch.from_numpy(y[train_rows])),
+                (x[val_rows], torch.from_numpy(y[val_rows])), config, augment=augment, n_classes=n_classes)
+    torch.manual_seed(seed)
+    synthetic = fit(make_model(), (torch.from_numpy(fake), torch.from_numpy(np.asarray(fake_labels, dtype=np.int64))),
+                    None, config, augment=augment, n_classes=n_classes)
+    preds = {"judge_real": (y[test_rows], predict_proba(judge.model, x[test_rows]).argmax(1)),
+             "generated_classified": (np.asarray(fake_labels), predict_proba(judge.model, torch.from_numpy(fake)).argmax(1)),
+             "synthetic_trained_real": (y[test_rows], predict_proba(synthetic.model, x[test_rows]).argmax(1))}
+    metrics, ci = {}, {}
+    balanced = metric_functions(n_classes)["balanced_accuracy"]
+    for key, (yt, yp) in preds.items():
+        k, n = int((yt == yp).sum()), len(yt)
+        metrics[f"{key}_accuracy"], ci[f"{key}_accuracy"] = k / n, list(wilson(k, n))
+        metrics[f"{key}_balanced_accuracy"] = balanced(yt, yp)
+        ci[f"{key}_balanced_accuracy"] = list(bootstrap_metric(balanced, yt, yp, n_boot=n_boot, seed=seed, strata=yt))
+    plateau = {"judge": _reached_plateau(judge.history["val_balanced_accuracy"].to_numpy()),
+               "synthetic": _reached_plateau(synthetic.history["train_loss"].to_numpy(), mode="min")}
+    return GanChecks(judge, synthetic, preds["judge_real"][1], preds["generated_classified"][1],
+                     preds["synthetic_trained_real"][1], metrics, ci, plateau)
+
+
+@torch.inference_mode()
+def judge_features(model: nn.Sequential, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The 1,024-d features (first FC layer) of an input-adapted W-Net for uint8 NHWC ``images``."""
+    net = model.eval().cpu()
+    x = torch.from_numpy(images)
+    return torch.cat([net[1].embed(net[0](x[i:i + batch_size])).float() for i in range(0, len(x), batch_size)]).numpy()
+
+
+def realism_summary(judge: nn.Sequential, real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
+                    fake_labels: np.ndarray, reference: np.ndarray, classes: Sequence[str]
+                    ) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Check 3 — the cosine-similarity gap per class in pixels and in the judge's features — and the Fréchet distance
+    in the judge's features of real vs generated and of real vs a second real sample (``reference``, the floor)."""
+    from wbcstudy.realism import cosine_similarity_gap, frechet_distance
+
+    pixel = cosine_similarity_gap(real.astype(np.float64) / 255, real_labels, fake.astype(np.float64) / 255,
+                                  fake_labels, classes)
+    f_real, f_fake, f_ref = judge_features(judge, real), judge_features(judge, fake), judge_features(judge, reference)
+    feature = cosine_similarity_gap(f_real, real_labels, f_fake, fake_labels, classes)
+    cols = ["real_real", "real_generated", "gap"]
+    table = pd.concat({"pixels": pixel[cols], "W-Net features": feature[cols]}, axis=1)
+    table.loc["mean"] = table.mean()
+    metrics = {"cosine_gap": float(pixel["gap"].mean()), "cosine_gap_features": float(feature["gap"].mean()),
+               "frechet_wnet_generated": frechet_distance(f_real, f_fake),
+               "frechet_wnet_real_reference": frechet_distance(f_real, f_ref)}
+    return table, metrics
