@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export WBCSTUDY_DATA ?= $(CURDIR)/data/raw
 
-.PHONY: venv book book-html test lint regression app lab clean
+.PHONY: venv book book-html test unit lint regression app lab clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ book-html: venv
 test: venv lint
 	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/regression/sanitize.cfg -p no:cacheprovider
 	$(BIN)/python -m wbcstudy.check
+
+## The unit tests alone (CI runs them once more with WBCSTUDY_PRECISION=bf16: nothing may depend on the CPU's precision)
+unit: venv
+	$(BIN)/python -m pytest tests --ignore=tests/regression --ignore=tests/test_book.py --ignore=tests/test_browser.py -p no:cacheprovider -q
 
 ## ruff over the package, the tests and the MyST chapters' code cells (converted to .ipynb with jupytext)
 lint: venv
