@@ -36,6 +36,7 @@ def setup() -> None:
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by accelerate outside Jupyter
     plots.set_style()
     pd.set_option("display.precision", 3)
+    pd.set_option("display.float_format", "{:.3f}".format)  # never 9.640e-02: three decimals in every table
     where = "WBCSTUDY_DATA" if "WBCSTUDY_DATA" in os.environ else "data/raw/ (set WBCSTUDY_DATA to change it)"
     print("data root:", where)
 
