@@ -14,6 +14,7 @@ import torch
 from scipy.stats import ttest_rel
 
 from wbcstudy import diffusion_classifier as dc
+from wbcstudy.augment import dihedral_inverse, dihedral_transform
 from wbcstudy.models.diffusion import make_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,7 +46,7 @@ class TemplateDenoiser:
 
 def symmetrise(x: torch.Tensor) -> torch.Tensor:
     """Mean over the 8 dihedral images: a template the classifier's per-trial flips/rot90 leave unchanged."""
-    return sum(dc._dihedral_apply(x, code) for code in range(8)) / 8
+    return sum(dihedral_transform(x, code) for code in range(8)) / 8
 
 
 def make_problem(seed: int = 0, n_per_class: int = 2, spread: float = 0.6, noise: float = 0.15,
@@ -281,7 +282,7 @@ def test_counterfactual_heatmap_equals_template_difference() -> None:
         code = int(torch.randint(0, 8, (1,), generator=gen))
         torch.randn((3, side, side), generator=gen)
         ab_t = float(sched.alphas_cumprod.double()[t])
-        expected += b_t(ab_t) * dc._dihedral_invert(odd - odd[pred_aug[0]], code) / 12
+        expected += b_t(ab_t) * dihedral_inverse(odd - odd[pred_aug[0]], code) / 12
     expected = expected.numpy() * dc.disk_mask(side).numpy()
     assert np.allclose(heat_aug[0], expected, rtol=1e-3, atol=1e-3)
     assert not np.allclose(heat_aug[0], root_snr * (odd - odd[pred_aug[0]]).numpy() * dc.disk_mask(side).numpy(),
@@ -298,3 +299,30 @@ def test_bad_input_raises() -> None:
         dc.diffusion_classify(model, images, sched, 1)
     with pytest.raises(ValueError, match="square"):
         dc.diffusion_classify(model, images[..., :6], sched, K)
+
+
+def test_bf16_precision_autocasts_only_the_eps_predictions(monkeypatch) -> None:
+    """precision="bf16" runs each ε-prediction under bf16 autocast (fp32 runs none) and keeps the known answer."""
+    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    sched = make_scheduler()
+    templates, images, labels = make_problem()
+    seen: list[bool] = []
+
+    class Recording(TemplateDenoiser):
+        def __call__(self, noisy, t, labels):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().__call__(noisy, t, labels)
+
+    fp32 = dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images, sched, K, max_trials=10,
+                                 prune=False, weighting="uniform", precision="fp32")
+    assert seen and not any(seen)
+    seen.clear()
+    bf16 = dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images, sched, K, max_trials=10,
+                                 prune=False, weighting="uniform", precision="bf16")
+    assert seen and all(seen)
+    assert np.array_equal(bf16.predictions, labels) and np.array_equal(fp32.predictions, labels)
+    assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the call
+    monkeypatch.setenv("WBCSTUDY_PRECISION", "bf16")  # the chapter's forced precision wins over the argument
+    seen.clear()
+    dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images[:2], sched, K, max_trials=2, prune=False)
+    assert all(seen)

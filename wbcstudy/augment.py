@@ -1,21 +1,54 @@
-"""Batch augmentations on uint8 NHWC image tensors (vectorised, seeded by the global torch RNG)."""
+"""Batch augmentations of image tensors (vectorised; seeded by the global torch RNG unless a generator is given)."""
 from __future__ import annotations
 
 import torch
 
 
-def flips_and_rot90(x: torch.Tensor) -> torch.Tensor:
-    """Random horizontal flip, vertical flip and transpose per image: the 8 symmetries of the square (the dihedral group D4)."""
+def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None, channels_last: bool = True) -> torch.Tensor:
+    """A random symmetry of the square per image (the dihedral group D4): horizontal flip, vertical flip, transpose.
+
+    Three draws of ``torch.rand(n)`` (horizontal, vertical, transpose; each applied with probability 1/2, in that
+    order) from ``generator``, or from the global torch RNG when it is None. ``channels_last``: NHWC images, else
+    NCHW. Non-square images are flipped but never transposed.
+    """
     if x.ndim != 4:
-        raise ValueError(f"expected a batch of images (N,H,W,C), got shape {tuple(x.shape)}")
+        raise ValueError(f"expected a batch of images (N,H,W,C) or (N,C,H,W), got shape {tuple(x.shape)}")
     n = x.shape[0]
-    hflip, vflip, transpose = (torch.rand(n) < 0.5 for _ in range(3))
+    hflip, vflip, transpose = (torch.rand(n, generator=generator) < 0.5 for _ in range(3))
+    height, width = (1, 2) if channels_last else (2, 3)
     mask = lambda m: m.view(n, 1, 1, 1).to(x.device)  # noqa: E731
-    x = torch.where(mask(hflip), x.flip(2), x)
-    x = torch.where(mask(vflip), x.flip(1), x)
-    if x.shape[1] == x.shape[2]:
-        x = torch.where(mask(transpose), x.transpose(1, 2), x)
+    x = torch.where(mask(hflip), x.flip(width), x)
+    x = torch.where(mask(vflip), x.flip(height), x)
+    if x.shape[height] == x.shape[width]:
+        x = torch.where(mask(transpose), x.transpose(height, width), x)
     return x.contiguous()
+
+
+def dihedral_transform(x: torch.Tensor, code: int) -> torch.Tensor:
+    """Dihedral element ``code`` in 0..7 (bits: horizontal flip, vertical flip, transpose) on the last two dims."""
+    if code & 1:
+        x = x.flip(-1)
+    if code & 2:
+        x = x.flip(-2)
+    if code & 4:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def dihedral_inverse(x: torch.Tensor, code: int) -> torch.Tensor:
+    """Undo :func:`dihedral_transform` with the same ``code``."""
+    if code & 4:
+        x = x.transpose(-1, -2)
+    if code & 2:
+        x = x.flip(-2)
+    if code & 1:
+        x = x.flip(-1)
+    return x
+
+
+def flips_and_rot90(x: torch.Tensor) -> torch.Tensor:
+    """Random horizontal flip, vertical flip and transpose per NHWC image (global torch RNG): the 8 symmetries of the square."""
+    return random_dihedral(x)
 
 
 def keras_affine(x: torch.Tensor, rotation: float = 20.0, shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2,

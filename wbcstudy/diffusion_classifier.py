@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from scipy.stats import ttest_rel
 
+from wbcstudy.augment import dihedral_inverse, dihedral_transform
+
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 PAPER_POLY4 = (0.9270553940204841, 9.836536887830196, -4.6840608002246205, 6.018538389994896, -9.339786177681749)
@@ -124,28 +126,6 @@ def _as_model_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     return images.float()
 
 
-def _dihedral_apply(x: torch.Tensor, code: int) -> torch.Tensor:
-    """Apply dihedral element ``code`` (bits: h-flip, v-flip, transpose) to the last two dims."""
-    if code & 1:
-        x = x.flip(-1)
-    if code & 2:
-        x = x.flip(-2)
-    if code & 4:
-        x = x.transpose(-1, -2)
-    return x
-
-
-def _dihedral_invert(x: torch.Tensor, code: int) -> torch.Tensor:
-    """Undo :func:`_dihedral_apply`."""
-    if code & 4:
-        x = x.transpose(-1, -2)
-    if code & 2:
-        x = x.flip(-2)
-    if code & 1:
-        x = x.flip(-1)
-    return x
-
-
 def _image_generators(n: int, seed: int, offset: int = 0) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed * 1_000_003 + offset + i) for i in range(n)]
 
@@ -153,7 +133,7 @@ def _image_generators(n: int, seed: int, offset: int = 0) -> list[torch.Generato
 def _trial_input(clean: torch.Tensor, gen: torch.Generator, alpha_bar: float, augment: bool):
     """One trial's noisy image, its noise and its augmentation code (the noise and code come from ``gen``)."""
     code = int(torch.randint(0, 8, (1,), generator=gen)) if augment else 0
-    x0 = _dihedral_apply(clean, code)
+    x0 = dihedral_transform(clean, code)
     noise = torch.randn(x0.shape, generator=gen)
     noisy = (alpha_bar ** 0.5) * x0 + ((1 - alpha_bar) ** 0.5) * noise
     return noisy, noise, code
@@ -165,6 +145,14 @@ def _model_device(eps_model: object) -> torch.device:
         return next(eps_model.parameters()).device  # type: ignore[attr-defined]
     except (AttributeError, StopIteration):
         return torch.device("cpu")
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    """A reusable bf16 autocast context for the ε-predictions when ``precision`` resolves to bf16, else a disabled one."""
+    from wbcstudy.train import select_precision
+
+    chosen = select_precision(precision, device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=chosen == "bf16")
 
 
 def _alphas_cumprod(scheduler_or_alphas) -> torch.Tensor:
@@ -194,15 +182,18 @@ def diffusion_classify(
     images_per_call: int = 8,
     seed: int = 0,
     keep_errors: bool = False,
+    precision: str = "fp32",
 ) -> DiffusionClassification:
     """Classify ``images`` (uint8 NHWC or float NCHW in [-1, 1]) with the CytoDiffusion procedure.
 
     ``scheduler`` gives ``alphas_cumprod`` (a DDPMScheduler or the tensor itself). ``weighting`` is "poly4" (the
     paper's coefficients), "uniform", or 5 refitted coefficients. All active classes of up to ``images_per_call``
-    images go through one ``eps_model`` call per trial.
+    images go through one ``eps_model`` call per trial. ``precision`` ("fp32", "bf16" or "auto", through
+    ``wbcstudy.train.select_precision``): bf16 autocasts the ε-predictions only; the errors are summed in float64.
     """
     start = time.perf_counter()
     device = _model_device(eps_model)
+    autocast = _autocast(device, precision)
     x = _as_model_images(images)
     alphas = _alphas_cumprod(scheduler)
     T = len(alphas)
@@ -249,7 +240,7 @@ def diffusion_classify(
                 owners.append((j, cls.numpy()))
             noisy_b = torch.cat(noisy_rows)
             labels_b = torch.cat(label_rows)
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 eps_hat = eps_model(noisy_b.to(device, memory_format=torch.channels_last),
                                     torch.full((len(labels_b),), t, dtype=torch.long, device=device),
                                     labels_b.to(device)).float().cpu()
@@ -324,14 +315,16 @@ def counterfactual_heatmaps(
     radius_fraction: float = 0.44,
     augment: bool = True,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counterfactual heatmaps (paper eqs. 10-11): per image and class c, the mean over trials of the masked
     (ε − ε̂_c), aligned back to the image, minus the same for the predicted class.
 
     Returns (heatmaps (N, K, C, H, W), predictions (N,)). All classes run every trial (no pruning); the prediction is
-    the argmin of the weighted mean error, as in :func:`diffusion_classify` without pruning.
+    the argmin of the weighted mean error, as in :func:`diffusion_classify` without pruning; ``precision`` as there.
     """
     device = _model_device(eps_model)
+    autocast = _autocast(device, precision)
     x = _as_model_images(images)
     alphas = _alphas_cumprod(scheduler)
     T = len(alphas)
@@ -348,14 +341,14 @@ def counterfactual_heatmaps(
         for trial in range(n_trials):
             t = int(timesteps[trial])
             noisy, noise, code = _trial_input(x[i], gen, float(alphas[t]), augment)
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 eps_hat = eps_model(noisy.expand(n_classes, *noisy.shape).to(device, memory_format=torch.channels_last),
                                     torch.full((n_classes,), t, dtype=torch.long, device=device),
                                     classes.to(device)).float().cpu()
             diff = (noise.unsqueeze(0) - eps_hat) * mask
             err = (diff ** 2).sum(dim=(1, 2, 3)).double().numpy() * weights[trial]
             shifted_sum += err - err.min()
-            diff_sum += _dihedral_invert(diff, code)
+            diff_sum += dihedral_inverse(diff, code)
         predictions[i] = int(np.argmin(shifted_sum))
         mean_diff = diff_sum / n_trials
         heatmaps[i] = (mean_diff - mean_diff[predictions[i]]).numpy()

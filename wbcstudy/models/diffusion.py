@@ -9,10 +9,9 @@ embedding table, and a mixed vector gives the same blend of two embeddings, so c
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel, compute_snr
+from torch import nn
+
+from wbcstudy.augment import random_dihedral
 
 
 @dataclass
@@ -119,16 +119,6 @@ def from_model_range(images: torch.Tensor) -> np.ndarray:
     return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random element of the square's symmetry group per image (flips, diagonal mirror, rot90) of NCHW ``x``."""
-    n = x.shape[0]
-    hflip, vflip, transpose = (torch.rand(n, generator=generator) < 0.5 for _ in range(3))
-    mask = lambda m: m.view(n, 1, 1, 1)  # noqa: E731
-    x = torch.where(mask(hflip), x.flip(3), x)
-    x = torch.where(mask(vflip), x.flip(2), x)
-    return torch.where(mask(transpose), x.transpose(2, 3), x)
-
-
 def class_vector_mixup(x: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float,
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup of images and their one-hot class vectors with one λ ~ Beta(α, α) per pair (α <= 0: no mixup)."""
@@ -163,12 +153,13 @@ class DiffusionTrainConfig:
     ema_decay: float = 0.999  # the paper uses 0.9999 for 45k-140k steps; CPU runs are ~100x shorter
     snr_gamma: float = 5.0
     mixup_alpha: float = 0.3  # Beta(α, α) mixup of image and class vector; 0 switches it off
-    augment: bool = True  # dihedral flips / rot90 per image
+    augment: bool = True  # a random dihedral symmetry (flips, transpose) per image: wbcstudy.augment.random_dihedral
     seed: int = 0
     checkpoint: str | Path | None = None  # written every ``checkpoint_every`` steps and at the end; resumed from
     checkpoint_every: int = 500
     stop_after_step: int | None = None  # end the run after this step (simulates an interruption; for tests)
     log_every: int = 50
+    precision: str = "fp32"  # "fp32", "bf16" or "auto" (wbcstudy.train.select_precision): bf16 autocasts the UNet forward and loss only
 
 
 @dataclass
@@ -182,6 +173,7 @@ class DiffusionTrainResult:
     steps_done: int
     seconds: float
     completed: bool
+    precision: str = "fp32"  # the precision the run used ("fp32" or "bf16")
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -205,17 +197,29 @@ def _lr_factor(step: int, warmup: int) -> float:
 
 
 def diffusion_loss(model: nn.Module, scheduler: DDPMScheduler, clean: torch.Tensor, class_vectors: torch.Tensor,
-                   generator: torch.Generator, snr_gamma: float | None = 5.0) -> torch.Tensor:
-    """Min-SNR-weighted ε-prediction loss of one batch (timesteps and noise drawn on the CPU from ``generator``)."""
+                   generator: torch.Generator, snr_gamma: float | None = 5.0, precision: str = "fp32") -> torch.Tensor:
+    """Min-SNR-weighted ε-prediction loss of one batch (timesteps and noise drawn on the CPU from ``generator``).
+
+    ``precision="bf16"`` runs the UNet forward pass and the loss under bf16 autocast; the caller keeps the backward
+    pass, clipping, optimiser and EMA outside it (autocast around the whole step stops the UNet learning).
+    """
     device = model_device(model)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (clean.shape[0],), generator=generator)
     noise = torch.randn(clean.shape, generator=generator)
     noisy = scheduler.add_noise(clean, noise, t)
-    pred = model(noisy.to(device), t.to(device), class_vectors.to(device))
-    per_image = F.mse_loss(pred.float(), noise.to(device), reduction="none").mean(dim=(1, 2, 3))
-    if snr_gamma:
-        per_image = per_image * min_snr_weights(scheduler, t, snr_gamma).to(device)
-    return per_image.mean()
+    with autocast(device, precision):
+        pred = model(noisy.to(device), t.to(device), class_vectors.to(device))
+        per_image = F.mse_loss(pred.float(), noise.to(device), reduction="none").mean(dim=(1, 2, 3))
+        if snr_gamma:
+            per_image = per_image * min_snr_weights(scheduler, t, snr_gamma).to(device)
+        return per_image.mean()
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``precision`` is "bf16", else a disabled (fp32) context."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32' here (resolve 'auto' first), got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def model_device(model: object) -> torch.device:
@@ -239,9 +243,14 @@ def train_diffusion(
 
     All randomness of step k depends only on (seed, k), so a run stopped at a checkpoint and resumed ends with
     the same weights as a run straight through (bitwise on CPU). Random draws happen on the CPU; the model, its
-    optimiser and EMA live on ``device``.
+    optimiser and EMA live on ``device``. ``config.precision`` goes through ``wbcstudy.train.select_precision``
+    (so ``WBCSTUDY_PRECISION`` forces it); bf16 autocasts the forward pass and loss only.
     """
+    from wbcstudy.train import select_precision
+
     cfg = config or DiffusionTrainConfig()
+    device = torch.device(device)
+    precision = select_precision(cfg.precision, device)
     scheduler = scheduler or make_scheduler()
     x_all = to_model_range(images)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -293,11 +302,11 @@ def train_diffusion(
         idx = _batch_indices(len(x_all), cfg.batch_size, cfg.seed, step)
         xb, yb = x_all[idx], y_all[idx]
         if cfg.augment:
-            xb = dihedral(xb, gen)
+            xb = random_dihedral(xb, gen, channels_last=False)
         xb, vectors = class_vector_mixup(xb, yb, n_classes, cfg.mixup_alpha, gen)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps)
-        loss = diffusion_loss(model, scheduler, xb, vectors, gen, cfg.snr_gamma)
+        loss = diffusion_loss(model, scheduler, xb, vectors, gen, cfg.snr_gamma, precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -326,7 +335,7 @@ def train_diffusion(
     model.eval()
     return DiffusionTrainResult(ema_model=ema_model, model=model, scheduler=scheduler,
                                 history=pd.DataFrame(history, columns=["step", "loss"]), steps_done=steps_done,
-                                seconds=time.perf_counter() - start, completed=completed)
+                                seconds=time.perf_counter() - start, completed=completed, precision=precision)
 
 
 def _resumable_fields(cfg: DiffusionTrainConfig) -> dict:

@@ -1,0 +1,505 @@
+"""The CytoDiffusion chapter's procedures, each made of the shared rooms.
+
+Data at the chapter's resolution; one diffusion training run and one discriminative baseline run with the chapter's
+recipe; metrics pooled over test cells with bootstrap intervals (and paired intervals for "generative beats
+discriminative" differences); the Turing-test substitutes; the choice of the per-timestep weighting; the anomaly,
+domain-shift and low-data experiments; and the GPU training-budget run (``scaling_run``) that the chapter's ``gpu``
+profile executes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from wbcstudy.diffusion_classifier import (
+    DiffusionClassification,
+    accuracy_after_each_trial,
+    diffusion_classify,
+    poly4_weights,
+    predictions_after_each_trial,
+)
+from wbcstudy.evaluate import metrics_with_ci, one_hot
+from wbcstudy.intervals import bootstrap_difference, bootstrap_metric, wilson
+from wbcstudy.models.diffusion import (
+    ClassConditionalUNet,
+    DiffusionTrainConfig,
+    DiffusionTrainResult,
+    UNetConfig,
+    make_scheduler,
+    train_diffusion,
+)
+from wbcstudy.train import reached_plateau
+
+Images = torch.Tensor  # uint8 NHWC
+Weighting = str | Sequence[float]
+
+#: Where the recorded GPU training-budget measurement lives (written by :func:`scaling_run` under the ``gpu`` profile).
+SCALING_FILE = "cytodiffusion_scaling.json"
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+def pool_images(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NHWC images average-pooled to ``size`` px (e.g. 64 → 32 px: each output pixel the rounded 2×2 mean)."""
+    x = torch.as_tensor(np.ascontiguousarray(images))
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"expected uint8 NHWC images, got {x.dtype} {tuple(x.shape)}")
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    pooled = F.adaptive_avg_pool2d(x.permute(0, 3, 1, 2).float(), size)
+    return pooled.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def load_arrays(manifest: str, split: str | None, image_size: int, seed: int = 0, classes: list[str] | None = None,
+                limit: int = 0, rows: np.ndarray | None = None) -> tuple[Images, torch.Tensor, list[str]]:
+    """A split decoded at 64 px and pooled to ``image_size``: images, labels and class names.
+
+    ``rows`` keeps those rows of the split first; ``limit`` > 0 then keeps a stratified subset (seeded).
+    """
+    from wbcstudy.data import load_split_arrays, stratified_subset
+
+    x, y, names = load_split_arrays(manifest, split, 64, classes=classes)
+    if rows is not None:
+        x, y = x[rows], y[rows]
+    keep = stratified_subset(y, limit, seed) if limit else np.arange(len(y))
+    return pool_images(x[keep], image_size), torch.from_numpy(np.asarray(y[keep])), list(names)
+
+
+# ------------------------------------------------------------------------------------------------------- training
+@dataclass
+class DiffusionRecipe:
+    """The chapter's diffusion model and training recipe (its parameters cell), shared by every diffusion run."""
+
+    image_size: int = 32
+    unet_channels: tuple[int, ...] = (16, 32, 32, 64)
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
+    precision: str = "auto"  # "fp32", "bf16" or "auto" (wbcstudy.train.select_precision)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.unet_channels = tuple(int(c) for c in self.unet_channels)
+
+
+def train_diffusion_model(images: Images, labels: torch.Tensor, n_classes: int, steps: int, recipe: DiffusionRecipe,
+                          seed: int = 0, checkpoint: str | Path | None = None, stop_after_step: int | None = None,
+                          total_steps: int | None = None) -> DiffusionTrainResult:
+    """Train a fresh class-conditional UNet (weights seeded by ``seed``) for ``steps`` steps with the recipe.
+
+    ``total_steps``/``stop_after_step``/``checkpoint`` let a run be continued in segments (the scaling run).
+    """
+    from wbcstudy.train import select_device
+
+    total = total_steps or steps
+    torch.manual_seed(seed)
+    model = ClassConditionalUNet(UNetConfig(image_size=recipe.image_size, n_classes=n_classes,
+                                            block_out_channels=recipe.unet_channels))
+    cfg = DiffusionTrainConfig(steps=total, batch_size=recipe.batch_size, lr=recipe.lr,
+                               warmup_steps=min(recipe.warmup_steps, total), ema_decay=recipe.ema_decay, seed=seed,
+                               log_every=max(1, steps // 20), precision=recipe.precision, checkpoint=checkpoint,
+                               checkpoint_every=total, stop_after_step=stop_after_step)
+    return train_diffusion(model, images, labels, cfg, make_scheduler(), device=select_device(recipe.device))
+
+
+def diffusion_plateau(run: DiffusionTrainResult) -> bool:
+    """Whether a diffusion model's training-loss curve (about 20 logged points) has levelled off."""
+    return reached_plateau(run.history["loss"].tolist(), mode="min")
+
+
+@dataclass
+class BaselineRun:
+    """A trained discriminative baseline: the model (best validation epoch), its history and whether it plateaued."""
+
+    name: str
+    model: torch.nn.Module
+    history: pd.DataFrame
+    plateau: bool
+
+
+def build_classifier(kind: str, n_classes: int, train_images: Images) -> tuple[torch.nn.Module, float]:
+    """A baseline from ``wbcstudy.models.build`` and its learning rate: ``resnet18`` (from scratch, normalised by the
+    training images' channel statistics, lr 0.003) or ``efficientnet_lite0`` (ImageNet weights, ImageNet
+    normalisation, lr 0.001)."""
+    from wbcstudy.data import channel_mean_std
+    from wbcstudy.models import IMAGENET_MEAN, IMAGENET_STD, build, with_input_adapter
+
+    if kind == "resnet18":
+        mean, std = channel_mean_std(train_images.numpy())
+        return with_input_adapter(build("resnet18", n_classes), mean, std), 0.003
+    if kind == "efficientnet_lite0":
+        return with_input_adapter(build("efficientnet_lite0", n_classes, pretrained=True), IMAGENET_MEAN, IMAGENET_STD), 0.001
+    raise ValueError(f"unknown baseline {kind!r}: use 'resnet18' or 'efficientnet_lite0'")
+
+
+def train_baseline(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor], n_classes: int,
+                   kind: str = "resnet18", epochs: int = 2, batch_size: int = 128, seed: int = 0,
+                   precision: str = "auto") -> BaselineRun:
+    """Train a baseline with ``wbcstudy.train.fit`` (AdamW, one-cycle, weight decay 0.05, flips and 90° rotations),
+    keeping its best validation epoch; ``plateau`` is judged on the validation-accuracy curve."""
+    from wbcstudy.augment import flips_and_rot90
+    from wbcstudy.train import TrainConfig, fit
+
+    torch.manual_seed(seed)
+    model, lr = build_classifier(kind, n_classes, train[0])
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.05, seed=seed, progress=False,
+                      precision=precision)
+    result = fit(model, train, val, cfg, augment=flips_and_rot90, n_classes=n_classes)
+    return BaselineRun(kind, result.model.eval(), result.history, reached_plateau(result.history["val_accuracy"]))
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, images: Images, batch_size: int = 256) -> np.ndarray:
+    """(N, classes) float logits of a baseline for uint8 NHWC images, in batches."""
+    from wbcstudy.train import logits_of
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = [logits_of(model(images[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def top2_logit_gap(scores: np.ndarray) -> np.ndarray:
+    """Largest minus second-largest logit per row (the paper's ViT confidence)."""
+    top2 = np.sort(np.asarray(scores, dtype=float), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+# -------------------------------------------------------------------------------------------- metrics, intervals
+def balanced_accuracy_with_ci(y_parts: Sequence[np.ndarray], pred_parts: Sequence[np.ndarray], n_classes: int,
+                              n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Balanced accuracy of predictions pooled over test sets or repeats, with a bootstrap interval over the cells."""
+    m, c = metrics_with_ci(np.concatenate(y_parts), one_hot(np.concatenate(pred_parts), n_classes),
+                           labels=list(range(n_classes)), n_boot=n_boot, seed=seed)
+    return float(m["balanced_accuracy"]), tuple(map(float, c["balanced_accuracy"]))
+
+
+def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, a: np.ndarray,
+                      b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """metric(y, a) − metric(y, b) on the same cells, with its 95% paired bootstrap interval
+    (``wbcstudy.intervals.bootstrap_difference``, resampled within each class so every resample keeps every class)."""
+    y_true, a, b = np.asarray(y_true), np.asarray(a), np.asarray(b)
+    point = float(metric(y_true, a) - metric(y_true, b))
+    return point, bootstrap_difference(metric, y_true, a, b, n_boot=n_boot, seed=seed, strata=True)
+
+
+def comparison(name: str, y_parts: Sequence[np.ndarray], ours: Sequence[np.ndarray], baseline: Sequence[np.ndarray],
+               n_classes: int, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, float], dict[str, tuple]]:
+    """Pooled balanced accuracies of CytoDiffusion and a baseline and their paired difference, as results entries:
+    ``<name>_balanced_accuracy``, ``baseline_<name>_balanced_accuracy``, ``<name>_balanced_accuracy_difference``."""
+    y = np.concatenate(y_parts)
+    a, b = np.concatenate(ours), np.concatenate(baseline)
+    metrics, ci = {}, {}
+    for key, pred in ((f"{name}_balanced_accuracy", a), (f"baseline_{name}_balanced_accuracy", b)):
+        metrics[key], ci[key] = balanced_accuracy_with_ci([y], [pred], n_classes, n_boot, seed)
+    key = f"{name}_balanced_accuracy_difference"
+    metrics[key], ci[key] = paired_difference(balanced_accuracy_score, y, a, b, n_boot, seed)
+    return metrics, ci
+
+
+def anomaly_comparison(is_anomaly: np.ndarray, ours_confidence: np.ndarray, baseline_gap: np.ndarray,
+                       n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, float], dict[str, tuple]]:
+    """ROC AUCs of low confidence as an anomaly score (ours, the baseline's logit gap) and their paired difference."""
+    flag = np.asarray(is_anomaly).astype(int)
+    metrics, ci = {}, {}
+    for key, score in (("anomaly_auc", -np.asarray(ours_confidence)), ("baseline_anomaly_auc", -np.asarray(baseline_gap))):
+        metrics[key] = float(roc_auc_score(flag, score))
+        ci[key] = bootstrap_metric(roc_auc_score, flag, score, n_boot=n_boot, seed=seed, strata=True)  # within normal / anomalous
+    metrics["anomaly_auc_difference"], ci["anomaly_auc_difference"] = paired_difference(
+        roc_auc_score, flag, -np.asarray(ours_confidence), -np.asarray(baseline_gap), n_boot, seed)
+    return metrics, ci
+
+
+def indomain_comparison(y_true: np.ndarray, ours: np.ndarray, baselines: dict[str, np.ndarray], n_classes: int,
+                        n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, float], dict[str, tuple], str]:
+    """In-domain accuracy and balanced accuracy of CytoDiffusion and each baseline, the best baseline (by balanced
+    accuracy) as ``baseline_indomain_*``, and the paired difference to it; returns (metrics, ci, best baseline)."""
+    metrics, ci = {}, {}
+    for prefix, pred in {"indomain": ours, **{f"baseline_{n}_indomain": p for n, p in baselines.items()}}.items():
+        m, c = metrics_with_ci(y_true, one_hot(pred, n_classes), labels=list(range(n_classes)), n_boot=n_boot, seed=seed)
+        for name in ("accuracy", "balanced_accuracy"):
+            metrics[f"{prefix}_{name}"], ci[f"{prefix}_{name}"] = float(m[name]), tuple(map(float, c[name]))
+    best = max(baselines, key=lambda n: metrics[f"baseline_{n}_indomain_balanced_accuracy"])  # the first of equals
+    for name in ("accuracy", "balanced_accuracy"):
+        metrics[f"baseline_indomain_{name}"] = metrics[f"baseline_{best}_indomain_{name}"]
+        ci[f"baseline_indomain_{name}"] = ci[f"baseline_{best}_indomain_{name}"]
+    metrics["indomain_balanced_accuracy_difference"], ci["indomain_balanced_accuracy_difference"] = paired_difference(
+        balanced_accuracy_score, y_true, ours, baselines[best], n_boot, seed)
+    return metrics, ci, best
+
+
+def turing_substitutes(real: np.ndarray, generated: np.ndarray, generated_labels: np.ndarray,
+                       judged_labels: np.ndarray) -> tuple[dict[str, float], dict[str, tuple], int]:
+    """The experts' Turing test replaced by machines: a classifier two-sample test (pixel logistic regression,
+    k-fold cross-validated accuracy of telling real from generated; 0.5 = indistinguishable) and the agreement of a
+    discriminative classifier's label for each generated image with its conditioning class; Wilson intervals.
+    Returns (metrics, ci, folds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    r = np.asarray(real, dtype=float).reshape(len(real), -1) / 255.0
+    g = np.asarray(generated, dtype=float).reshape(len(generated), -1) / 255.0
+    x, y = np.concatenate([r, g]), np.r_[np.zeros(len(r)), np.ones(len(g))]
+    folds = int(min(5, len(r), len(g)))  # stratified, unshuffled folds
+    c2st = float(cross_val_score(LogisticRegression(max_iter=2000, C=0.1), x, y, cv=folds).mean())
+    agree = np.asarray(judged_labels) == np.asarray(generated_labels)
+    metrics = {"c2st_accuracy": c2st, "class_agreement": float(agree.mean())}
+    ci = {"c2st_accuracy": wilson(round(c2st * len(y)), len(y)), "class_agreement": wilson(int(agree.sum()), len(agree))}
+    return metrics, ci, folds
+
+
+# --------------------------------------------------------------------------------------------- the classifier
+@dataclass
+class ClassifierSettings:
+    """How every test cell is classified (the chapter's trials, pruning and batching knobs, and the weighting)."""
+
+    max_trials: int = 40
+    min_trials: int = 20
+    images_per_call: int = 8
+    weighting: Weighting = "poly4"
+    precision: str = "auto"
+
+    def classify(self, model: ClassConditionalUNet, images: Images, n_classes: int, seed: int = 0,
+                 **overrides) -> DiffusionClassification:
+        """``diffusion_classify`` with these settings (``overrides`` replace any of its keyword arguments)."""
+        kwargs = dict(max_trials=self.max_trials, min_trials=self.min_trials, images_per_call=self.images_per_call,
+                      weighting=self.weighting, precision=self.precision, seed=seed)
+        return diffusion_classify(model, images, make_scheduler(), n_classes, **{**kwargs, **overrides})
+
+
+@dataclass
+class WeightingChoice:
+    """The per-timestep weighting chosen on validation errors, and what each candidate scored."""
+
+    name: str
+    weighting: Weighting
+    candidates: dict[str, Weighting]
+    validation_accuracy: dict[str, float]
+    refit_note: str
+
+
+def choose_weighting(raw_errors: np.ndarray, timesteps: np.ndarray, labels: np.ndarray,
+                     refitted: Sequence[float]) -> WeightingChoice:
+    """Choose among the refitted poly4 (dropped when it is not positive on [0, 1]), the paper's poly4 and the uniform
+    weighting by the accuracy after the last trial of kept, unpruned validation errors; ties go to that order."""
+    candidates: dict[str, Weighting] = {"refitted poly4": list(map(float, refitted)), "paper's poly4": "poly4",
+                                        "uniform": "uniform"}
+    try:
+        poly4_weights(np.arange(1000), refitted)
+        note = "positive on [0, 1]"
+    except ValueError as err:  # a fit that crosses zero cannot weight
+        del candidates["refitted poly4"]
+        note = f"not usable ({err})"
+    accuracy = {name: float(accuracy_after_each_trial(raw_errors, timesteps, labels, w)[-1]) for name, w in candidates.items()}
+    name = max(candidates, key=accuracy.get)  # max keeps the first of equals
+    return WeightingChoice(name, candidates[name], candidates, accuracy, note)
+
+
+def classification_cost(result: DiffusionClassification, unpruned: DiffusionClassification,
+                        pruned: DiffusionClassification, n_classes: int, max_trials: int) -> dict[str, float]:
+    """What classifying costs: seconds and UNet passes per image (``result``: the test cells, with pruning), and what
+    pruning saves and changes on the same cells run ``unpruned`` and ``pruned``."""
+    seconds = result.seconds / len(result.predictions)
+    return {"seconds_per_image": seconds, "images_per_second": 1 / seconds,
+            "unet_evaluations_per_image_pruned": float(result.unet_evaluations.mean()),
+            "unet_evaluations_per_image_unpruned": float(n_classes * max_trials),
+            "pruning_unet_call_reduction": float(unpruned.unet_evaluations.sum() / pruned.unet_evaluations.sum()),
+            "pruned_vs_unpruned_agreement": float((unpruned.predictions == pruned.predictions).mean())}
+
+
+def learning_curves_figure(diffusion: dict[str, pd.DataFrame], baselines: dict[str, pd.DataFrame], title: str):
+    """One figure: each diffusion run's training loss against steps (left), each baseline's validation accuracy
+    against epochs (right), so a reader sees whether every model levelled off."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+    for name, history in diffusion.items():
+        left.plot(history["step"], history["loss"], marker=".", label=name)
+    for name, history in baselines.items():
+        right.plot(history["epoch"], history["val_accuracy"], marker="o", label=name)
+    left.set(xlabel="training step", ylabel="min-SNR-5 weighted ε-MSE", title="Diffusion models: training loss")
+    right.set(xlabel="epoch", ylabel="validation accuracy", title="Baselines: validation accuracy")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------- experiments
+@dataclass
+class ShiftOrLowDataResult:
+    """Per-run rows, the pooled metrics and intervals, every model's learning curve (run name → history), and per
+    model kind whether every run of it reached its plateau (e.g. ``shift_diffusion``, ``lowdata_150_resnet18``)."""
+
+    rows: pd.DataFrame
+    metrics: dict[str, float]
+    ci: dict[str, tuple]
+    diffusion_histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+    baseline_histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+    plateau: dict[str, bool] = field(default_factory=dict)
+
+
+def domain_shift(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor],
+                 test_sets: dict[str, tuple[Images, torch.Tensor]], n_classes: int, steps: int, recipe: DiffusionRecipe,
+                 settings: ClassifierSettings, seeds: int = 1, seed: int = 0, baseline_epochs: int = 2,
+                 baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
+    """Per seed: train a diffusion model and a ResNet-18 on ``train``, classify every shifted test set; the headline
+    pools every set's and seed's cells into one balanced accuracy per model (``domain_shift_*``) and their
+    paired difference."""
+    rows, ys, ours, base = [], [], [], []
+    out = ShiftOrLowDataResult(pd.DataFrame(), {}, {})
+    for r in range(seeds):
+        run_seed = seed + r
+        diffusion = train_diffusion_model(*train, n_classes, steps, recipe, seed=run_seed)
+        baseline = train_baseline(train, val, n_classes, epochs=baseline_epochs, batch_size=baseline_batch_size,
+                                  seed=run_seed, precision=recipe.precision)
+        out.diffusion_histories[f"seed {run_seed}"] = diffusion.history
+        out.baseline_histories[f"seed {run_seed}"] = baseline.history
+        out.plateau["shift_diffusion"] = out.plateau.get("shift_diffusion", True) and diffusion_plateau(diffusion)
+        out.plateau["shift_resnet18"] = out.plateau.get("shift_resnet18", True) and baseline.plateau
+        for name, (x, y) in test_sets.items():
+            pred = settings.classify(diffusion.ema_model, x, n_classes, seed=run_seed).predictions
+            base_pred = logits(baseline.model, x).argmax(1)
+            y = y.numpy()
+            rows.append({"seed": run_seed, "test set": name, "n": len(y),
+                         "CytoDiffusion (ours)": balanced_accuracy_score(y, pred),
+                         "ResNet-18": balanced_accuracy_score(y, base_pred)})
+            ys.append(y)
+            ours.append(pred)
+            base.append(base_pred)
+    out.rows = pd.DataFrame(rows)
+    out.metrics, out.ci = comparison("domain_shift", ys, ours, base, n_classes, n_boot, seed)
+    return out
+
+
+def lowdata_subset_rows(subset_column: pd.Series, size: int) -> np.ndarray:
+    """Rows of the low-data training split in the subset of ``size`` per class (a subset_r* column holds the smallest
+    subset each cell belongs to)."""
+    return np.flatnonzero((subset_column <= size).fillna(False).to_numpy(dtype=bool))
+
+
+def lowdata_train_subsets(image_size: int, classes: list[str]) -> Callable[[int, int], tuple[Images, torch.Tensor]]:
+    """``(size, r) → (images, labels)``: the low-data manifest's training subset r of ``size`` cells per class."""
+    from wbcstudy.data import load_manifest
+
+    train_rows = load_manifest("pbc_lowdata").query("split == 'train'")
+
+    def subset(size: int, r: int) -> tuple[Images, torch.Tensor]:
+        rows = lowdata_subset_rows(train_rows[f"subset_r{r}"], size)
+        return load_arrays("pbc_lowdata", "train", image_size, classes=classes, rows=rows)[:2]
+
+    return subset
+
+
+def baseline_epochs_for(steps: int, batch_size: int, train_cells: int, min_epochs: int) -> int:
+    """Epochs that show a baseline as many training images as the diffusion model's ``steps`` × ``batch_size``."""
+    return max(min_epochs, math.ceil(steps * batch_size / train_cells))
+
+
+def low_data(train_subsets: Callable[[int, int], tuple[Images, torch.Tensor]], val: tuple[Images, torch.Tensor],
+             test: tuple[Images, torch.Tensor], n_classes: int, sizes: Sequence[int], steps: Sequence[int],
+             recipe: DiffusionRecipe, settings: ClassifierSettings, repeats: int = 1, seed: int = 0,
+             baseline_min_epochs: int = 2, baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
+    """Per subset size (with its diffusion step count) and repeat r: train a diffusion model and a ResNet-18 on
+    ``train_subsets(size, r)`` (the baseline sees as many images as the diffusion model, at least
+    ``baseline_min_epochs`` epochs) and classify the same test cells; per size, the repeats' predictions are pooled
+    into ``lowdata_<size>_*`` balanced accuracies and their paired difference."""
+    if len(sizes) != len(steps):
+        raise ValueError(f"{len(sizes)} subset sizes but {len(steps)} step counts")
+    rows = []
+    out = ShiftOrLowDataResult(pd.DataFrame(), {}, {})
+    test_y = test[1].numpy()
+    for size, n_steps in zip(sizes, steps):
+        ours, base = [], []
+        for r in range(repeats):
+            x, y = train_subsets(size, r)
+            epochs = baseline_epochs_for(n_steps, recipe.batch_size, len(y), baseline_min_epochs)
+            diffusion = train_diffusion_model(x, y, n_classes, n_steps, recipe, seed=seed + r)
+            baseline = train_baseline((x, y), val, n_classes, epochs=epochs, batch_size=baseline_batch_size,
+                                      seed=seed + r, precision=recipe.precision)
+            out.diffusion_histories[f"{size} per class, r{r}"] = diffusion.history
+            out.baseline_histories[f"{size} per class, r{r}"] = baseline.history
+            for model_name, reached in ((f"lowdata_{size}_diffusion", diffusion_plateau(diffusion)),
+                                        (f"lowdata_{size}_resnet18", baseline.plateau)):
+                out.plateau[model_name] = out.plateau.get(model_name, True) and reached
+            pred = settings.classify(diffusion.ema_model, test[0], n_classes, seed=seed + r).predictions
+            base_pred = logits(baseline.model, test[0]).argmax(1)
+            rows.append({"per class": size, "repeat": r, "train cells": len(y), "ResNet-18 epochs": epochs,
+                         "CytoDiffusion (ours)": balanced_accuracy_score(test_y, pred),
+                         "ResNet-18": balanced_accuracy_score(test_y, base_pred)})
+            ours.append(pred)
+            base.append(base_pred)
+        m, c = comparison(f"lowdata_{size}", [test_y] * repeats, ours, base, n_classes, n_boot, seed)
+        out.metrics.update(m)
+        out.ci.update(c)
+    out.rows = pd.DataFrame(rows)
+    return out
+
+
+# --------------------------------------------------------------------------------- the GPU training-budget run
+def scaling_run(train: tuple[Images, torch.Tensor], test: tuple[Images, torch.Tensor], n_classes: int,
+                recipe: DiffusionRecipe, step_counts: Sequence[int], seed: int = 0, max_trials: int = 100,
+                report_trials: Sequence[int] = (40, 100), images_per_call: int = 32,
+                out_json: str | Path | None = None) -> dict:
+    """Train the chapter's model on ``train`` up to each of ``step_counts`` in turn (one run, continued from its
+    checkpoint, so the 2,000-step model is the 500-step model trained on) and classify ``test`` after each, without
+    pruning and with the uniform weighting; accuracy and balanced accuracy after each of ``report_trials`` trials.
+
+    The record (device, precision, one row per step count) is written to ``out_json`` after every step count, so a
+    timeout keeps what was done.
+    """
+    from wbcstudy.train import select_device, select_precision
+
+    step_counts = sorted(int(s) for s in step_counts)
+    if not step_counts or max(report_trials) > max_trials:
+        raise ValueError(f"need step counts and report_trials <= max_trials, got {step_counts}, {report_trials}")
+    device = select_device(recipe.device)
+    out_path = Path(out_json) if out_json else None
+    ckpt = (out_path.parent if out_path else Path(".")) / "scaling_checkpoint.pt"
+    ckpt.unlink(missing_ok=True)
+    test_y = test[1].numpy()
+    record = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__,
+              "precision": select_precision(recipe.precision, device), "test_cells": int(len(test_y)),
+              "train_cells": int(len(train[1])), "max_trials": max_trials, "weighting": "uniform", "pruning": False,
+              "unet_channels": list(recipe.unet_channels), "rows": []}
+    for steps in step_counts:
+        start = time.perf_counter()
+        trained = train_diffusion_model(*train, n_classes, steps, recipe, seed=seed, checkpoint=ckpt,
+                                        stop_after_step=steps, total_steps=step_counts[-1])
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        res = diffusion_classify(trained.ema_model, test[0], trained.scheduler, n_classes, max_trials=max_trials,
+                                 prune=False, weighting="uniform", keep_errors=True, images_per_call=images_per_call,
+                                 seed=seed, precision=recipe.precision)
+        per_trial = predictions_after_each_trial(res.raw_errors, np.ones(max_trials))
+        row = {"steps": trained.steps_done, "train_seconds_this_segment": round(train_seconds, 1),
+               "classify_seconds": round(time.perf_counter() - start, 1),
+               "final_loss": float(trained.history.loss.iloc[-1])}
+        for k in report_trials:
+            row[f"accuracy_{k}_trials"] = float((per_trial[:, k - 1] == test_y).mean())
+            row[f"balanced_accuracy_{k}_trials"] = float(balanced_accuracy_score(test_y, per_trial[:, k - 1]))
+        record["rows"].append(row)
+        if out_path:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(record, indent=2) + "\n")
+    ckpt.unlink(missing_ok=True)
+    return record
+
+
+def recorded_scaling(path: str | Path | None = None) -> dict:
+    """The recorded GPU training-budget measurement (``book/results/cytodiffusion_scaling.json`` by default)."""
+    from wbcstudy.paths import project_root
+
+    path = Path(path) if path else project_root() / "book" / "results" / SCALING_FILE
+    return json.loads(path.read_text())
