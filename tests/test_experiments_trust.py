@@ -163,19 +163,10 @@ def test_influence_vs_leave_one_out_on_blobs(one_thread):
 
 
 def test_gradcam_checks_on_a_model_with_known_evidence(one_thread):
+    from test_explain import TinyNet  # conv → ReLU → mean → linear, the Grad-CAM tests' model
+
     torch.manual_seed(0)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-            self.act = nn.ReLU()
-            self.fc = nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.fc(self.act(self.conv(x)).mean((2, 3)))
-
-    net = Net().eval()
+    net = TinyNet().eval()
     x, _ = _colour_images(2, size=16)
     targets = np.array([0, 1, 0, 1])
     maps, scores = gradcam_checks(net, lambda m: m.act, x, targets, steps=4, seed=0)
