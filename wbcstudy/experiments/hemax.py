@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wbcstudy.data.hemax import ATTRIBUTES, CLASSES, HemaXData
-from wbcstudy.hemax_losses import LossWeights, Targets, hemax_loss
+from wbcstudy.losses.set_prediction import LossWeights, Targets, hemax_loss
 from wbcstudy.models.hemax import HemaX, nucleus_fraction
 
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "make_targets", "build_model", "train_hemax", "predict_hemax",

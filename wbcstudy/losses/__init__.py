@@ -1,4 +1,6 @@
-"""Loss functions that the shared training loop does not provide (it defaults to cross-entropy).
+"""Losses that the shared training loop does not provide (it defaults to cross-entropy).
+
+HemaX's set-prediction losses (Hungarian matching, GIoU, focal, Dice) are in ``wbcstudy.losses.set_prediction``.
 
 What belongs here: losses a chapter passes to ``wbcstudy.train.fit(..., loss_fn=...)`` as
 ``loss_fn(outputs, targets)`` with integer class targets — e.g. the one-vs-rest hinge loss

@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import box_convert, generalized_box_iou
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from wbcstudy.hemax_losses import Targets, dice_loss, giou_cxcywh, hemax_loss, hungarian_match, matching_cost, sigmoid_focal_loss
+from wbcstudy.losses.set_prediction import Targets, dice_loss, giou_cxcywh, hemax_loss, hungarian_match, matching_cost, sigmoid_focal_loss
 
 
 def test_hungarian_2x2():
