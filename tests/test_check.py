@@ -146,3 +146,19 @@ def test_main_prints_one_line_per_problem_and_exits_1(tmp_path, capsys, monkeypa
     out = capsys.readouterr().out.splitlines()
     assert out == ["beta.json: ci 'beta_accuracy' [0.950, 1.200] leaves the metric's range [0, 1]",
                    "beta.json: ci 'beta_accuracy' [0.950, 1.200] does not contain its value 0.900"]
+
+
+def test_a_stale_scoreboard_is_reported(tmp_path):
+    import yaml
+
+    from wbcstudy.scoreboard import write_scoreboard
+
+    (tmp_path / "book" / "claims").mkdir(parents=True)
+    (tmp_path / "book" / "results").mkdir(parents=True)
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
+    (tmp_path / "book" / "claims" / "wnet.yml").write_text(yaml.safe_dump({"chapter": "wnet", "claims": claims}))
+    record = {"chapter": "wnet", "metrics": {"acc": 0.5}, "ci": {"acc": [0.4, 0.6]}, "paper": {}, "plateau": {}}
+    (tmp_path / "book" / "results" / "wnet.json").write_text(json.dumps(record))
+    assert check.check_scoreboard(tmp_path) and "out of date" in check.check_scoreboard(tmp_path)[0]
+    write_scoreboard(tmp_path)
+    assert check.check_scoreboard(tmp_path) == []

@@ -258,7 +258,17 @@ def problems(root: Path | str | None = None, chapters: Sequence[str] | None = No
     found += check_intervals(base)
     found += check_claims(base, chapters)
     found += check_cytodiffusion_keys(base)
+    found += check_scoreboard(base)
     return found
+
+
+def check_scoreboard(root: Path) -> list[str]:
+    """The introduction's scoreboard is what the claims files and published results give now."""
+    from wbcstudy.scoreboard import stale_scoreboard
+
+    if stale_scoreboard(root):
+        return ["book/scoreboard.md is out of date with the claims files and results: `wbcstudy book --build-only` rewrites it"]
+    return []
 
 
 def main(argv: Iterable[str] | None = None) -> int:
