@@ -10,7 +10,8 @@ from wbcstudy.results import OUTCOMES, claims_path, claims_table, load_claims, l
 
 #: Chapters that carry a paper's claims, in the introduction's paper order, with the paper's short name.
 PAPERS: dict[str, str] = {"hemax": "HemaX", "cytodiffusion": "CytoDiffusion", "wnet": "W-Net",
-                          "trust": "Trustworthiness", "resnext_cc": "ResNeXt-CC", "baseline": "Baseline (BloodMNIST)"}
+                          "trust": "Trustworthiness", "resnext_cc": "ResNeXt-CC", "baseline": "Baseline (BloodMNIST)",
+                          "data": "Data (the datasets' own descriptions)"}
 SCOREBOARD_FILE = Path("book") / "scoreboard.md"
 
 

@@ -72,9 +72,15 @@ def data_metrics(report: Mapping, manifests: Mapping[str, pd.DataFrame]) -> dict
     for key, d in report["datasets"].items():
         metrics[f"{key}_images_read"] = int(d["images_read"])
         metrics[f"{key}_unreadable_files"] = len(d["unreadable"])
+        metrics[f"{key}_images_decoded"] = int(d["images_read"]) - len(d["unreadable"])
         metrics[f"{key}_duplicate_groups"] = len(d["duplicate_groups"])
         metrics[f"{key}_usable"] = int(d["usable"])
     for name, manifest in manifests.items():
         for split, n in manifest["split"].value_counts().sort_index().items():
             metrics[f"{name}_{split}"] = int(n)
     return metrics
+
+
+def exact_intervals(metrics: Mapping[str, int]) -> dict[str, list[int]]:
+    """A count measured on the whole dataset has no sampling error: its interval is the count itself."""
+    return {key: [int(value), int(value)] for key, value in metrics.items()}
