@@ -140,6 +140,18 @@ def test_influence_matches_exact_leave_one_out(one_thread):
     assert np.abs(damped).sum() < np.abs(predicted).sum()
 
 
+def test_leave_one_out_falls_back_to_full_newton_steps(one_thread):
+    z, y, zt, yt = _blobs()
+    problem = LastLayerProblem(z, y, 3, l2=1e-2)
+    theta = problem.fit()
+    rows = np.arange(5)
+    frozen = problem.loo_effect(theta, rows, zt, yt)  # the frozen-Hessian iteration converges here
+    fallback = problem.loo_effect(theta, rows, zt, yt, max_iter=1)  # one frozen step, then full Newton steps
+    np.testing.assert_allclose(fallback, frozen, rtol=1e-6, atol=1e-12)
+    with pytest.raises(RuntimeError, match="row 0 did not converge"):
+        problem._newton(theta + 5.0, torch.ones(problem.n, dtype=torch.bool), tol=1e-10, max_iter=1, row=0)
+
+
 def test_tracin_ranks_same_class_images_as_proponents():
     z, y, zt, yt = _blobs()
     problem = LastLayerProblem(z, y, 3, l2=1e-2)

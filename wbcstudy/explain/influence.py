@@ -146,6 +146,18 @@ class LastLayerProblem:
         h = h.reshape(k * d1, k * d1)
         return h + self.l2 * torch.eye(k * d1, dtype=torch.float64)
 
+    def _newton(self, theta: torch.Tensor, keep: torch.Tensor, tol: float, max_iter: int, row: int) -> torch.Tensor:
+        """Full Newton steps (the Hessian at each iterate): the fallback where the frozen full-data Hessian converges
+        too slowly (a nearly singular Hessian, e.g. features of a network trained in bf16)."""
+        for _ in range(max_iter):
+            g = self.gradient(theta, keep)
+            if float(g.abs().max()) < tol:
+                return theta
+            step = torch.linalg.solve(self.hessian(theta, keep), g.reshape(-1))
+            theta = theta - step.reshape(theta.shape)
+        raise RuntimeError(f"leave-one-out retraining without row {row} did not converge "
+                           f"(largest gradient entry {float(self.gradient(theta, keep).abs().max()):.2e} after Newton steps)")
+
     def test_losses(self, theta: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = _augment(torch.as_tensor(features, dtype=torch.float64))
         return nn.functional.cross_entropy(x @ theta.T, torch.as_tensor(labels, dtype=torch.long), reduction="none")
@@ -194,7 +206,7 @@ class LastLayerProblem:
                     break
                 theta_i = theta_i - (h_inv @ g.reshape(-1)).reshape(theta.shape)
             else:
-                raise RuntimeError(f"leave-one-out retraining without row {i} did not converge")
+                theta_i = self._newton(theta.clone(), keep, tol, max_iter=50, row=int(i))  # restart at θ̂
             out.append((self.test_losses(theta_i, test_features, test_labels) - base).numpy())
         return np.stack(out, axis=1)
 
