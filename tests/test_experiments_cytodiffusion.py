@@ -135,7 +135,21 @@ def test_training_in_segments_equals_training_straight_through(tmp_path) -> None
     resumed = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=1, checkpoint=tmp_path / "c.pt", total_steps=4)
     for a, b in zip(straight.ema_model.state_dict().values(), resumed.ema_model.state_dict().values()):
         assert torch.equal(a, b)
-    assert isinstance(cd.diffusion_plateau(straight), bool)
+
+
+def test_diffusion_plateau_uses_a_tolerance_relative_to_the_loss() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    def run(losses):
+        return SimpleNamespace(history=pd.DataFrame({"loss": losses}))
+
+    still_falling = [0.080, 0.060, 0.050, 0.045, 0.041, 0.038, 0.036]  # -5% per point: an absolute 0.01 calls it flat
+    assert not cd.diffusion_plateau(run(still_falling))
+    flat = [0.080, 0.050, 0.0402, 0.0400, 0.0401, 0.0399, 0.0400]  # the last three improve the best by 0.25%
+    assert cd.diffusion_plateau(run(flat))
+    assert not cd.diffusion_plateau(run([0.05, 0.04]))  # too short to judge
 
 
 def test_scaling_run_records_each_step_count(tmp_path) -> None:
