@@ -243,7 +243,9 @@ def _timing_cell(entry: float | dict | None) -> str:
         return "not run"
     if not isinstance(entry, dict):
         return f"{timing_seconds(entry):.1f} (CPU not recorded)"
-    kind = "native bf16" if entry.get("native_bf16") else "no native bf16"
+    kind = "CPU with native bf16" if entry.get("native_bf16") else "CPU without native bf16"
+    forced = entry.get("precision_forced", "auto")
+    kind += f", {forced} forced" if forced != "auto" else ""
     return f"{entry['seconds']:.1f} ({kind}, {entry.get('date', '?')})"
 
 
