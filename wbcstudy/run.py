@@ -227,12 +227,15 @@ def record_timing(chapter: str, profile: str, seconds: float) -> None:
     from wbcstudy.results import cpu_model
     from wbcstudy.train import cpu_has_native_bf16, forced_precision
 
+    with _environment(SMOKE_ENV if profile == "smoke" else {}):  # the precision the run itself was forced to
+        forced = forced_precision() or "auto"
+
     path = project_root() / "book" / "results" / "timings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings.setdefault(chapter, {})[profile] = {
         "seconds": round(seconds, 1), "cpu": cpu_model(), "native_bf16": cpu_has_native_bf16(),
-        "precision_forced": forced_precision() or "auto", "date": time.strftime("%Y-%m-%d"),
+        "precision_forced": forced, "date": time.strftime("%Y-%m-%d"),
     }
     path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
     (project_root() / "book" / "timings_table.md").write_text(timings_table(timings))
