@@ -129,7 +129,9 @@ def test_choose_weighting_by_validation_accuracy() -> None:
 def test_training_in_segments_equals_training_straight_through(tmp_path) -> None:
     x, y = toy()
     straight = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=1)
-    assert straight.steps_done == 4 and straight.precision == "fp32"
+    from wbcstudy.train import select_precision
+
+    assert straight.steps_done == 4 and straight.precision == select_precision(TINY.precision, torch.device("cpu"))
     first = cd.train_diffusion_model(x, y, 3, 2, TINY, seed=1, checkpoint=tmp_path / "c.pt", stop_after_step=2, total_steps=4)
     assert first.steps_done == 2 and not first.completed
     resumed = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=1, checkpoint=tmp_path / "c.pt", total_steps=4)
@@ -159,7 +161,10 @@ def test_scaling_run_records_each_step_count(tmp_path) -> None:
     record = cd.scaling_run((x, y), test, 3, TINY, [3, 2], seed=1, max_trials=4, report_trials=(2, 4), out_json=out)
     assert [row["steps"] for row in record["rows"]] == [2, 3]
     assert json.loads(out.read_text()) == json.loads(json.dumps(record))
-    assert record["test_cells"] == 6 and record["train_cells"] == 24 and record["precision"] == "fp32"
+    from wbcstudy.train import select_precision
+
+    assert record["test_cells"] == 6 and record["train_cells"] == 24
+    assert record["precision"] == select_precision(TINY.precision, torch.device("cpu"))  # the recipe's, unless forced
     assert not (tmp_path / "scaling_checkpoint.pt").exists()
     # the last row is the straight 3-step model, classified without pruning, uniform weighting, 4 trials
     model = cd.train_diffusion_model(x, y, 3, 3, TINY, seed=1).ema_model

@@ -88,9 +88,16 @@ def test_explicit_cuda_without_gpu_is_an_error():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         select_device("cuda")
     assert select_device("auto").type in {"cpu", "mps"}
-    assert select_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ValueError):
         select_precision("fp8", torch.device("cpu"))
+
+
+def test_an_explicit_precision_is_kept_unless_the_environment_forces_one(monkeypatch):
+    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    assert select_precision("fp32", torch.device("cpu")) == "fp32"
+    assert select_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setenv("WBCSTUDY_PRECISION", "bf16")
+    assert select_precision("fp32", torch.device("cpu")) == "bf16"
 
 
 def test_flips_and_rot90_only_permutes_pixels():
