@@ -183,10 +183,9 @@ def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]
     known = set(_chapters(chapters))
     try:
         from wbcstudy.run import DRAFTS
-
-        known |= set(DRAFTS)
     except ImportError:  # pragma: no cover
-        pass
+        DRAFTS = ()
+    known |= set(DRAFTS)
     problems = []
     for path in sorted((root / "book" / "claims").glob("*.yml")):
         chapter = path.stem
@@ -199,6 +198,8 @@ def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]
             problems.append(str(exc).replace(str(path), where))
             continue
         results_path = root / "book" / "results" / f"{chapter}.json"
+        if not results_path.is_file() and chapter in DRAFTS:
+            continue  # a draft chapter is not published yet: its claims file loads, nothing tests it
         if not results_path.is_file():
             problems.append(f"{where}: book/results/{chapter}.json is missing, so no claim can be tested")
             continue
