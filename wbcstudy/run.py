@@ -227,8 +227,7 @@ def record_timing(chapter: str, profile: str, seconds: float) -> None:
     from wbcstudy.results import cpu_model
     from wbcstudy.train import cpu_has_native_bf16, forced_precision
 
-    with _environment(SMOKE_ENV if profile == "smoke" else {}):  # the precision the run itself was forced to
-        forced = forced_precision() or "auto"
+    forced = SMOKE_ENV["WBCSTUDY_PRECISION"] if profile == "smoke" else forced_precision() or "auto"  # what the run was forced to
 
     path = project_root() / "book" / "results" / "timings.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from wbcstudy.paths import project_root
-from wbcstudy.results import OUTCOMES, claims_path, claims_table, load_claims, load_results
+from wbcstudy.results import OUTCOMES, claims_path, claims_table, load_results
 
 #: Chapters that carry a paper's claims, in the introduction's paper order, with the paper's short name.
 PAPERS: dict[str, str] = {"hemax": "HemaX", "cytodiffusion": "CytoDiffusion", "wnet": "W-Net",
@@ -88,7 +88,3 @@ def stale_scoreboard(root: str | Path | None = None) -> bool:
     path = Path(root or project_root()) / SCOREBOARD_FILE
     return not path.is_file() or path.read_text() != scoreboard_markdown(root)
 
-
-def chapters_with_claims(root: str | Path | None = None) -> list[str]:
-    """Chapters whose claims file loads (a check that every claims file is valid)."""
-    return [c for c in PAPERS if claims_path(c, root).is_file() and load_claims(c, root) is not None]
