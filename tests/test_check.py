@@ -88,13 +88,20 @@ def test_missing_artefacts_and_toc_entries_are_reported(tmp_path):
 
 def test_timings_over_budget_are_reported(tmp_path):
     root = _good_tree(tmp_path)
-    timings = {"alpha": {"smoke": 95.0, "cpu": {"seconds": 1799.0, "cpu": "AMD EPYC", "native_bf16": True}},
+    timings = {"alpha": {"smoke": 95.0, "cpu": {"seconds": 700.0, "cpu": "AMD EPYC", "native_bf16": True,
+                                                "precision_forced": "fp32"}},
                "beta": {"cpu": 1900.0}}  # entries are bare seconds (older) or records with the CPU
     (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
     found = check.check_timings(root, CHAPTERS)
     assert found == ["alpha: the smoke run took 95.0 s, over its budget of 90 s",
                      "beta: no recorded smoke run time in book/results/timings.json",
                      "beta: the cpu run took 1900.0 s, over its budget of 1800 s"]
+    # a bf16-autocast run timed on a bf16 CPU counts 2.5 times: the budgets are for CPUs without native bf16
+    timings["alpha"] = {"smoke": 10.0, "cpu": {"seconds": 760.0, "cpu": "AMD EPYC", "native_bf16": True, "precision_forced": "auto"}}
+    timings["beta"] = {"smoke": 10.0, "cpu": {"seconds": 760.0, "cpu": "Intel Xeon", "native_bf16": False}}
+    (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
+    assert check.check_timings(root, CHAPTERS) == [
+        "alpha: the cpu run took 760.0 s on a bf16 CPU, ≈ 1900 s without native bf16, over its budget of 1800 s"]
     # CytoDiffusion has an hour at cpu; the whole book four hours
     timings = {"cytodiffusion": {"smoke": 10.0, "cpu": 3500.0}}
     (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
@@ -102,7 +109,7 @@ def test_timings_over_budget_are_reported(tmp_path):
     timings = {f"c{i}": {"smoke": 10.0, "cpu": 1700.0} for i in range(9)}
     (root / "book" / "results" / "timings.json").write_text(json.dumps(timings))
     assert check.check_timings(root, tuple(timings)) == [
-        "the book's cpu runs take 15300.0 s in all, over the budget of 14400 s"]
+        "the book's cpu runs take ≈ 15300.0 s in all without native bf16, over the budget of 14400 s"]
 
 
 def test_claims_are_checked_against_the_results(tmp_path):
