@@ -111,3 +111,25 @@ def test_variant_table_mean_sd():
                             "seconds": [1, 1, 1]})
     t = variant_table(metrics)
     assert t.loc["classification_accuracy", 0] == "0.6000 ± 0.1414" and t.loc["classification_accuracy", 2] == "0.9000"
+
+
+def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
+    """train_hemax stops at the first epoch where reached_plateau holds on the validation loss, and keeps the best epoch."""
+    import torch
+
+    from wbcstudy.experiments import hemax as ex
+
+    losses = iter([3.0, 2.0, 1.50, 1.49, 1.495, 1.52, 1.0, 0.5])  # levelled off after epoch 5 (tol 0.02)
+    monkeypatch.setattr(ex, "_validation_loss", lambda *a, **k: {"loss": next(losses)})
+    monkeypatch.setattr(ex, "hemax_metrics", lambda *a, **k: {"classification_accuracy": 0.5, "box_jaccard": 0.5,
+                                                               "mask_dice": 0.5, **{f"{n}_accuracy": 0.5 for n in ATTRIBUTES}})
+    monkeypatch.setattr(ex, "predict_hemax", lambda *a, **k: None)
+    data = _data(s=32)
+    cfg = ex.HemaXConfig(d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64, num_queries=2, mask_dim=8,
+                         fpn_dim=16, epochs=8, batch_size=4, precision="fp32", train_backbone=False, image_size=32)
+    torch.manual_seed(0)
+    run = ex.train_hemax(data, data, cfg)
+    assert run.history["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert run.best_epoch == 4
+    no_stop = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, epochs=2))
+    assert len(no_stop.history) == 2

@@ -50,3 +50,20 @@ def test_pretrained_backbone_frozen_stem_and_bn():
     assert all(p.requires_grad for p in model.backbone.blocks[-1].parameters())
     bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
+
+
+def test_frozen_backbone_trains_only_the_rest():
+    torch.manual_seed(0)
+    model = HemaX(5, pretrained=True, d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64,
+                  num_queries=2, mask_dim=8, fpn_dim=16)
+    model.freeze_backbone()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    out = model.train()(torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8))
+    loss = out["pred_logits"].sum() + out["pred_masks"].sum()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.class_head.weight.grad is not None and model.lateral4.weight.grad is not None  # the rest learns
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics unchanged

@@ -52,6 +52,9 @@ class HemaXConfig:
     seed: int = 0
     precision: str = "auto"
     flips: bool = True
+    train_backbone: bool = True  # False: the ImageNet backbone is a fixed feature extractor (only the rest trains)
+    stop_at_plateau: bool = True  # stop once the validation loss has levelled off (train.reached_plateau)
+    plateau_tol: float = 0.02  # absolute tolerance on the validation loss for that rule
 
 
 @dataclasses.dataclass
@@ -116,11 +119,14 @@ def make_targets(data: HemaXData, idx: np.ndarray, flip_h: np.ndarray | None = N
 def build_model(config: HemaXConfig, num_classes: int = len(CLASSES)) -> HemaX:
     """A fresh HemaX for a config (seeded)."""
     torch.manual_seed(config.seed)
-    return HemaX(num_classes, attribute_hidden_layers=config.attribute_hidden_layers, backbone=config.backbone,
-                 pretrained=config.pretrained, d_model=config.d_model, nheads=config.nheads,
-                 encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers, ffn_dim=config.ffn_dim,
-                 num_queries=config.num_queries, mask_dim=config.mask_dim,
-                 fpn_dim=config.fpn_dim)
+    model = HemaX(num_classes, attribute_hidden_layers=config.attribute_hidden_layers, backbone=config.backbone,
+                  pretrained=config.pretrained, d_model=config.d_model, nheads=config.nheads,
+                  encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers, ffn_dim=config.ffn_dim,
+                  num_queries=config.num_queries, mask_dim=config.mask_dim,
+                  fpn_dim=config.fpn_dim)
+    if not config.train_backbone:
+        model.freeze_backbone()
+    return model
 
 
 def _autocast(precision: str):
@@ -153,10 +159,12 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     """Train HemaX (AdamW, lower backbone lr, grad clip, random flips) and keep the epoch with the lowest validation loss.
 
     The history has, per epoch: train_loss, val_loss and its terms (val_ce, …), and the
-    validation accuracy, box Jaccard, mask Dice and mean attribute accuracy. ``max_steps``
-    stops after that many optimiser steps (for timing and tests).
+    validation accuracy, box Jaccard, mask Dice and mean attribute accuracy. Training stops
+    after ``config.epochs`` or, with ``config.stop_at_plateau``, as soon as the validation
+    loss has levelled off (:func:`wbcstudy.train.reached_plateau`, ``config.plateau_tol``).
+    ``max_steps`` stops after that many optimiser steps (for timing and tests).
     """
-    from wbcstudy.train import seed_everything
+    from wbcstudy.train import reached_plateau, seed_everything
 
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(False)
@@ -165,6 +173,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     backbone = {id(p) for p in model.backbone_parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
               {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
+    groups = [g for g in groups if g["params"]]  # a frozen backbone has no trainable parameters
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     rows, best, best_state, best_epoch, steps = [], float("inf"), None, 0, 0
@@ -199,6 +208,8 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
         if row["val_loss"] < best:
             best, best_epoch, best_state = row["val_loss"], epoch, copy.deepcopy(model.state_dict())
         if max_steps is not None and steps >= max_steps:
+            break
+        if config.stop_at_plateau and reached_plateau([r["val_loss"] for r in rows], mode="min", tol=config.plateau_tol):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -447,8 +458,10 @@ def _detector_predict(model: nn.Module, data: HemaXData, batch_size: int) -> tup
 
 
 def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 8,
-                      lr: float = 1e-4, seed: int = 0) -> dict:
+                      lr: float = 1e-4, seed: int = 0, train_backbone: bool = True) -> dict:
     """Faster R-CNN (torchvision) with HemaX's EfficientNet-Lite0 backbone on the boxed images; keep the best val Jaccard.
+
+    ``train_backbone=False`` keeps the ImageNet backbone fixed (as HemaX's when it is frozen): only the RPN and the box heads train.
 
     Returns ``{"history": DataFrame(epoch, train_loss, val_box_jaccard, val_accuracy), "box_iou": test IoUs,
     "pred": test class predictions, "seconds": float}``.
@@ -456,6 +469,9 @@ def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = _faster_rcnn(train.images.shape[1], len(CLASSES))
+    if not train_backbone:
+        for p in model.backbone.parameters():
+            p.requires_grad = False
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     rows, best, best_state = [], -1.0, None
     start = time.perf_counter()
@@ -483,8 +499,10 @@ def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs:
 
 
 def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 32,
-                           lr: float = 1e-3, seed: int = 0, precision: str = "auto") -> dict:
-    """EfficientNet-Lite0 (ImageNet) fine-tuned on the class labels alone, through the study's training loop.
+                           lr: float = 1e-3, seed: int = 0, precision: str = "auto", train_backbone: bool = True) -> dict:
+    """EfficientNet-Lite0 (ImageNet) trained on the class labels alone, through the study's training loop.
+
+    ``train_backbone=False`` trains only its new linear head on the fixed ImageNet features (matching a frozen HemaX).
 
     Returns ``{"history": DataFrame, "pred": test class predictions, "prob": test probabilities}``.
     """
@@ -492,7 +510,7 @@ def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, ep
     from wbcstudy.train import TrainConfig, fit, predict_proba
 
     torch.manual_seed(seed)
-    model = with_input_adapter(efficientnet_lite0(len(CLASSES)), IMAGENET_MEAN, IMAGENET_STD)
+    model = with_input_adapter(efficientnet_lite0(len(CLASSES), freeze_base=not train_backbone), IMAGENET_MEAN, IMAGENET_STD)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision, progress=False)
     result = fit(model, (torch.from_numpy(train.images), torch.from_numpy(train.labels)),
                  (torch.from_numpy(val.images), torch.from_numpy(val.labels)), cfg, n_classes=len(CLASSES))
@@ -570,7 +588,7 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
                                                                       classifier["pred"], n_boot, seed))
     macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro", zero_division=0))  # noqa: E731
     metrics["classifier_f1"] = macro_f1(test.labels[pbc], classifier["pred"])
-    plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=0.02)
+    plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=run.config.plateau_tol)
                for (h, s), run in variants["runs"].items()}
     plateau["hemax"] = plateau[f"hemax_h{key[0]}_s{key[1]}"]
     plateau["fasterrcnn"] = reached_plateau(frcnn["history"]["val_box_jaccard"].tolist(), mode="max", tol=0.02)

@@ -232,10 +232,17 @@ class HemaX(nn.Module):
         """The backbone's parameters (trained at the lower learning rate)."""
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
+    def freeze_backbone(self) -> None:
+        """Use the backbone as a fixed feature extractor: no parameter of it trains (its forward then runs without autograd)."""
+        for p in self.backbone.parameters():
+            p.requires_grad = False
+
     def forward(self, images: torch.Tensor) -> dict:
         """Set predictions for a batch (see the class docstring)."""
         x = self.adapter(images).contiguous()
-        f4, f8, fm = self.backbone(x)
+        trains = any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
+            f4, f8, fm = self.backbone(x)
         src = self.input_proj(fm)
         b, d, h, w = src.shape
         pos = sine_position_encoding(h, w, d).to(src)
