@@ -19,14 +19,45 @@ def _results(root: Path, chapter: str, metrics: dict, ci: dict, **extra) -> Path
     return path
 
 
+_SOURCE = """---
+jupytext:
+  text_representation:
+    format_name: myst
+---
+
+# A chapter
+
+```{code-cell}
+:tags: [parameters]
+
+epochs = 2
+```
+
+```{code-cell}
+print(epochs)
+```
+"""
+
+
+def _executed(code: str = "print(epochs)") -> dict:
+    """The chapter above as papermill leaves it: an injected-parameters cell after the parameters, outputs."""
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# A chapter"},
+             {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "epochs = 2", "outputs": []},
+             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "epochs = 1", "outputs": []},
+             {"cell_type": "code", "metadata": {}, "source": code.splitlines(keepends=True), "outputs": []}]
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
 def _good_tree(root: Path) -> Path:
     """A complete, consistent artefact tree for chapters alpha and beta."""
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                    "  - file: book/chapters/alpha\n  - file: book/chapters/beta\n")
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
     for chapter in CHAPTERS:
+        (root / "notebooks" / f"{chapter}.md").write_text(_SOURCE)
         for folder in ("book/chapters", "tests/regression"):
             (root / folder).mkdir(parents=True, exist_ok=True)
-            (root / folder / f"{chapter}.ipynb").write_text("{}")
+            (root / folder / f"{chapter}.ipynb").write_text(json.dumps(_executed()))
         _results(root, chapter, {f"{chapter}_accuracy": 0.9, "seconds_per_image": 3.0},
                  {f"{chapter}_accuracy": [0.85, 0.95]}, paper={f"{chapter}_accuracy": 0.97}, plateau={"cnn": True})
     (root / "book" / "results" / "timings.json").write_text(json.dumps(
@@ -172,3 +203,30 @@ def test_a_stale_scoreboard_is_reported(tmp_path):
     assert check.check_scoreboard(tmp_path) and "out of date" in check.check_scoreboard(tmp_path)[0]
     write_scoreboard(tmp_path)
     assert check.check_scoreboard(tmp_path) == []
+
+
+def test_illegible_figures_are_reported(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "wbcstudy").mkdir()
+    (tmp_path / "notebooks" / "alpha.md").write_text(
+        'fig, ax = plt.subplots(figsize=(14, 3))\nax.legend(fontsize=7); ax.tick_params(labelsize=8)\n'
+        'fig, ax = plt.subplots(figsize=(11, 3))\n')
+    (tmp_path / "wbcstudy" / "m.py").write_text("ax.set_title('x', fontsize=6.5)\n")
+    assert check.check_figures(tmp_path) == [
+        "notebooks/alpha.md:1: a figure 14 inches wide is shrunk in the book's column: at most 11",
+        "notebooks/alpha.md:2: font size 7 is below the book's smallest, 8",
+        "wbcstudy/m.py:1: font size 6.5 is below the book's smallest, 8"]
+
+
+def test_copies_run_from_an_older_source_are_reported(tmp_path):
+    root = _good_tree(tmp_path)
+    assert check.check_copies_fresh(root, CHAPTERS) == []
+    (root / "tests" / "regression" / "beta.ipynb").write_text(json.dumps(_executed("print(epochs + 1)")))
+    (root / "notebooks" / "alpha.md").write_text(_SOURCE.replace("# A chapter", "# A chapter, retitled"))
+    assert check.check_copies_fresh(root, CHAPTERS) == [
+        "alpha: book/chapters/alpha.ipynb was executed from an older notebooks/alpha.md "
+        "(re-run `wbcstudy run alpha --profile cpu --publish`)",
+        "alpha: tests/regression/alpha.ipynb was executed from an older notebooks/alpha.md "
+        "(re-run `wbcstudy run alpha --profile smoke --publish`)",
+        "beta: tests/regression/beta.ipynb was executed from an older notebooks/beta.md "
+        "(re-run `wbcstudy run beta --profile smoke --publish`)"]

@@ -39,6 +39,13 @@ def test_set_style_applies_seaborn_theme() -> None:
     plots.set_style()
     assert plt.rcParams["axes.grid"] is True
     assert plt.rcParams["savefig.bbox"] == "tight"
+    from matplotlib.font_manager import FontProperties
+
+    sizes = {k: FontProperties(size=plt.rcParams[k]).get_size_in_points()
+             for k in ("font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize", "ytick.labelsize",
+                       "legend.fontsize", "legend.title_fontsize", "figure.titlesize")}
+    assert min(sizes.values()) >= plots.MIN_FONT, sizes  # every default text legible at the column width
+    assert plt.rcParams["figure.figsize"][0] <= plots.MAX_WIDTH
 
 
 def test_plot_confusion_row_normalised() -> None:

@@ -5,13 +5,16 @@ Checks, each printing one line per problem (exit status 1 when there is any):
 - every chapter of ``wbcstudy.run.CHAPTERS`` has its executed book copy
   ``book/chapters/<c>.ipynb``, its smoke regression copy ``tests/regression/<c>.ipynb``, its
   results ``book/results/<c>.json`` (from the cpu profile) and an entry in ``_toc.yml``;
+- each executed copy was run from the chapter's current MyST source (same cells, same code);
 - the run times recorded in ``book/results/timings.json`` are within the profile budgets
   (smoke < 90 s; cpu < 30 min, CytoDiffusion < 60 min; the whole book at cpu < 4 h);
 - every interval in every ``book/results/*.json`` lies inside its metric's range
   (``wbcstudy.intervals.metric_range``), has low ≤ high and contains its point estimate;
 - every ``book/claims/*.yml`` loads, each claim's key is measured in its chapter's results,
   the models it needs have a plateau record, and the results' paper numbers are the claims';
-- the CytoDiffusion results carry every headline number its issue asks for.
+- the CytoDiffusion results carry every headline number its issue asks for;
+- no figure in a chapter or in the package asks for text smaller than ``plots.MIN_FONT`` or a
+  literal width beyond ``plots.MAX_WIDTH`` inches (the book shows it scaled to its column, text and all).
 
 Usage: ``wbcstudy check`` or ``python -m wbcstudy.check [--root DIR]``.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -104,6 +108,42 @@ def check_chapter_files(root: Path, chapters: Sequence[str] | None = None) -> li
                 problems.append(f"{chapter}: book/results/{chapter}.json comes from profile {profile!r}, not 'cpu'")
         if toc_path.is_file() and f"book/chapters/{chapter}" not in toc:
             problems.append(f"{chapter}: _toc.yml has no entry book/chapters/{chapter}")
+    return problems
+
+
+def _cell_sources(cells: Iterable[dict]) -> list[tuple[str, str]]:
+    """(type, source) of each cell but papermill's injected parameters, as one string each."""
+    out = []
+    for cell in cells:
+        if "injected-parameters" in (cell.get("metadata", {}).get("tags") or []):
+            continue
+        source = cell.get("source", "")
+        out.append((cell.get("cell_type", ""), "".join(source) if isinstance(source, list) else source))
+    return out
+
+
+def check_copies_fresh(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """Each executed copy (book and regression) was run from the chapter's current MyST source, cell for cell."""
+    import jupytext
+
+    problems = []
+    for chapter in _chapters(chapters):
+        source = root / "notebooks" / f"{chapter}.md"
+        if not source.is_file():
+            problems.append(f"{chapter}: notebooks/{chapter}.md is missing")
+            continue
+        want = _cell_sources(jupytext.read(source, fmt="md:myst").cells)
+        for copy, command in ((root / "book" / "chapters" / f"{chapter}.ipynb", f"wbcstudy run {chapter} --profile cpu --publish"),
+                              (root / "tests" / "regression" / f"{chapter}.ipynb", f"wbcstudy run {chapter} --profile smoke --publish")):
+            if not copy.is_file():
+                continue  # reported by check_chapter_files
+            data, error = _read_json(copy)
+            if error or not isinstance(data, dict):
+                problems.append(f"{chapter}: {copy.relative_to(root)} is not a notebook")
+                continue
+            if _cell_sources(data.get("cells", [])) != want:
+                problems.append(f"{chapter}: {copy.relative_to(root)} was executed from an older notebooks/{chapter}.md "
+                                f"(re-run `{command}`)")
     return problems
 
 
@@ -251,18 +291,39 @@ def check_cytodiffusion_keys(root: Path) -> list[str]:
     return problems
 
 
+_FONT = re.compile(r"\b(?:fontsize|labelsize|title_fontsize)\s*=\s*(\d+(?:\.\d+)?)\b")
+_WIDTH = re.compile(r"\bfigsize\s*=\s*\(\s*(\d+(?:\.\d+)?)\s*,")
+
+
+def check_figures(root: Path) -> list[str]:
+    """Figure text and widths written as literals in the chapters and the package are legible at the book's column width."""
+    from wbcstudy.plots import MAX_WIDTH, MIN_FONT
+
+    files = sorted((root / "notebooks").glob("*.md")) + sorted((root / "wbcstudy").rglob("*.py"))
+    found = []
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            where = f"{path.relative_to(root)}:{number}"
+            found += [f"{where}: font size {m.group(1)} is below the book's smallest, {MIN_FONT}"
+                      for m in _FONT.finditer(line) if float(m.group(1)) < MIN_FONT]
+            found += [f"{where}: a figure {m.group(1)} inches wide is shrunk in the book's column: at most {MAX_WIDTH:g}"
+                      for m in _WIDTH.finditer(line) if float(m.group(1)) > MAX_WIDTH]
+    return found
+
+
 def problems(root: Path | str | None = None, chapters: Sequence[str] | None = None) -> list[str]:
     """Every problem the checks find, one line each."""
     from wbcstudy.paths import project_root
 
     base = Path(root) if root is not None else project_root()
     found: list[str] = []
-    for check in (check_chapter_files, check_timings):
+    for check in (check_chapter_files, check_copies_fresh, check_timings):
         found += check(base, chapters)
     found += check_intervals(base)
     found += check_claims(base, chapters)
     found += check_cytodiffusion_keys(base)
     found += check_scoreboard(base)
+    found += check_figures(base)
     return found
 
 

@@ -19,6 +19,9 @@ __all__ = [
     "class_colour",
     "class_palette",
     "set_style",
+    "MIN_FONT",
+    "BOOK_WIDTH",
+    "MAX_WIDTH",
     "plot_confusion",
     "plot_training_curves",
     "montage",
@@ -73,15 +76,32 @@ def class_palette(class_names: Sequence[str]) -> list[str]:
     return [class_colour(name) for name in class_names]
 
 
+#: The smallest font any figure text may use (points): legible at the book's column width when a figure is at most
+#: :data:`BOOK_WIDTH` inches wide and shown at that width.
+MIN_FONT = 8
+#: The book's column width in inches at the figure dpi: wider figures are scaled down, and their text with them.
+BOOK_WIDTH = 10.0
+#: The widest figure a chapter may draw (inches): shown at :data:`BOOK_WIDTH`, its 9-pt tick labels stay above 7 pt.
+MAX_WIDTH = 11.0
+
+
 def set_style() -> None:
-    """Apply the book's figure style (seaborn whitegrid, colour-blind palette, readable sizes)."""
+    """Apply the book's figure style (seaborn whitegrid, colour-blind palette, sizes legible at the column width)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update(
         {
             "figure.dpi": 110,
+            "figure.figsize": (8.0, 3.6),
             "savefig.dpi": 150,
             "savefig.bbox": "tight",
             "axes.titleweight": "bold",
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "figure.titlesize": 12,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "legend.fontsize": 9,
+            "legend.title_fontsize": 9,
             "image.cmap": "viridis",
         }
     )
