@@ -207,3 +207,150 @@ def test_ablation_grid_pairs_variants_on_the_same_cells(one_thread) -> None:
     assert grid.models["rgb"][0].input.colour == "rgb" and grid.models["full"][0].input.colour == "hsv"
     again = rcc.run_ablation_grid(["rgb"], splits, config, keep_first=False)  # seeded: the same predictions
     assert np.allclose(again.predictions.prob, preds.prob, atol=1e-6) and not again.models
+
+
+# --------------------------------------------------------------------------- seeds, cells and the colour control
+def test_auroc_matches_sklearn_with_ties_and_is_nan_with_one_class() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300), 1)  # many ties
+    assert rcc.auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert rcc.auroc([0, 0, 1], [0.1, 0.9, 0.5]) == pytest.approx(0.5)  # the positive beats one of two negatives
+    assert math.isnan(rcc.auroc([1, 1], [0.2, 0.7]))
+
+
+def test_binary_metrics_with_ci_averages_the_seeds() -> None:
+    y = np.repeat([0, 1], 20)
+    right = y.astype(float) * 0.8 + 0.1
+    wrong_half = right.copy()
+    wrong_half[:10] = 0.9  # this seed errs on 10 of the 20 negatives
+    m1, ci1 = rcc.binary_metrics_with_ci(y, right, n_boot=200, seed=0)
+    m2, ci2 = rcc.binary_metrics_with_ci(y, np.stack([right, right], axis=1), n_boot=200, seed=0)
+    assert m1 == m2 and ci1 == ci2  # two identical seeds are one seed: the cells, not the runs, are counted
+    m, ci = rcc.binary_metrics_with_ci(y, np.stack([right, wrong_half], axis=1), n_boot=300, seed=0)
+    assert m["accuracy"] == pytest.approx((1.0 + 30 / 40) / 2) and m["specificity"] == pytest.approx((1.0 + 0.5) / 2)
+    for k, (low, high) in ci.items():
+        assert 0.0 <= low <= m[k] <= high <= 1.0, k
+    with pytest.raises(ValueError, match="cells, replicates"):
+        rcc.binary_metrics_with_ci(y, np.zeros((3, 2)))
+
+
+def _seeded(variant: str, correct_by_seed: list[np.ndarray], y: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+    return pd.concat([_predictions(variant, c, y, folds, seed=s) for s, c in enumerate(correct_by_seed)])
+
+
+def test_pooled_by_seed_and_seed_metrics_by_hand() -> None:
+    y = np.array([0, 1, 0, 1])
+    folds = np.array([0, 0, 1, 1])
+    preds = _seeded("full", [np.array([True, True, True, False]), np.array([True, False, False, False])], y, folds)
+    labels, probs = rcc.pooled_by_seed(preds.sample(frac=1.0, random_state=0), "full")  # row order does not matter
+    assert labels.tolist() == [0, 1, 0, 1] and probs.shape == (4, 2)
+    assert probs[:, 0].tolist() == pytest.approx([0.1, 0.9, 0.1, 0.1])
+    table = rcc.seed_metrics(preds, ["full"])
+    assert table.loc["full"].tolist() == pytest.approx([0.75, 0.25])
+    with pytest.raises(ValueError, match="no predictions"):
+        rcc.pooled_by_seed(preds, "rgb")
+
+
+def test_ablation_differences_resample_cells_not_seeds() -> None:
+    n = 200
+    y = np.tile([0, 1], n // 2)
+    folds = np.repeat([0, 1], n // 2)
+    full = np.ones(n, bool)
+    variant = np.ones(n, bool)
+    variant[::5] = False  # 40 of 200 cells lost
+    one = pd.concat([_predictions("full", full, y, folds), _predictions("rgb", variant, y, folds)])
+    three = pd.concat([_seeded("full", [full] * 3, y, folds), _seeded("rgb", [variant] * 3, y, folds)])
+    a = rcc.ablation_differences(one, ["rgb"], n_boot=500, seed=0).loc["rgb"]
+    b = rcc.ablation_differences(three, ["rgb"], n_boot=500, seed=0).loc["rgb"]
+    # three identical seeds add no cells: the same difference and the same interval as one seed (the same resamples)
+    assert b.cells == n and b.seeds == 3 and b.replicates == 6
+    assert (b.difference, b.low, b.high) == pytest.approx((a.difference, a.low, a.high))
+    # seeds that disagree: the difference is the mean of the per-seed differences, which are reported
+    noisy = variant.copy()
+    noisy[1::5] = False  # a second seed loses 40 more cells
+    mixed = pd.concat([_seeded("full", [full, full], y, folds), _seeded("rgb", [variant, noisy], y, folds)])
+    row = rcc.ablation_differences(mixed, ["rgb"], n_boot=500, seed=0).loc["rgb"]
+    assert row.difference == pytest.approx((0.2 + 0.4) / 2)
+    assert (row.seed_min, row.seed_max) == pytest.approx((0.2, 0.4))
+    assert row.low <= row.difference <= row.high
+
+
+def test_colour_statistics_by_hand_and_hue_wraps_around() -> None:
+    import colorsys
+
+    red_blue = np.zeros((1, 2, 2, 3), np.uint8)
+    red_blue[0, 0] = [255, 0, 0]  # hue 0
+    red_blue[0, 1] = [0, 0, 255]  # hue 2/3 of a turn
+    stats = rcc.colour_statistics(red_blue).iloc[0]
+    assert list(rcc.colour_statistics(red_blue).columns) == list(rcc.COLOUR_FEATURES)
+    assert (stats.red_mean, stats.green_mean, stats.blue_mean) == pytest.approx((0.5, 0.0, 0.5))
+    assert (stats.red_std, stats.blue_std) == pytest.approx((0.5, 0.5))
+    assert stats.hue_cos == pytest.approx((1 + math.cos(4 * math.pi / 3)) / 2)  # 0.25
+    assert stats.hue_sin == pytest.approx(math.sin(4 * math.pi / 3) / 2)  # -0.433
+    assert stats.hue_concentration == pytest.approx(0.5)
+    assert (stats.saturation_mean, stats.saturation_std, stats.value_mean, stats.value_std) == pytest.approx((1, 0, 1, 0))
+    # hues just below and just above a full turn are neighbours: their circular mean is near 0, not 0.5
+    near_turn = np.zeros((1, 1, 2, 3), np.uint8)
+    near_turn[0, 0, 0] = [255, 0, 15]  # hue ≈ 0.99
+    near_turn[0, 0, 1] = [255, 15, 0]  # hue ≈ 0.01
+    hues = [colorsys.rgb_to_hsv(*(near_turn[0, 0, k] / 255.0))[0] for k in (0, 1)]
+    assert hues[0] > 0.98 and hues[1] < 0.02
+    s = rcc.colour_statistics(near_turn).iloc[0]
+    assert s.hue_cos == pytest.approx(np.mean([math.cos(2 * math.pi * h) for h in hues]), abs=1e-9)
+    assert s.hue_cos > 0.99 and abs(s.hue_sin) < 1e-9 and s.hue_concentration > 0.99
+    with pytest.raises(ValueError, match="uint8 images"):
+        rcc.colour_statistics(red_blue.astype(np.float32))
+
+
+def test_colour_stats_predictions_are_out_of_fold() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 30)
+    fold_of = np.repeat(np.arange(3), 20)
+    features = pd.DataFrame(rng.normal(0, 1, (60, len(rcc.COLOUR_FEATURES))), columns=list(rcc.COLOUR_FEATURES))
+    features["hue_cos"] += 10 * labels  # the hue separates the classes
+    preds = rcc.colour_stats_predictions(features, labels, fold_of, folds=[0, 2], seeds=[0, 1])
+    assert list(preds.columns) == rcc.PREDICTION_COLUMNS
+    assert sorted(preds[preds.seed == 0].row) == sorted(np.flatnonzero(fold_of != 1))
+    assert np.array_equal(preds[preds.seed == 0].prob.to_numpy(), preds[preds.seed == 1].prob.to_numpy())
+    assert rcc.accuracy_at_half(preds.y, preds.prob) == 1.0
+    rgb_only = rcc.colour_stats_predictions(features, labels, fold_of, folds=[0], columns=rcc.RGB_FEATURES)
+    assert rcc.accuracy_at_half(rgb_only.y, rgb_only.prob) < 0.9  # noise only
+    # the test fold's labels are never seen: flipping them changes nothing about its predictions
+    flipped = labels.copy()
+    flipped[fold_of == 0] = 1 - flipped[fold_of == 0]
+    again = rcc.colour_stats_predictions(features, flipped, fold_of, folds=[0])
+    assert np.allclose(again.prob, preds[(preds.fold == 0) & (preds.seed == 0)].prob)
+
+
+def test_worker_pool_grid_merge_and_baselines_match_one_process(one_thread) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    labels = np.tile([0, 1], 6)
+    images[labels == 1, :8] = 255
+    fold_of = np.repeat([0, 1, 2], 4)
+    config = rcc.AblationConfig(epochs=1, batch_size=8)
+    splits = rcc.cross_validation_splits(images, labels, fold_of, folds=[0], seeds=[0, 1])
+    alone = rcc.run_ablation_grid(["rgb"], splits, config)
+    pool = rcc.worker_pool(2)
+    try:
+        parallel = rcc.run_ablation_grid(["rgb"], splits, config, pool=pool)
+        deep = rcc.run_ablation_grid(["pool"], splits[:1], config, keep_first=False, with_full=False, pool=pool)
+        specs = rcc.baseline_specs(32, 32, 0.002, 0.001)
+        base = rcc.run_baselines(["small_vit"], specs, {32: images}, labels, fold_of, [0, 1], 0, config, 1, pool=pool)
+    finally:
+        pool.shutdown()
+    assert rcc.worker_pool(1) is None
+    assert np.allclose(parallel.predictions.prob, alone.predictions.prob, atol=1e-6)
+    assert parallel.predictions[["variant", "fold", "seed", "row"]].equals(alone.predictions[["variant", "fold", "seed", "row"]])
+    assert set(parallel.models) == {"full", "rgb"} and parallel.models["rgb"][0].input.colour == "rgb"
+    assert set(deep.predictions.variant) == {"pool"} and len(deep.predictions) == 4
+    merged = rcc.merge_grids(parallel, deep)
+    assert len(merged.runs) == 5 and ("pool", 0, 0) in merged.histories and set(merged.models) == {"full", "rgb"}
+    row = rcc.ablation_differences(merged.predictions, ["pool"], n_boot=50).loc["pool"]
+    assert row.seeds == 1 and row.cells == 4  # paired with the full model's seed-0 runs only
+    assert sorted(base.predictions.fold.unique()) == [0, 1] and base.runs.epochs.tolist() == [1, 1]
+    with pytest.raises(ValueError, match="nothing to train"):
+        rcc.run_ablation_grid([], splits, config, with_full=False)
