@@ -1,6 +1,8 @@
 """Tests for wbcstudy.experiments.baseline on tiny synthetic data: metrics on hand-made predictions, a toy fit, plateaus."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,3 +100,122 @@ def test_load_pbc_arrays_subsets_are_stratified_and_size_independent() -> None:
     assert torch.equal(y28, data[64]["train"][1])  # the same cells at both sizes
     assert abs(len(y28) - 80) <= 8 and set(y28.tolist()) == set(range(8))
     assert abs(len(data[28]["test"][1]) - 40) <= 8
+
+
+def test_evaluate_seeds_means_spread_and_interval_on_hand_made_predictions() -> None:
+    y = np.array([0, 0, 1, 1])
+    right = np.eye(2)[y] * 0.9 + 0.05  # every cell right
+    one_wrong = right.copy()
+    one_wrong[1] = [0.3, 0.7]  # a class-0 cell called class 1
+    runs = {"m_seed0": (_result([0.5, 0.9], seconds=2.0), right), "m_seed1": (_result([0.5, 0.8], seconds=3.0), one_wrong),
+            "other": (_result([0.1, 0.2]), one_wrong)}
+    metrics, ci, accuracies = bx.evaluate_seeds(runs, "m", y, n_boot=300, seed=0)
+    assert accuracies == [1.0, 0.75]
+    assert metrics["m_accuracy"] == pytest.approx(0.875)
+    assert metrics["m_accuracy_sd"] == pytest.approx(np.std([1.0, 0.75], ddof=1)) == pytest.approx(0.25 / np.sqrt(2))
+    assert (metrics["m_accuracy_min"], metrics["m_accuracy_max"]) == (0.75, 1.0)
+    # balanced accuracy: seed 0 is 1; seed 1 recalls 1/2 of class 0 and 2/2 of class 1 → 0.75
+    assert metrics["m_balanced_accuracy"] == pytest.approx(0.875)
+    assert metrics["m_auroc"] == pytest.approx(1.0)  # the wrong cell (0.7 for class 1) still ranks below both class-1 cells
+    assert metrics["m_train_seconds"] == 5.0
+    assert set(ci) == {"m_accuracy", "m_balanced_accuracy"}
+    low, high = ci["m_accuracy"]
+    # a stratified resample keeps two cells per class: the mean accuracy moves in steps of 1/8 around 0.875
+    assert 0.75 <= low <= 0.875 <= high <= 1.0
+    with pytest.raises(ValueError, match="no runs"):
+        bx.evaluate_seeds(runs, "absent", y)
+
+
+def test_seed_runs_and_seed_plateaus_match_whole_keys_only() -> None:
+    runs = {k: (_result([0.5]), None) for k in ("m_seed0", "m_seed12", "m", "m_seedx", "mm_seed0", "m_seed1_extra")}
+    assert list(bx.seed_runs(runs, "m")) == ["m_seed0", "m_seed12"]
+    assert bx.seed_plateaus({"m_seed0": True, "m_seed1": True, "mm_seed0": False}, "m") is True
+    assert bx.seed_plateaus({"m_seed0": True, "m_seed1": False}, "m") is False
+    with pytest.raises(ValueError, match="no seeds"):
+        bx.seed_plateaus({"m": True}, "m")
+
+
+def test_accuracy_difference_is_paired() -> None:
+    y = np.array([0, 0, 1, 1, 1, 0])
+    good = np.eye(2)[y]  # 6/6 right
+    bad = np.eye(2)[[0, 1, 0, 1, 1, 1]]  # 3/6 right
+    runs = {"a": (_result([0.5]), good), "b": (_result([0.5]), bad)}
+    diff, (low, high) = bx.accuracy_difference(runs, "a", "b", y, n_boot=300, seed=0)
+    assert diff == pytest.approx(0.5)
+    assert -1.0 <= low <= 0.5 <= high <= 1.0
+    same, interval = bx.accuracy_difference(runs, "a", "a", y, n_boot=50)
+    assert same == 0.0 and interval == (0.0, 0.0)  # the same predictions on every resample: no spread at all
+
+
+def test_train_seeds_keys_runs_by_seed_and_matches_train_classifier() -> None:
+    data = {8: {"train": _separable(16, 8, 0), "val": _separable(4, 8, 1), "test": _separable(5, 8, 2)}}
+    config = TrainConfig(epochs=1, batch_size=16, lr=3e-3, seed=0, device="cpu", precision="fp32", progress=False)
+    options = dict(mean=(0.5,) * 3, std=(0.35,) * 3, n_classes=2, image_size=8)
+    runs = bx.train_seeds("toy", "wnet", 8, data, config, seeds=[3, 4], **options)
+    assert list(runs) == ["toy_seed3", "toy_seed4"]
+    alone = bx.train_classifier("wnet", 8, data, replace(config, seed=4), **options)
+    np.testing.assert_allclose(runs["toy_seed4"][1], alone[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(runs["toy_seed3"][1], runs["toy_seed4"][1])  # another seed, other weights
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity() -> None:
+    from wbcstudy.models import build
+
+    model = build("resnet18", 8, zero_init_residual=True)
+    blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+    assert len(blocks) == 8 and all(float(b.bn2.weight.detach().abs().sum()) == 0.0 for b in blocks)
+    assert float(build("resnet18", 8).layer1[0].bn2.weight.detach().min()) == 1.0  # the default is unchanged
+
+
+def test_centre200_crop_is_the_centre_of_the_original(tmp_path) -> None:
+    from PIL import Image
+
+    from wbcstudy.data.cache import PBC_CROPS
+    from wbcstudy.data.readers import load_pbc_image
+
+    left, top, right, bottom = PBC_CROPS["centre200"]
+    # the original is 360 wide x 363 high, the window starts at (48, 48): the 200-px centre starts at
+    # column (360 - 200) / 2 = 80 and row (363 - 200) / 2 = 81.5, rounded down to 81
+    assert (left + 48, top + 48, right - left, bottom - top) == (80, 81, 200, 200)
+    rows, cols = np.meshgrid(np.arange(363), np.arange(360), indexing="ij")
+    original = np.stack([rows % 256, cols % 256, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    path = tmp_path / "cell.png"  # lossless, so every pixel says where it came from
+    Image.fromarray(original).save(path)
+    crop = load_pbc_image(path, None, PBC_CROPS["centre200"])
+    assert crop.shape == (200, 200, 3)
+    assert (crop[0, 0, 0], crop[0, 0, 1], crop[-1, -1, 0], crop[-1, -1, 1]) == (81, 80, 280 % 256, 279 % 256)
+
+
+def test_plot_learning_curves_draws_one_line_per_run_and_one_legend_entry_per_model() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def run(values: list[float]) -> tuple[TrainResult, None]:
+        result = _result(values)
+        result.history["train_loss"] = [1.0 / (i + 1) for i in range(len(values))]
+        return result, None
+
+    runs = {"a": run([0.5, 0.6]), "b_seed0": run([0.4, 0.7, 0.8]), "b_seed1": run([0.45, 0.72, 0.81])}
+    fig = bx.plot_learning_curves(runs, {"a": "Model A", "b": "Model B"}, title="t")
+    acc_ax, loss_ax = fig.axes[:2]
+    assert len(acc_ax.lines) == len(loss_ax.lines) == 3
+    assert [t.get_text() for t in acc_ax.get_legend().get_texts()] == ["Model A", "Model B"]
+    assert acc_ax.lines[1].get_color() == acc_ax.lines[2].get_color() != acc_ax.lines[0].get_color()
+    np.testing.assert_allclose(acc_ax.lines[2].get_ydata(), [0.45, 0.72, 0.81])
+    plt.close(fig)
+
+
+def test_load_pbc_arrays_adds_crop_views_of_the_same_cells() -> None:
+    from wbcstudy.data.sources import DatasetMissing
+
+    try:
+        data, _ = bx.load_pbc_arrays([28], train_limit=40, eval_limit=24, seed=0, crops={"c": (28, "centre200")})
+    except DatasetMissing as missing:
+        pytest.skip(str(missing))
+    assert list(data) == [28, "c"]
+    for split in ("train", "val", "test"):
+        assert torch.equal(data[28][split][1], data["c"][split][1])
+        assert data["c"][split][0].shape[1:] == (28, 28, 3)
+    assert not torch.equal(data[28]["train"][0], data["c"]["train"][0])  # a narrower field of view, other pixels

@@ -15,6 +15,9 @@ the original 360x363 (width x height) image):
   80..279 (360 - 80 - 80 = 200 wide) and rows 80..279 (200 high; the bottom margin becomes
   363 - 280 = 83 rather than 81, so the window stays square). In mirror coordinates this is
   (80 - 48, 80 - 48) = (32, 32) to (32 + 200, 32 + 200) = (232, 232), inside the 256 window.
+* ``"centre200"``: MedMNIST's BloodMNIST crop, the 200x200 centre of the 360x363 original: columns
+  (360 - 200) / 2 = 80..279 and rows 81..280 (the centre row offset, 81.5, rounded down); in mirror
+  coordinates (32, 33) to (232, 233). It is the ``"wnet"`` window moved down by one row.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from wbcstudy.data.sources import locate
 from wbcstudy.paths import cache_dir
 
 PROCESSES: int = 2
-PBC_CROPS: dict[str, tuple[int, int, int, int] | None] = {"none": None, "wnet": (32, 32, 232, 232)}
+PBC_CROPS: dict[str, tuple[int, int, int, int] | None] = {"none": None, "wnet": (32, 32, 232, 232),
+                                                        "centre200": (32, 33, 232, 233)}
 DATASETS: tuple[str, ...] = ("pbc", "zheng1", "zheng2", "bccd_wbc", "all_idb2")
 MANIFEST_DATASET: dict[str, str] = {
     "pbc8": "pbc",
@@ -68,7 +72,7 @@ def _versioned(version: str) -> Callable[[Loader], Loader]:
 
 @_versioned("pbc-1")
 def load_pbc_item(item: str, size: int, crop: str) -> np.ndarray:
-    """A PBC image (path) cropped as named ('none' or 'wnet') and resized to size x size."""
+    """A PBC image (path) cropped as named ('none', 'wnet' or 'centre200') and resized to size x size."""
     if crop not in PBC_CROPS:
         raise ValueError(f"unknown PBC crop {crop!r}; choose one of {sorted(PBC_CROPS)}")
     return load_pbc_image(item, size, PBC_CROPS[crop])

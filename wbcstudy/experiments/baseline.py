@@ -1,13 +1,18 @@
-"""The baseline chapter's procedures: PBC arrays at several sizes, one classifier trained from the registry, the test metrics.
+"""The baseline chapter's procedures: PBC arrays at several sizes and crops, classifiers trained from the registry
+(one seed or several), the test metrics, the learning curves.
 
 A *run* is what ``train_classifier`` returns: the training result (best-validation model,
 history, seconds) and the model's class probabilities on the test split. Chapters keep
 their runs in a dict keyed by a short model key ("resnet18_28"), which names every metric
-("resnet18_28_accuracy") and every entry of the results' ``plateau`` dict.
+("resnet18_28_accuracy") and every entry of the results' ``plateau`` dict. A model trained
+with several seeds has one run per seed, keyed ``<model>_seed<k>`` ("resnet18_64_seed0");
+``evaluate_seeds`` and ``seed_plateaus`` summarise them under the model's own key.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -15,8 +20,9 @@ import torch
 
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
-__all__ = ["Arrays", "Run", "load_pbc_arrays", "split_counts", "train_classifier", "evaluate_models", "plateaus",
-           "histories", "run_summary"]
+__all__ = ["Arrays", "Run", "load_pbc_arrays", "split_counts", "train_classifier", "train_seeds", "seed_runs",
+           "evaluate_models", "evaluate_seeds", "accuracy_difference", "plateaus", "seed_plateaus", "histories",
+           "run_summary", "plot_learning_curves"]
 
 #: split name ("train", "val", "test") → (uint8 NHWC images, integer labels)
 Arrays = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -27,23 +33,29 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 def load_pbc_arrays(sizes: Iterable[int], train_limit: int = 0, eval_limit: int = 0, seed: int = 0,
-                    manifest: str = "pbc8") -> tuple[dict[int, Arrays], list[str]]:
+                    manifest: str = "pbc8", crops: Mapping[str, tuple[int, str]] | None = None
+                    ) -> tuple[dict[int | str, Arrays], list[str]]:
     """The train/val/test splits of ``manifest`` decoded at every size in ``sizes``, and the class names.
 
-    ``train_limit`` / ``eval_limit`` > 0 keep a stratified subset of that many training /
-    validation and test images (drawn with ``seed``; the same cells at every size); 0 keeps all.
+    ``sizes`` are taken from the whole 256-px window (crop ``"none"``) and keyed by the size;
+    ``crops`` adds views keyed by name: ``{"28_centre200": (28, "centre200")}`` is the 200-px
+    centre crop (``wbcstudy.data.cache.PBC_CROPS``) at 28 px. ``train_limit`` / ``eval_limit``
+    > 0 keep a stratified subset of that many training / validation and test images (drawn
+    with ``seed``; the same cells in every view); 0 keeps all.
     """
     from wbcstudy.data import load_split_arrays, stratified_subset
 
-    data: dict[int, Arrays] = {}
+    views: dict[int | str, tuple[int, str]] = {size: (size, "none") for size in sorted(set(sizes))}
+    views.update(crops or {})
+    data: dict[int | str, Arrays] = {}
     classes: list[str] = []
-    for size in sorted(set(sizes)):
-        data[size] = {}
+    for key, (size, crop) in views.items():
+        data[key] = {}
         for split in SPLITS:
-            x, y, classes = load_split_arrays(manifest, split, size)
+            x, y, classes = load_split_arrays(manifest, split, size, crop=crop)
             limit = train_limit if split == "train" else eval_limit
             keep = stratified_subset(y, limit, seed) if limit else np.arange(len(y))
-            data[size][split] = (torch.from_numpy(np.ascontiguousarray(x[keep])), torch.from_numpy(y[keep]))
+            data[key][split] = (torch.from_numpy(np.ascontiguousarray(x[keep])), torch.from_numpy(y[keep]))
     return data, classes
 
 
@@ -55,12 +67,13 @@ def split_counts(arrays: Arrays, classes: Sequence[str]) -> pd.DataFrame:
     return counts
 
 
-def train_classifier(name: str, size: int, data: Mapping[int, Arrays], config: TrainConfig,
+def train_classifier(name: str, size: int | str, data: Mapping[int | str, Arrays], config: TrainConfig,
                      mean: Sequence[float], std: Sequence[float], n_classes: int,
                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None, **options) -> Run:
     """Train ``models.build(name, n_classes, **options)`` on ``data[size]`` and predict its test split.
 
-    The network gets an ``InputAdapter`` (uint8 NHWC → normalised with ``mean``/``std``);
+    ``size`` is the key of a view of ``load_pbc_arrays`` (a size, or a crop's name). The
+    network gets an ``InputAdapter`` (uint8 NHWC → normalised with ``mean``/``std``);
     its initial weights depend only on ``config.seed``, not on what ran before. ``fit``
     keeps the epoch with the best validation accuracy.
     """
@@ -73,6 +86,25 @@ def train_classifier(name: str, size: int, data: Mapping[int, Arrays], config: T
     probs = predict_proba(result.model, arrays["test"][0], batch_size=config.eval_batch_size, device=config.device,
                           precision=config.precision)
     return result, probs
+
+
+def train_seeds(key: str, name: str, size: int | str, data: Mapping[int | str, Arrays], config: TrainConfig,
+                mean: Sequence[float], std: Sequence[float], n_classes: int, seeds: Iterable[int],
+                augment: Callable[[torch.Tensor], torch.Tensor] | None = None, **options) -> dict[str, Run]:
+    """``train_classifier`` once per seed (the config's seed replaced), keyed ``<key>_seed<seed>``.
+
+    Each seed sets the initial weights, the shuffling and the augmentation; the data, the
+    schedule and the validation-based choice of epoch are the same for all of them.
+    """
+    return {f"{key}_seed{s}": train_classifier(name, size, data, replace(config, seed=int(s)), mean, std, n_classes,
+                                               augment=augment, **options)
+            for s in seeds}
+
+
+def seed_runs(runs: Mapping[str, Run], key: str) -> dict[str, Run]:
+    """The runs of model ``key`` trained by ``train_seeds`` (keys ``<key>_seed<k>``), in their order in ``runs``."""
+    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
+    return {k: run for k, run in runs.items() if pattern.fullmatch(k)}
 
 
 def evaluate_models(runs: Mapping[str, Run], test_y: np.ndarray | torch.Tensor, n_boot: int = 1000, seed: int = 0,
@@ -105,10 +137,75 @@ def evaluate_models(runs: Mapping[str, Run], test_y: np.ndarray | torch.Tensor, 
     return metrics, ci, pd.DataFrame(rows).set_index("model")
 
 
+def evaluate_seeds(runs: Mapping[str, Run], key: str, test_y: np.ndarray | torch.Tensor, n_boot: int = 1000,
+                   seed: int = 0) -> tuple[dict[str, float], dict[str, tuple[float, float]], list[float]]:
+    """Model ``key``'s test metrics over its seeds (``seed_runs``): the mean of every seed's metric, and more.
+
+    ``metrics`` holds ``<key>_accuracy``, ``_balanced_accuracy``, ``_macro_f1`` and ``_auroc``
+    (means over the seeds), ``<key>_accuracy_sd`` (their standard deviation, ddof 1),
+    ``<key>_accuracy_min`` / ``_max`` and ``<key>_train_seconds`` (all seeds together).
+    ``ci`` holds 95% stratified-bootstrap intervals over test cells of the mean accuracy and
+    mean balanced accuracy: every resample draws one set of cells and scores every seed on it,
+    so the interval is the test set's sampling error of the mean; the seeds' own spread is the
+    SD and range. Also returns the list of the seeds' accuracies.
+    """
+    from wbcstudy.evaluate import classification_metrics
+    from wbcstudy.intervals import bootstrap_metric
+
+    chosen = seed_runs(runs, key)
+    if not chosen:
+        raise ValueError(f"no runs of {key!r} (keys {key}_seed<k>) among {sorted(runs)}")
+    y = np.asarray(test_y)
+    n_classes = next(iter(chosen.values()))[1].shape[1]
+    per_seed = [classification_metrics(y, probs.argmax(1), probs, labels=list(range(n_classes)))
+                for _, probs in chosen.values()]
+    accuracies = [float(m["accuracy"]) for m in per_seed]
+    metrics = {f"{key}_{name}": float(np.mean([m[name] for m in per_seed]))
+               for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}
+    metrics[f"{key}_accuracy_sd"] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
+    metrics[f"{key}_accuracy_min"], metrics[f"{key}_accuracy_max"] = min(accuracies), max(accuracies)
+    metrics[f"{key}_train_seconds"] = float(sum(result.seconds for result, _ in chosen.values()))
+    preds = np.stack([probs.argmax(1) for _, probs in chosen.values()], axis=1)  # (cells, seeds)
+
+    def mean_accuracy(t: np.ndarray, p: np.ndarray) -> float:
+        return float((p == t[:, None]).mean())
+
+    def mean_balanced_accuracy(t: np.ndarray, p: np.ndarray) -> float:
+        present = np.unique(t)
+        recalls = [(p[t == c] == c).mean(axis=0) for c in present]  # each: one recall per seed
+        return float(np.mean(recalls))
+
+    ci = {f"{key}_accuracy": bootstrap_metric(mean_accuracy, y, preds, n_boot=n_boot, seed=seed, strata=True),
+          f"{key}_balanced_accuracy": bootstrap_metric(mean_balanced_accuracy, y, preds, n_boot=n_boot, seed=seed,
+                                                       strata=True)}
+    return metrics, ci, accuracies
+
+
+def accuracy_difference(runs: Mapping[str, Run], a: str, b: str, test_y: np.ndarray | torch.Tensor,
+                        n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Test accuracy of run ``a`` minus run ``b`` on the same cells, with its paired stratified-bootstrap 95% interval."""
+    from wbcstudy.intervals import bootstrap_difference
+
+    y = np.asarray(test_y)
+    pred_a, pred_b = runs[a][1].argmax(1), runs[b][1].argmax(1)
+    accuracy = lambda t, p: float((p == t).mean())  # noqa: E731
+    interval = bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True)
+    return accuracy(y, pred_a) - accuracy(y, pred_b), interval
+
+
 def plateaus(runs: Mapping[str, Run], window: int = 3, tol: float = 0.01) -> dict[str, bool]:
     """Whether each run's validation accuracy reached its plateau (``wbcstudy.train.reached_plateau``)."""
     return {key: reached_plateau(result.history["val_accuracy"].tolist(), window=window, tol=tol)
             for key, (result, _) in runs.items()}
+
+
+def seed_plateaus(plateau: Mapping[str, bool], key: str) -> bool:
+    """Whether every seed of model ``key`` (entries ``<key>_seed<k>`` of a ``plateaus`` dict) reached its plateau."""
+    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
+    flags = [reached for k, reached in plateau.items() if pattern.fullmatch(k)]
+    if not flags:
+        raise ValueError(f"no seeds of {key!r} in the plateau record {sorted(plateau)}")
+    return all(flags)
 
 
 def histories(runs: Mapping[str, Run], names: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -128,3 +225,37 @@ def run_summary(runs: Mapping[str, Run], names: Mapping[str, str] | None = None,
              "best epoch": result.best_epoch, "best val accuracy": result.best_score, "precision": result.precision,
              "plateau reached": bool(plateau[key])} for key, (result, _) in runs.items()]
     return pd.DataFrame(rows).set_index("model")
+
+
+def plot_learning_curves(runs: Mapping[str, Run], names: Mapping[str, str] | None = None,
+                         title: str | None = None):
+    """Every run's validation accuracy and training loss per epoch, in two panels side by side.
+
+    Runs whose keys differ only in ``_seed<k>`` share a colour (one line per seed, with
+    different markers); the legend names the model once. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = names or {}
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
+    colours: dict[str, str] = {}
+    markers = "osD^v"
+    for key, (result, _) in runs.items():
+        model = re.sub(r"_seed\d+$", "", key)
+        colour = colours.setdefault(model, f"C{len(colours)}")
+        k = sum(1 for other in list(runs)[:list(runs).index(key)] if re.sub(r"_seed\d+$", "", other) == model)
+        label = names.get(model, model) if k == 0 else None
+        h = result.history
+        style = dict(color=colour, marker=markers[k % len(markers)], markersize=4, linewidth=1.2, label=label)
+        acc_ax.plot(h["epoch"], h["val_accuracy"], **style)
+        loss_ax.plot(h["epoch"], h["train_loss"], **style)
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    last = max((int(result.history["epoch"].max()) for result, _ in runs.values()), default=1)
+    for ax in (acc_ax, loss_ax):
+        ax.set_xticks(range(1, last + 1, max(1, last // 10)))
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -93,15 +93,18 @@ def _small_input_stem(model: tv_models.ResNet) -> tv_models.ResNet:
     return model
 
 
-def resnet18(num_classes: int, small_input: bool = False) -> tv_models.ResNet:
+def resnet18(num_classes: int, small_input: bool = False, zero_init_residual: bool = False) -> tv_models.ResNet:
     """torchvision ResNet-18 trained from scratch; ``small_input`` uses the CIFAR stem for 28–64 px images.
 
     With ``small_input=True`` the 7×7 stride-2 stem convolution becomes a 3×3 stride-1
     convolution and the stem max-pool is removed — the standard CIFAR adaptation (He et
     al. 2016, §4.2), which keeps a 32 px image at 4×4 rather than 1×1 before the global
     pooling. Without it the network downsamples 32×, as for 224 px ImageNet inputs.
+    ``zero_init_residual`` starts the last BatchNorm scale of every residual block at zero,
+    so that each block begins as the identity (torchvision's option; Goyal et al. 2017), which
+    helps short schedules.
     """
-    model = tv_models.resnet18(weights=None, num_classes=num_classes)
+    model = tv_models.resnet18(weights=None, num_classes=num_classes, zero_init_residual=zero_init_residual)
     return _small_input_stem(model) if small_input else model
 
 
