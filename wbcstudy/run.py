@@ -15,9 +15,9 @@ import yaml
 from wbcstudy.paths import params_dir, project_root
 
 #: Chapters in book order (each is the MyST text notebook ``notebooks/<name>.md``).
-CHAPTERS: tuple[str, ...] = ("data", "baseline", "cytodiffusion", "wnet", "trust", "resnext_cc")
+CHAPTERS: tuple[str, ...] = ("data", "baseline", "hemax", "cytodiffusion", "wnet", "trust", "resnext_cc")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
-DRAFTS: tuple[str, ...] = ("hemax",)
+DRAFTS: tuple[str, ...] = ()
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper", "gpu")
 #: Profiles every chapter has; ``gpu`` (a recorded side experiment on a lent GPU) exists only where a chapter needs it.
 REQUIRED_PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper")
