@@ -9,7 +9,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score
 
 from wbcstudy.experiments import wnet as exp
 from wbcstudy.intervals import wilson
-from wbcstudy.train import CrossValResult, TrainConfig, cross_validate
+from wbcstudy.train import CrossValResult, TrainConfig, cross_validate, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,8 +99,24 @@ def test_transfer_summary_by_hand() -> None:
     assert metrics["t_pretrained_minus_scratch_accuracy"] == pytest.approx(0.3)
     low, high = ci["t_pretrained_minus_scratch_accuracy"]
     assert -1 <= low <= 0.3 <= high <= 1
+    # scratch is right on both cells of classes 0–2 only: recalls 1, 1, 1, 0, 0; pre-trained misses one cell of class 4
+    assert metrics["t_scratch_balanced_accuracy"] == pytest.approx(0.6)
+    assert metrics["t_pretrained_balanced_accuracy"] == pytest.approx(0.9)
+    assert metrics["t_pretrained_minus_scratch_balanced_accuracy"] == pytest.approx(0.3)
+    assert metrics["t_majority_rate"] == pytest.approx(0.2)  # every class has two of the ten cells
+    assert metrics["t_scratch_epochs"] == 6.0
     assert plateau == {"t_scratch": True, "t_pretrained": True}
     assert table.loc[("T", "difference"), "accuracy"] == pytest.approx(0.3)
+    assert table.loc[("T", "always the commonest class"), "balanced accuracy"] == pytest.approx(0.2)
+
+
+def test_transfer_summary_majority_rate_of_an_unbalanced_set() -> None:
+    y = np.array([0] * 7 + [1] * 2 + [2])
+    always_zero = _cv(y, np.zeros(10, int))
+    _, metrics, _, _ = exp.transfer_summary({"T": {"from scratch": always_zero, "pre-trained": always_zero}}, {"T": "t"}, 3,
+                                            n_boot=50)
+    assert metrics["t_majority_rate"] == pytest.approx(0.7) == metrics["t_scratch_accuracy"]
+    assert metrics["t_scratch_balanced_accuracy"] == pytest.approx(1 / 3)
 
 
 def test_comparison_summary_reads_pooled_cells() -> None:
@@ -110,7 +126,15 @@ def test_comparison_summary_reads_pooled_cells() -> None:
     assert metrics["wnet_compare_balanced_accuracy"] == 1.0 and metrics["lstm_balanced_accuracy"] == pytest.approx(1 / 3)
     assert metrics["lstm_precision"] == pytest.approx((1 / 3) / 3)  # class 0 predicted always: precision 1/3, others 0
     assert table.loc["LSTM", "parameters"] == 20 and not table.loc["LSTM", "plateau"]
-    assert set(ci) == set(metrics)
+    assert metrics["lstm_epochs"] == 6.0 and table.loc["LSTM", "epochs"] == 6.0
+    assert set(ci) == set(metrics) - {"wnet_compare_epochs", "lstm_epochs"}
+
+
+def test_restrict_to_keeps_the_other_runs_cells_in_its_order() -> None:
+    full = pd.DataFrame({"fold": [1, 1, 2, 2], "row": [0, 1, 2, 3], "y": [0, 1, 0, 1], "pred": [0, 0, 0, 1]})
+    like = pd.DataFrame({"fold": [2, 1], "row": [3, 1], "y": [1, 1], "pred": [1, 1]})
+    out = exp.restrict_to(full, like)
+    assert out[["fold", "row", "pred"]].values.tolist() == [[2, 3, 1], [1, 1, 0]]
 
 
 def _separable(n: int = 48, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +181,56 @@ def test_compare_models_builds_through_the_registry() -> None:
     assert all(len(h) == 4 and "val_balanced_accuracy" in h for h in runs["LSTM"].cv.histories.values())
 
 
+def test_model_spec_learning_rate_and_epochs_replace_the_comparisons() -> None:
+    x, y = _separable(32)
+    folds = (np.arange(32) // 2) % 2
+    specs = {"W-Net": exp.ModelSpec("wnet", {"image_size": 8}, lr=1e-5, max_epochs=2)}
+    config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "scheduler": "constant"})
+    runs = exp.compare_models(specs, torch.from_numpy(x), y, folds, config, [0.5] * 3, [0.25] * 3, fold_ids=[0],
+                              val_limit=4, n_classes=2, log=None)
+    assert runs["W-Net"].cv.histories[0]["lr"].iloc[-1] == pytest.approx(1e-5)
+    assert list(runs["W-Net"].cv.histories[0]["epoch"]) == [1, 2]
+
+
+def test_stopping_at_the_plateau_keeps_the_best_epoch() -> None:
+    """A separable problem levels off at perfect validation accuracy: the run stops long before its maximum."""
+    from wbcstudy.models import build, with_input_adapter
+
+    x, y = _separable(64)
+    folds = (np.arange(64) // 2) % 2
+    config = exp.until_plateau(30, 8, 3e-3)
+    assert config.stop_at_plateau and config.scheduler == "constant" and config.monitor == "val_balanced_accuracy"
+    config = TrainConfig(**{**config.__dict__, "precision": "fp32", "device": "cpu", "channels_last": False})
+    make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
+    torch.manual_seed(0)
+    cv = exp.cross_validate_monitored(make, torch.from_numpy(x), y, folds, config, fold_ids=[0], val_limit=12)
+    h = cv.histories[0]
+    assert 4 <= len(h) < 30 and exp.cv_plateau(cv.histories)
+    assert (cv.predictions["y"] == cv.predictions["pred"]).mean() >= 0.9
+
+
+def test_gan_plateau_needs_min_epochs_and_a_flat_curve() -> None:
+    flat = [{"judge_accuracy": v} for v in (0.5, 0.9, 0.9, 0.9, 0.9)]
+    assert exp.gan_plateau(flat, min_epochs=4) and not exp.gan_plateau(flat, min_epochs=6)
+    rising = pd.DataFrame({"judge_accuracy": [0.2, 0.4, 0.6, 0.8, 0.95]})
+    assert not exp.gan_plateau(rising, min_epochs=1)
+
+
+def test_generated_cell_score_is_the_judges_accuracy_on_generated_cells() -> None:
+    """A judge that always answers class 0 scores 1/3 on cells generated for three classes, with confidence 1/3 too."""
+    from wbcstudy.models.dcgan import Generator
+
+    class Always0(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(x), 3) + torch.tensor([50.0, 0.0, 0.0])
+
+    gen = Generator(nz=8, num_classes=3, ngf=4, image_size=32)
+    score = exp.generated_cell_score(Always0(), gen, n_per_class=4, n_classes=3, seed=0)
+    assert score["judge_accuracy"] == pytest.approx(1 / 3)
+    assert score["judge_confidence"] == pytest.approx(1 / 3, abs=1e-6)
+    assert score["monitor_seconds"] >= 0 and gen.training
+
+
 def test_gan_checks_and_realism_on_a_perfect_generator() -> None:
     """'Generated' cells drawn from the real distribution: check 1 and check 2 must both succeed."""
     from wbcstudy.models import build, with_input_adapter
@@ -165,7 +239,10 @@ def test_gan_checks_and_realism_on_a_perfect_generator() -> None:
     fake, fake_y = _separable(40, seed=1)
     rows = np.arange(96)
     make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
-    checks = exp.gan_checks(make, x, y, rows[:48], rows[48:64], rows[64:], fake, fake_y, CONFIG, 2, n_boot=50)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(0)
+    judge = fit(make(), (xt[:48], yt[:48]), (xt[48:64], yt[48:64]), CONFIG, n_classes=2)
+    checks = exp.gan_checks(judge, make, x, y, rows[64:], fake, fake_y, CONFIG, 2, n_boot=50)
     assert checks.metrics["generated_classified_accuracy"] >= 0.9
     assert checks.metrics["synthetic_trained_real_accuracy"] >= 0.9
     k = int((checks.fake_pred == fake_y).sum())
@@ -176,3 +253,18 @@ def test_gan_checks_and_realism_on_a_perfect_generator() -> None:
     assert metrics["frechet_wnet_real_reference"] == pytest.approx(0.0, abs=1e-3)  # a sample against itself (sqrtm round-off)
     assert metrics["frechet_wnet_generated"] > 0
     assert list(table.index) == ["dark", "bright", "mean"]
+
+
+def test_transfer_runs_wait_min_steps_before_plateau_stopping() -> None:
+    """20 cells in 5 folds, batch 4: 16 training cells = 4 steps per epoch, so 20 steps mean at least 5 epochs."""
+    from wbcstudy.models import build, with_input_adapter
+
+    x, y = _separable(20)
+    folds = np.arange(20) % 5
+    make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
+    config = TrainConfig(**{**exp.until_plateau(8, 4, 3e-3, "train_loss").__dict__, "precision": "fp32", "device": "cpu",
+                            "channels_last": False})
+    runs = exp.transfer_runs(make(), make, {"T": (torch.from_numpy(x), y, folds)}, config, 5, n_classes=2, min_steps=20)
+    for cv in runs["T"].values():
+        assert len(cv.predictions) == 20
+        assert all(5 <= len(h) <= 8 for h in cv.histories.values())

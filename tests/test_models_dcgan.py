@@ -92,7 +92,7 @@ def test_one_epoch_changes_weights_and_is_deterministic(conditional: bool) -> No
         g0 = [p.detach().clone() for p in g.parameters()]
         d0 = [p.detach().clone() for p in d.parameters()]
         history = dcgan.train_dcgan(g, d, images, labels, epochs=1, batch_size=16, seed=7, device="cpu")
-        assert list(history.columns) == ["epoch", "d_loss", "g_loss", "d_real", "d_fake", "seconds"]
+        assert list(history.columns) == ["epoch", "step", "d_loss", "g_loss", "d_real", "d_fake", "seconds"]
         assert len(history) == 1 and np.isfinite(history.drop(columns="seconds").to_numpy()).all()
         assert 0 < history.d_real[0] < 1 and 0 < history.d_fake[0] < 1
         assert any(not torch.equal(a, b) for a, b in zip(g0, g.parameters()))
@@ -118,3 +118,21 @@ def test_tanh_range_round_trip() -> None:
     scaled = dcgan.to_tanh_range(pixels)
     assert torch.allclose(scaled.flatten(), torch.tensor([-1.0, 127 / 127.5 - 1, 1.0]))
     assert dcgan.from_tanh_range(scaled).tolist() == [[[[0, 127, 255]]]]
+
+
+def test_callback_columns_stop_and_bf16_autocast() -> None:
+    """The callback's numbers become columns, ``stop`` ends training early, and bf16 autocast still trains both models."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, 32)
+    g, d = _tiny_pair(conditional=True)
+    g0 = [p.detach().clone() for p in g.parameters()]
+    seen = []
+    history = dcgan.train_dcgan(g, d, images, labels, epochs=5, batch_size=8, seed=1, device="cpu", precision="bf16",
+                                channels_last=True, callback=lambda epoch: seen.append(epoch) or {"score": 10.0 * epoch},
+                                stop=lambda rows: rows[-1]["score"] >= 20)
+    assert seen == [1, 2] and list(history["epoch"]) == [1, 2]
+    assert list(history["step"]) == [4, 8] and list(history["score"]) == [10.0, 20.0]  # 32 cells / batch 8 = 4 steps
+    assert np.isfinite(history[["d_loss", "g_loss"]].to_numpy()).all()
+    assert any(not torch.equal(a, b) for a, b in zip(g0, g.parameters()))
+    assert g.training and all(p.dtype == torch.float32 for p in g.parameters())

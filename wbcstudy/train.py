@@ -42,6 +42,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     monitor: str = "val_accuracy"  # history column used to keep the best epoch ("val_loss" is minimised)
     patience: int | None = None  # stop when the monitored value has not improved for this many epochs
+    stop_at_plateau: bool = False  # stop once the monitored history has reached its plateau (reached_plateau, defaults)
+    min_epochs: int = 0  # stop_at_plateau waits for at least this many epochs
     checkpoint: str | Path | None = None  # checkpoint file written after every epoch; resumed from when present
     stop_after_epoch: int | None = None  # end the run after this epoch (simulates an interruption; for tests)
     eval_batch_size: int = 256
@@ -282,6 +284,9 @@ def fit(
                         "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score}, tmp)
             tmp.replace(ckpt_path)
         if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+            break
+        if cfg.stop_at_plateau and epoch >= cfg.min_epochs and reached_plateau(
+                [h.get(cfg.monitor, float("nan")) for h in history], mode="min" if cfg.monitor.endswith("loss") else "max"):
             break
         if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs:
             completed = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,8 @@ __all__ = [
     "FoldSplit", "ModelSpec", "ModelRun", "GanChecks",
     "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
     "summarise_cv", "compare_models", "comparison_summary", "paired_difference", "transfer_runs",
-    "transfer_summary", "gan_checks", "judge_features", "realism_summary", "TABLE4_KEYS",
+    "transfer_summary", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features", "realism_summary",
+    "restrict_to", "until_plateau", "TABLE4_KEYS",
 ]
 
 #: Table 4's models: display name → results-key prefix (``<prefix>_balanced_accuracy`` etc.)
@@ -43,6 +45,15 @@ def cv_plateau(histories: Mapping[int, pd.DataFrame], column: str = "val_balance
     if not histories:
         return False
     return all(column in h and _reached_plateau(h[column].to_numpy(), window, tol, mode) for h in histories.values())
+
+
+def until_plateau(max_epochs: int, batch_size: int, lr: float, monitor: str = "val_balanced_accuracy",
+                  seed: int = 0) -> TrainConfig:
+    """The chapter's training recipe: Adam at a constant ``lr``, no weight decay, stopping once ``monitor`` has reached its
+    plateau (``wbcstudy.train.reached_plateau``) or after ``max_epochs``, keeping the best epoch on it when it is a
+    validation column."""
+    return TrainConfig(epochs=max_epochs, batch_size=batch_size, lr=lr, optimizer="adam", weight_decay=0.0,
+                       scheduler="constant", monitor=monitor, stop_at_plateau=True, seed=seed, progress=False)
 
 
 # --------------------------------------------------------------------------- cross-validation with validation cells
@@ -89,15 +100,18 @@ def cross_validate_monitored(
     """k-fold cross-validation as ``wbcstudy.train.cross_validate``, plus a validation curve per fold.
 
     Each fold's model is scored on ``val_limit`` validation cells after every epoch (``val_*`` columns of its
-    history) so that a reader — and ``cv_plateau`` — can see whether it converged; the validation cells choose
-    nothing: the last epoch is kept, as in ``cross_validate``. Training is unchanged by the monitoring (``fit``
-    seeds every epoch by (seed, epoch) alone).
+    history) so that a reader — and ``cv_plateau`` — can see whether it converged. By default the validation cells
+    choose nothing: the last epoch is kept, as in ``cross_validate``, and training is unchanged by the monitoring
+    (``fit`` seeds every epoch by (seed, epoch) alone). With ``config.stop_at_plateau`` they also decide when to stop
+    (once ``config.monitor`` has reached its plateau, at most ``config.epochs`` epochs) and the best epoch on them is
+    kept; the held-out fold still chooses nothing.
     """
     y_all = np.asarray(labels, dtype=np.int64)
     fold_arr = np.asarray(folds)
     n_classes = n_classes or int(y_all.max()) + 1
     fold_ids = sorted(int(f) for f in np.unique(fold_arr)) if fold_ids is None else [int(f) for f in fold_ids]
-    last_epoch = dataclasses.replace(config, monitor="epoch", patience=None)  # "epoch" always improves: keep the last
+    last_epoch = config if config.stop_at_plateau else dataclasses.replace(config, monitor="epoch", patience=None)
+    # ("epoch" always improves: without plateau stopping the last epoch is kept)
     frames, histories, seconds, sizes, models = [], {}, {}, {}, {}
     for fold in fold_ids:
         split = split_fold(y_all, fold_arr, fold, train_limit, val_limit, test_limit)
@@ -188,11 +202,14 @@ def summarise_cv(cv: CrossValResult, classes: Sequence[str], prefix: str, n_boot
 # --------------------------------------------------------------------------- Table 4: models × folds
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a comparison: its ``wbcstudy.models.build`` name and options, and its loss (None: cross-entropy)."""
+    """One model of a comparison: its ``wbcstudy.models.build`` name and options, its loss (None: cross-entropy), its
+    learning rate and its maximum number of epochs (None: the comparison's)."""
 
     name: str
     options: dict = field(default_factory=dict)
     loss_fn: LossFn | None = None
+    lr: float | None = None
+    max_epochs: int | None = None
 
 
 @dataclass
@@ -212,7 +229,9 @@ def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels:
     """Cross-validate every model on the same folds, training cells, epochs, optimiser and augmentation (Table 4).
 
     Each model is built by ``wbcstudy.models.build(spec.name, n_classes, **spec.options)`` behind an input adapter
-    that normalises uint8 images with ``mean``/``std``; the plateau is judged on the validation balanced accuracy.
+    that normalises uint8 images with ``mean``/``std`` and trained with ``config`` (its learning rate and epochs
+    replaced by ``spec.lr`` and ``spec.max_epochs`` where given); the plateau is judged on the validation balanced
+    accuracy.
     """
     from wbcstudy.models import build, count_parameters, with_input_adapter
 
@@ -222,13 +241,21 @@ def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels:
         torch.manual_seed(seed)
         make = lambda spec=spec: with_input_adapter(build(spec.name, n_classes, **spec.options), mean, std)  # noqa: E731
         n_params = count_parameters(build(spec.name, n_classes, **spec.options))
-        cv = cross_validate_monitored(make, images, labels, folds, config, fold_ids=fold_ids, train_limit=train_limit,
+        own = dataclasses.replace(config, lr=spec.lr or config.lr, epochs=spec.max_epochs or config.epochs)
+        cv = cross_validate_monitored(make, images, labels, folds, own, fold_ids=fold_ids, train_limit=train_limit,
                                       val_limit=val_limit, test_limit=test_limit, augment=augment, loss_fn=spec.loss_fn,
                                       n_classes=n_classes)
         runs[title] = ModelRun(cv, n_params, cv_plateau(cv.histories))
         if log is not None:
-            log(f"{title}: {n_params:,} parameters, {sum(cv.seconds.values()):.0f} s over {len(cv.seconds)} folds")
+            epochs = [len(h) for h in cv.histories.values()]
+            log(f"{title}: {n_params:,} parameters, lr {own.lr:g}, {min(epochs)}–{max(epochs)} epochs, "
+                f"{sum(cv.seconds.values()):.0f} s over {len(cv.seconds)} folds")
     return runs
+
+
+def restrict_to(predictions: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``predictions`` for the held-out cells (fold, row) that ``like`` also predicted, in ``like``'s order."""
+    return like[["fold", "row"]].merge(predictions, on=["fold", "row"], how="inner")
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
@@ -246,7 +273,8 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: 
 def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], keys: Mapping[str, str] = TABLE4_KEYS,
                        n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
     """Table 4 from a comparison: per model, pooled balanced accuracy (with interval), precision, recall, F1,
-    parameters and plateau; plus the results metrics ``{key}_{metric}`` and their intervals."""
+    parameters, mean epochs trained per fold and plateau; plus the results metrics ``{key}_{metric}`` (with
+    ``{key}_epochs``) and the intervals of the metrics."""
     rows, metrics, ci = [], {}, {}
     for title, run in runs.items():
         p = run.cv.predictions
@@ -255,7 +283,9 @@ def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], key
         metrics.update(m)
         ci.update(c)
         k = keys[title]
-        rows.append({"model": title, "parameters": run.parameters, "balanced accuracy": m[f"{k}_balanced_accuracy"],
+        metrics[f"{k}_epochs"] = float(np.mean([len(h) for h in run.cv.histories.values()]))
+        rows.append({"model": title, "parameters": run.parameters, "epochs": metrics[f"{k}_epochs"],
+                     "balanced accuracy": m[f"{k}_balanced_accuracy"],
                      "95% CI low": c[f"{k}_balanced_accuracy"][0], "95% CI high": c[f"{k}_balanced_accuracy"][1],
                      "precision": m[f"{k}_precision"], "recall": m[f"{k}_recall"], "F1": m[f"{k}_f1"],
                      "plateau": run.plateau})
@@ -266,19 +296,23 @@ def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], key
 def transfer_runs(pretrained: nn.Module, make_scratch: Callable[[], nn.Module],
                   targets: Mapping[str, tuple[torch.Tensor, np.ndarray, np.ndarray]], config: TrainConfig,
                   n_folds: int, augment: Augment | None = None, n_classes: int | None = None,
-                  seed: int = 0) -> dict[str, dict[str, CrossValResult]]:
+                  seed: int = 0, min_steps: int = 0) -> dict[str, dict[str, CrossValResult]]:
     """On every target set (images, labels, folds), cross-validate W-Net from scratch and fine-tuned from ``pretrained``.
 
-    Both runs use the target's first ``n_folds`` fixed folds, the same epochs and learning rate; fine-tuning trains all
-    layers of a copy of ``pretrained`` (its output layer kept: the targets share its classes).
+    Both runs use the target's first ``n_folds`` fixed folds and the same ``config``; fine-tuning trains all layers of a
+    copy of ``pretrained`` (its output layer kept: the targets share its classes). ``min_steps`` sets the config's
+    ``min_epochs`` per target to at least that many optimiser steps, so that plateau stopping on a few-cell set does not
+    end a run in its first flat stretch of a handful of steps.
     """
     out: dict[str, dict[str, CrossValResult]] = {}
     for title, (x, y, f) in targets.items():
         ids = sorted(int(v) for v in np.unique(f))[:n_folds]
+        steps_per_epoch = max(1, int(len(y) * (1 - 1 / max(2, len(np.unique(f))))) // config.batch_size)
+        own = dataclasses.replace(config, min_epochs=max(config.min_epochs, -(-min_steps // steps_per_epoch)))
         torch.manual_seed(seed)
-        scratch = cross_validate_monitored(make_scratch, x, y, f, config, fold_ids=ids, augment=augment,
+        scratch = cross_validate_monitored(make_scratch, x, y, f, own, fold_ids=ids, augment=augment,
                                            n_classes=n_classes)
-        tuned = cross_validate_monitored(lambda: copy.deepcopy(pretrained), x, y, f, config, fold_ids=ids,
+        tuned = cross_validate_monitored(lambda: copy.deepcopy(pretrained), x, y, f, own, fold_ids=ids,
                                          augment=augment, n_classes=n_classes)
         out[title] = {"from scratch": scratch, "pre-trained": tuned}
     return out
@@ -287,25 +321,48 @@ def transfer_runs(pretrained: nn.Module, make_scratch: Callable[[], nn.Module],
 def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Mapping[str, str], n_classes: int,
                      n_boot: int = 1000, seed: int = 0
                      ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]], dict[str, bool]]:
-    """Accuracy (Wilson interval) of scratch and pre-trained W-Net per target, their paired difference (bootstrap
-    over the pooled cells) as ``{key}_pretrained_minus_scratch_accuracy``, and each run's plateau (training loss)."""
+    """Scratch and pre-trained W-Net per target: accuracy (Wilson interval), balanced accuracy (stratified bootstrap),
+    epochs trained; the majority-class rate (``{key}_majority_rate``: the accuracy of always answering the commonest
+    class, whose balanced accuracy is 1/classes present); the paired differences pre-trained − scratch of both metrics
+    (bootstrap over the pooled cells) as ``{key}_pretrained_minus_scratch_{metric}``; each run's plateau (training
+    loss)."""
     rows, metrics, ci, plateau = [], {}, {}, {}
+    balanced = metric_functions(n_classes)["balanced_accuracy"]
     for title, pair in runs.items():
         key = keys[title]
+        y = pair["from scratch"].predictions["y"].to_numpy()
+        counts = np.bincount(y, minlength=n_classes)
+        metrics[f"{key}_majority_rate"] = float(counts.max() / counts.sum())
+        rows.append({"target": title, "W-Net": "always the commonest class", "accuracy": metrics[f"{key}_majority_rate"],
+                     "balanced accuracy": 1 / int((counts > 0).sum()), "cells": len(y)})
         for how, suffix in (("from scratch", "scratch"), ("pre-trained", "pretrained")):
             p = pair[how].predictions
-            k, n = int((p["y"] == p["pred"]).sum()), len(p)
-            metrics[f"{key}_{suffix}_accuracy"], ci[f"{key}_{suffix}_accuracy"] = k / n, list(wilson(k, n))
-            plateau[f"{key}_{suffix}"] = cv_plateau(pair[how].histories, "train_loss", mode="min")
-            rows.append({"target": title, "W-Net": how, "accuracy": k / n, "95% CI low": ci[f"{key}_{suffix}_accuracy"][0],
-                         "95% CI high": ci[f"{key}_{suffix}_accuracy"][1], "cells": n})
-        d, (low, high) = paired_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions, n_classes,
-                                           "accuracy", n_boot, seed)
-        metrics[f"{key}_pretrained_minus_scratch_accuracy"] = d
-        ci[f"{key}_pretrained_minus_scratch_accuracy"] = [low, high]
-        rows.append({"target": title, "W-Net": "difference", "accuracy": d, "95% CI low": low, "95% CI high": high,
-                     "cells": len(pair["pre-trained"].predictions)})
-    return pd.DataFrame(rows).set_index(["target", "W-Net"]), metrics, ci, plateau
+            yt, yp = p["y"].to_numpy(), p["pred"].to_numpy()
+            k, n, name = int((yt == yp).sum()), len(p), f"{key}_{suffix}"
+            metrics[f"{name}_accuracy"], ci[f"{name}_accuracy"] = k / n, list(wilson(k, n))
+            metrics[f"{name}_balanced_accuracy"] = balanced(yt, yp)
+            ci[f"{name}_balanced_accuracy"] = list(bootstrap_metric(balanced, yt, yp, n_boot=n_boot, seed=seed, strata=yt))
+            metrics[f"{name}_epochs"] = float(np.mean([len(h) for h in pair[how].histories.values()]))
+            plateau[name] = cv_plateau(pair[how].histories, "train_loss", mode="min")
+            rows.append({"target": title, "W-Net": how, "accuracy": k / n, "95% CI low": ci[f"{name}_accuracy"][0],
+                         "95% CI high": ci[f"{name}_accuracy"][1], "balanced accuracy": metrics[f"{name}_balanced_accuracy"],
+                         "BA 95% CI low": ci[f"{name}_balanced_accuracy"][0],
+                         "BA 95% CI high": ci[f"{name}_balanced_accuracy"][1], "epochs": metrics[f"{name}_epochs"],
+                         "cells": n})
+        diff: dict[str, float] = {}
+        for metric in ("accuracy", "balanced_accuracy"):
+            d, (low, high) = paired_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions,
+                                               n_classes, metric, n_boot, seed)
+            metrics[f"{key}_pretrained_minus_scratch_{metric}"], diff[metric] = d, d
+            ci[f"{key}_pretrained_minus_scratch_{metric}"] = [low, high]
+        lo_a, hi_a = ci[f"{key}_pretrained_minus_scratch_accuracy"]
+        lo_b, hi_b = ci[f"{key}_pretrained_minus_scratch_balanced_accuracy"]
+        rows.append({"target": title, "W-Net": "difference", "accuracy": diff["accuracy"], "95% CI low": lo_a,
+                     "95% CI high": hi_a, "balanced accuracy": diff["balanced_accuracy"], "BA 95% CI low": lo_b,
+                     "BA 95% CI high": hi_b, "cells": len(pair["pre-trained"].predictions)})
+    columns = ["accuracy", "95% CI low", "95% CI high", "balanced accuracy", "BA 95% CI low", "BA 95% CI high", "epochs",
+               "cells"]
+    return pd.DataFrame(rows).set_index(["target", "W-Net"])[columns], metrics, ci, plateau
 
 
 # --------------------------------------------------------------------------- the DCGAN checks
@@ -313,7 +370,7 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
 class GanChecks:
     """The paper's first two checks of generated cells, and the real-trained judge they rest on."""
 
-    judge: TrainResult  # W-Net trained on the real training split (epoch chosen on the real validation split)
+    judge: TrainResult  # W-Net trained on the real training split (stopped and chosen on the real validation split)
     synthetic: TrainResult  # W-Net trained on the generated cells only
     judge_real_pred: np.ndarray  # judge on the real test cells
     fake_pred: np.ndarray  # check 1: judge on the generated cells
@@ -323,19 +380,16 @@ class GanChecks:
     plateau: dict[str, bool]
 
 
-def gan_checks(make_model: Callable[[], nn.Module], images: np.ndarray, labels: np.ndarray, train_rows: np.ndarray,
-               val_rows: np.ndarray, test_rows: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
-               config: TrainConfig, n_classes: int, augment: Augment | None = None, n_boot: int = 1000,
-               seed: int = 0) -> GanChecks:
-    """Check 1 (the real-trained W-Net labels generated cells) and check 2 (W-Net trained on generated cells, tested on
-    real ones); accuracies with Wilson intervals, balanced accuracy with a bootstrap interval."""
+def gan_checks(judge: TrainResult, make_model: Callable[[], nn.Module], images: np.ndarray, labels: np.ndarray,
+               test_rows: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray, config: TrainConfig, n_classes: int,
+               augment: Augment | None = None, n_boot: int = 1000, seed: int = 0) -> GanChecks:
+    """Check 1 (the real-trained ``judge`` labels generated cells) and check 2 (a fresh ``make_model()`` trained on the
+    generated cells alone, to the plateau of its training loss when ``config.stop_at_plateau``, tested on the real
+    test cells); accuracies with Wilson intervals, balanced accuracy with a bootstrap interval."""
     x, y = torch.from_numpy(images), np.asarray(labels, dtype=np.int64)
     torch.manual_seed(seed)
-    judge = fit(make_model(), (x[train_rows], torch.from_numpy(y[train_rows])),
-                (x[val_rows], torch.from_numpy(y[val_rows])), config, augment=augment, n_classes=n_classes)
-    torch.manual_seed(seed)
     synthetic = fit(make_model(), (torch.from_numpy(fake), torch.from_numpy(np.asarray(fake_labels, dtype=np.int64))),
-                    None, config, augment=augment, n_classes=n_classes)
+                    None, dataclasses.replace(config, monitor="train_loss"), augment=augment, n_classes=n_classes)
     preds = {"judge_real": (y[test_rows], predict_proba(judge.model, x[test_rows]).argmax(1)),
              "generated_classified": (np.asarray(fake_labels), predict_proba(judge.model, torch.from_numpy(fake)).argmax(1)),
              "synthetic_trained_real": (y[test_rows], predict_proba(synthetic.model, x[test_rows]).argmax(1))}
@@ -350,6 +404,32 @@ def gan_checks(make_model: Callable[[], nn.Module], images: np.ndarray, labels: 
                "synthetic": _reached_plateau(synthetic.history["train_loss"].to_numpy(), mode="min")}
     return GanChecks(judge, synthetic, preds["judge_real"][1], preds["generated_classified"][1],
                      preds["synthetic_trained_real"][1], metrics, ci, plateau)
+
+
+def generated_cell_score(judge: nn.Module, generator: nn.Module, n_per_class: int, n_classes: int,
+                         seed: int = 0) -> dict[str, float]:
+    """How recognisable a conditional generator's cells are now: the ``judge``'s accuracy on ``n_per_class`` cells
+    generated per class from fixed noise (``seed``), its mean confidence in the intended class, and the seconds taken.
+
+    Called after every DCGAN epoch (``train_dcgan(callback=...)``), it gives the generator a learning curve on the
+    same scale as check 1; ``gan_plateau`` reads it.
+    """
+    from wbcstudy.models.dcgan import generate
+
+    start = time.perf_counter()
+    wanted = np.repeat(np.arange(n_classes), n_per_class)
+    prob = predict_proba(judge, torch.from_numpy(generate(generator, len(wanted), wanted, seed=seed)))
+    return {"judge_accuracy": float((prob.argmax(1) == wanted).mean()),
+            "judge_confidence": float(prob[np.arange(len(wanted)), wanted].mean()),
+            "monitor_seconds": time.perf_counter() - start}
+
+
+def gan_plateau(history: Sequence[Mapping[str, float]] | pd.DataFrame, min_epochs: int = 4,
+                column: str = "judge_accuracy") -> bool:
+    """Whether a DCGAN's ``column`` curve (from ``generated_cell_score``) has reached its plateau after at least
+    ``min_epochs`` epochs (``wbcstudy.train.reached_plateau``: window 3, tolerance 0.01)."""
+    values = [float(r[column]) for r in history] if not isinstance(history, pd.DataFrame) else history[column].tolist()
+    return len(values) >= min_epochs and _reached_plateau(values)
 
 
 @torch.inference_mode()
