@@ -75,6 +75,15 @@ def test_patience_stops_early():
     assert len(result.history) == result.best_epoch + 2 < 30
 
 
+def test_stop_at_plateau_ends_the_run_where_reached_plateau_first_holds():
+    from wbcstudy.train import reached_plateau
+
+    result = fit(_mlp(), _blobs(), _blobs(seed=1), _config(epochs=40, stop_at_plateau=True, min_epochs=5))
+    accuracy = result.history["val_accuracy"].tolist()
+    assert 5 <= len(accuracy) < 40  # easy blobs level off well before the cap
+    assert reached_plateau(accuracy) and not any(reached_plateau(accuracy[:n]) for n in range(5, len(accuracy)))
+
+
 def test_balanced_class_weights_by_hand():
     y = torch.tensor([0, 0, 0, 1])
     assert _class_weight_tensor("balanced", y, 2).tolist() == pytest.approx([4 / 6, 2.0])
