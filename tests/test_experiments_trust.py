@@ -11,9 +11,12 @@ from wbcstudy.experiments.trust import (
     TrainedModel,
     accuracy_difference,
     accuracy_table,
+    augmentation_sharpness,
+    captum_cross_check,
     fisher_comparison,
     gradcam_checks,
     harmful_images_summary,
+    harmful_neighbours,
     influence_vs_leave_one_out,
     readme_robustness,
     resize_images,
@@ -79,19 +82,50 @@ def test_robustness_at_the_models_resolution_and_readme_levels():
     x, y = _colour_images(4, size=32)
     run = _fake_run("cnn", np.zeros((8, 2)), size=16)
     levels = {"gaussian_noise": [0.0, 0.05], "gaussian_blur": [1, 5], "brightness": [1.0, 1.3]}
-    sweeps = robustness_sweeps({"cnn": run}, x, y.numpy(), levels)
-    assert list(sweeps.columns) == ["model", "perturbation", "level", "accuracy"]
-    assert len(sweeps) == 6 and (sweeps.accuracy == 1.0).all()  # colour survives all three perturbations
-    metrics, table = readme_robustness(sweeps, {"cnn": run})
-    assert metrics == {"cnn_noise005_accuracy": 1.0, "cnn_blur5_accuracy": 1.0, "cnn_brightness13_accuracy": 1.0}
-    both, _ = readme_robustness(pd.concat([sweeps, sweeps.assign(model="ResNet50 (scratch)", accuracy=0.75)]),
-                                {"cnn": run, "resnet50": _fake_run("resnet50", np.zeros((8, 2)))})
-    assert both["resnet50_minus_cnn_blur5_accuracy"] == pytest.approx(-0.25)
+    sweep = robustness_sweeps({"cnn": run}, x, y.numpy(), levels)
+    assert list(sweep.table.columns) == ["model", "perturbation", "level", "accuracy", "n", "ci_low", "ci_high"]
+    assert len(sweep.table) == 6 and (sweep.table.accuracy == 1.0).all()  # colour survives all three perturbations
+    assert (sweep.table.n == 8).all() and (sweep.table.ci_high == 1.0).all() and (sweep.table.ci_low < 1).all()
+    metrics, ci, table = readme_robustness(sweep, {"cnn": run}, n_boot=50)
+    assert {k: v for k, v in metrics.items() if not k.endswith("minus_clean_accuracy")} == {
+        "cnn_noise005_accuracy": 1.0, "cnn_blur5_accuracy": 1.0, "cnn_brightness13_accuracy": 1.0}
+    assert metrics["cnn_blur5_minus_clean_accuracy"] == 0.0 and ci["cnn_blur5_minus_clean_accuracy"] == (0.0, 0.0)
+    from wbcstudy.intervals import wilson
+
+    assert ci["cnn_noise005_accuracy"] == wilson(8, 8)
     assert table.loc["custom CNN", "clean"] == 1.0
     seen = []
     run.result.model = _Recorder(seen)
     robustness_sweeps({"cnn": run}, x, y.numpy(), {"brightness": [1.0]})
     assert seen == [(8, 16, 16, 3)]  # perturbed and predicted at the model's 16 px, not the 32 px source
+
+
+def test_readme_robustness_differences_are_paired_by_image():
+    from wbcstudy.experiments.trust import RobustnessSweep
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    right, half = y.copy(), np.array([0, 0, 1, 1, 1, 1, 0, 0])  # all right; 4 of 8 right
+    settings = {("gaussian_noise", 0.05), ("gaussian_blur", 5.0), ("brightness", 1.3), ("brightness", 1.0)}
+    predictions = {("cnn", p, lv): right for p, lv in settings}
+    predictions.update({("resnet50", p, lv): (right if lv == 1.0 else half) for p, lv in settings})
+    sweep = RobustnessSweep(pd.DataFrame(), predictions, y)
+    runs = {"cnn": _fake_run("cnn", np.zeros((8, 2))), "resnet50": _fake_run("resnet50", np.zeros((8, 2)))}
+    metrics, ci, table = readme_robustness(sweep, runs, n_boot=200, seed=0)
+    assert metrics["resnet50_blur5_minus_clean_accuracy"] == pytest.approx(-0.5)
+    assert metrics["resnet50_minus_cnn_noise005_accuracy"] == pytest.approx(-0.5)
+    lo, hi = ci["resnet50_minus_cnn_noise005_accuracy"]
+    assert -1 <= lo <= -0.5 <= hi < 0  # ResNet50 is never better on any resample of the same images
+    assert table.loc["ResNet50 (scratch)", "Δ blur5 [95% CI]"].startswith("-0.500 [")
+
+
+def test_augmentation_sharpness_table():
+    x, _ = _colour_images(3, size=16)
+    table = augmentation_sharpness(x, [16, 8], {"identity": lambda im: im, "blur": lambda im: im // 2})
+    from wbcstudy.explain import laplacian_energy
+
+    assert list(table.index) == [16, 8]
+    assert table.loc[16, "as they are"] == pytest.approx(laplacian_energy(x)) == pytest.approx(table.loc[16, "identity"])
+    assert table.loc[16, "blur"] < table.loc[16, "as they are"] and table.loc[16, "blur 5×5"] < table.loc[16, "blur 3×3"]
 
 
 class _Recorder(nn.Module):
@@ -195,3 +229,57 @@ def test_influence_intervals_contain_their_estimates(one_thread):
     for name in ("influence", "tracin", "readme_influence"):
         lo, hi = check.ci[f"{name}_loo_spearman"]
         assert -1 <= lo <= check.metrics[f"{name}_loo_spearman"] <= hi <= 1
+    assert check.metrics["influence_test_images"] == 2 and check.metrics["influence_loo_removed"] == 12
+
+
+def test_row_spearman_equals_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    from wbcstudy.experiments.trust import _row_spearman
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 4, (5, 12)).astype(float), rng.normal(size=(5, 12))
+    np.testing.assert_allclose(_row_spearman(a, b), [spearmanr(r, q)[0] for r, q in zip(a, b)])
+    assert np.isnan(_row_spearman(np.ones((1, 4)), b[:1, :4])[0])
+
+
+def test_captum_cross_check_agrees_on_the_chapter_problem(one_thread):
+    z, y, zt, yt = _blobs()
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=3, loo_count=4, l2=1e-2, damping=1e-3, tracin_epochs=1,
+                                       n_boot=10)
+    metrics, theirs = captum_cross_check(check, zt, yt, damping=1e-3)
+    assert theirs.shape == check.predicted.shape
+    assert metrics["captum_influence_max_relative_difference"] < 1e-5 and metrics["captum_influence_spearman"] > 0.9999
+
+
+def test_harmful_neighbours_finds_a_planted_duplicate(one_thread):
+    z, y, zt, yt = _blobs()
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=2, loo_count=4, l2=1e-2, tracin_epochs=1, n_boot=10)
+    gen = torch.Generator().manual_seed(1)
+    train_images = torch.randint(0, 256, (len(y), 6, 6, 3), generator=gen, dtype=torch.uint8)
+    test_images = torch.randint(0, 256, (len(yt), 6, 6, 3), generator=gen, dtype=torch.uint8)
+    t = int(check.chosen[0])
+    harmful = int(np.argmin(check.predicted[0]))
+    test_images[t] = train_images[harmful]  # the harmful training image is the test image's pixel twin
+    z_twin = zt.clone()
+    z_twin[t] = z[harmful]  # and its feature twin
+    metrics, table = harmful_neighbours(check, train_images, test_images, z_twin, yt)
+    row = table.loc[t]
+    assert row["harmful training image"] == harmful and row["pixel RMSE"] == 0 and row["pixel rank"] == 1
+    assert row["feature cosine"] == pytest.approx(1.0) and row["feature rank"] == 1 and bool(row["near-duplicate"])
+    assert bool(row["same label"]) == (y[harmful].item() == yt[t])
+    assert 0.5 <= metrics["harmful_near_duplicate_fraction"] <= 1
+
+
+def test_training_similarity_by_hand(one_thread):
+    from wbcstudy.experiments.trust import training_similarity
+
+    z, y, zt, yt = _blobs()
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=2, loo_count=2, l2=1e-2, tracin_epochs=1, n_boot=5)
+    train_images = torch.full((len(y), 2, 2, 3), 10, dtype=torch.uint8)
+    train_images[1] = 13  # every pixel 3 grey levels from the test image below
+    rmse, cos = training_similarity(check, train_images, torch.full((2, 2, 3), 10, dtype=torch.uint8), z[1])
+    assert rmse[0] == 0 and rmse[1] == pytest.approx(3.0)
+    centred = z.double() - z.double().mean(0)
+    expected = (centred @ centred[1]) / (centred.norm(dim=1) * centred[1].norm())
+    np.testing.assert_allclose(cos, expected.numpy(), rtol=1e-5)

@@ -140,6 +140,23 @@ def test_influence_matches_exact_leave_one_out(one_thread):
     assert np.abs(damped).sum() < np.abs(predicted).sum()
 
 
+def test_captum_naive_influence_function_agrees_with_ours(one_thread):
+    from wbcstudy.explain import captum_influence
+
+    z, y, zt, yt = _blobs()
+    problem = LastLayerProblem(z, y, 3, l2=1e-2)
+    theta = problem.fit()
+    for damping in (0.0, 0.05):
+        ours = problem.predicted_loo_effect(theta, zt, yt, damping=damping)
+        torch.manual_seed(123)
+        expected_draw = torch.rand(3)
+        torch.manual_seed(123)
+        theirs = captum_influence(problem, theta, zt, yt, damping=damping)
+        assert torch.equal(torch.rand(3), expected_draw)  # captum's re-seeding does not leak into the caller's generator
+        assert theirs.shape == (3, problem.n)
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6 * np.abs(ours).max())
+
+
 def test_leave_one_out_falls_back_to_full_newton_steps(one_thread):
     z, y, zt, yt = _blobs()
     problem = LastLayerProblem(z, y, 3, l2=1e-2)
@@ -270,10 +287,43 @@ def test_severity_sweep():
     y = np.array([0, 0, 1, 1])
     predict = lambda xb: np.tile([0.9, 0.1], (len(xb), 1))  # noqa: E731  always class 0
     table = severity_sweep(predict, x, y, {"gaussian_noise": [0, 0.1], "brightness": [1.0]})
-    assert list(table.columns) == ["perturbation", "level", "accuracy"]
-    assert table.accuracy.tolist() == [0.5, 0.5, 0.5]
+    assert list(table.columns) == ["perturbation", "level", "accuracy", "n", "ci_low", "ci_high"]
+    assert table.accuracy.tolist() == [0.5, 0.5, 0.5] and table.n.tolist() == [4, 4, 4]
+    # Wilson 95% for 2 of 4 by hand: centre (2 + z²/2)/(4 + z²) = 0.5, half-width z·sqrt(4·0.25 + z²/4)/(4 + z²)
+    z = 1.959964
+    half = z * np.sqrt(1 + z * z / 4) / (4 + z * z)
+    assert table.ci_low.iloc[0] == pytest.approx(0.5 - half, abs=1e-6) and table.ci_high.iloc[0] == pytest.approx(0.5 + half, abs=1e-6)
     with pytest.raises(ValueError):
         severity_sweep(predict, x, y, {"rain": [1]})
+
+
+def test_perturbed_predictions_predict_the_clean_images_once():
+    from wbcstudy.explain.robustness import perturbed_predictions
+
+    x = torch.full((3, 8, 8, 3), 100, dtype=torch.uint8)
+    seen = []
+
+    def predict(xb):
+        seen.append(int(xb[0, 0, 0, 0]))
+        return np.tile([0.2, 0.8], (len(xb), 1))
+
+    preds = perturbed_predictions(predict, x, {"gaussian_noise": [0.0], "gaussian_blur": [1, 3], "brightness": [1.0, 2.0]})
+    assert sorted(preds) == [("brightness", 1.0), ("brightness", 2.0), ("gaussian_blur", 1.0), ("gaussian_blur", 3.0),
+                             ("gaussian_noise", 0.0)]
+    assert seen == [100, 100, 200]  # clean once (shared by the three identity levels), blur 3 (flat: unchanged), ×2
+    assert preds[("gaussian_noise", 0.0)] is preds[("brightness", 1.0)] and preds[("brightness", 2.0)].tolist() == [1, 1, 1]
+
+
+def test_laplacian_energy_by_hand_and_blur_lowers_it():
+    from wbcstudy.explain.robustness import laplacian_energy
+
+    x = torch.zeros(1, 3, 3, 3, dtype=torch.uint8)
+    x[0, 1, 1] = 10  # one bright centre pixel: the Laplacian at the centre is -40 (the only interior pixel)
+    assert laplacian_energy(x) == pytest.approx(1600.0)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 200).to(torch.uint8)
+    img = checker[None, :, :, None].expand(2, 16, 16, 3).contiguous()
+    assert laplacian_energy(img) == pytest.approx(800.0 ** 2)  # |4·200 − 0| or |0 − 4·200| at every interior pixel
+    assert laplacian_energy(gaussian_blur(img, 3)) < 0.2 * laplacian_energy(img)
 
 
 def test_gradcam_works_on_a_frozen_network_and_leaves_it_frozen(one_thread):

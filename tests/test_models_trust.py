@@ -70,6 +70,19 @@ def test_keras_affine_augmentation():
     assert torch.equal(keras_affine(const), const)  # nearest-edge fill: a flat image stays flat
 
 
+def test_keras_affine_bicubic_keeps_more_sharpness_than_bilinear():
+    from wbcstudy.augment import keras_affine
+    from wbcstudy.explain.robustness import laplacian_energy
+
+    x = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    assert torch.equal(keras_affine(x, rotation=0, shift=0, shear=0, zoom=0, flips=False, mode="bicubic"), x)
+    torch.manual_seed(1)
+    bilinear = keras_affine(x)
+    torch.manual_seed(1)
+    bicubic = keras_affine(x, mode="bicubic")  # the same draws, another kernel
+    assert laplacian_energy(bilinear) < laplacian_energy(bicubic) < 1.05 * laplacian_energy(x)
+
+
 def test_build_model_creates_the_network_through_the_study_registry(one_thread, monkeypatch):
     from wbcstudy.models import registry
 

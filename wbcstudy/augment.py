@@ -52,14 +52,15 @@ def flips_and_rot90(x: torch.Tensor) -> torch.Tensor:
 
 
 def keras_affine(x: torch.Tensor, rotation: float = 20.0, shift: float = 0.2, shear: float = 0.2, zoom: float = 0.2,
-                 flips: bool = True) -> torch.Tensor:
+                 flips: bool = True, mode: str = "bilinear") -> torch.Tensor:
     """Keras ``ImageDataGenerator``-style augmentation on a uint8 NHWC batch (paper 003's settings by default).
 
     Per image: rotation uniform in ±``rotation`` degrees, horizontal/vertical shift uniform in ±``shift`` of
     the side, shear uniform in ±``shear`` *degrees* (Keras's ``shear_range`` is an angle in degrees, so 0.2
     is almost nothing), zoom drawn per axis uniform in [1 − zoom, 1 + zoom], random horizontal and vertical
     flips; points outside the image take the nearest edge pixel (Keras's ``fill_mode="nearest"``).
-    Bilinear resampling; returns uint8 NHWC.
+    ``mode`` is the resampling kernel (``grid_sample``'s): "bilinear" as Keras (``interpolation_order=1``), which
+    blurs every image it moves by a fraction of a pixel; "bicubic" keeps most of the image's sharpness. Returns uint8 NHWC.
     """
     import math
 
@@ -83,7 +84,7 @@ def keras_affine(x: torch.Tensor, rotation: float = 20.0, shift: float = 0.2, sh
     theta = torch.cat([a, torch.stack([tx, ty], 1)[:, :, None]], 2).to(x.device)
     img = x.permute(0, 3, 1, 2).float()
     grid = F.affine_grid(theta, list(img.shape), align_corners=False)
-    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.grid_sample(img, grid, mode=mode, padding_mode="border", align_corners=False)
     if flips:
         hflip = (torch.rand(n) < 0.5).view(n, 1, 1, 1).to(x.device)
         vflip = (torch.rand(n) < 0.5).view(n, 1, 1, 1).to(x.device)

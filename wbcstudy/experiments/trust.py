@@ -19,8 +19,9 @@ from torch import nn
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "TrainedModel", "resize_images", "stratified_tensors", "train_trust_model",
-           "accuracy_table", "accuracy_difference", "robustness_sweeps", "readme_robustness", "FisherComparison", "fisher_comparison",
-           "LeaveOneOutCheck", "influence_vs_leave_one_out", "harmful_images_summary", "gradcam_checks"]
+           "accuracy_table", "accuracy_difference", "RobustnessSweep", "robustness_sweeps", "readme_robustness",
+           "augmentation_sharpness", "FisherComparison", "fisher_comparison", "LeaveOneOutCheck", "influence_vs_leave_one_out",
+           "captum_cross_check", "training_similarity", "harmful_images_summary", "harmful_neighbours", "gradcam_checks"]
 
 #: The chapter's models: key → readable name.
 MODEL_NAMES: dict[str, str] = {"cnn": "custom CNN", "vgg16": "VGG16 (scratch)", "resnet50": "ResNet50 (scratch)",
@@ -115,7 +116,7 @@ def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: in
     """Test metrics per model with stratified bootstrap 95% intervals: ``(metrics, ci, table)``.
 
     Metrics are named ``<key>_accuracy``, ``<key>_balanced_accuracy``, ``<key>_macro_f1``, ``<key>_auroc``,
-    ``<key>_ece`` and ``<key>_train_seconds``.
+    ``<key>_ece`` and ``<key>_train_seconds``; the table also counts the classes each model predicts at all.
     """
     from wbcstudy.evaluate import metrics_with_ci
 
@@ -129,7 +130,8 @@ def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: in
         metrics[f"{key}_ece"], metrics[f"{key}_train_seconds"] = float(m["ece"]), float(run.result.seconds)
         rows.append({"model": run.name, "px": run.spec.size, "accuracy": m["accuracy"],
                      "95% CI": "[{:.3f}, {:.3f}]".format(*c["accuracy"]), "balanced accuracy": m["balanced_accuracy"],
-                     "macro F1": m["macro_f1"], "ECE": m["ece"], "plateau": run.plateau})
+                     "macro F1": m["macro_f1"], "ECE": m["ece"],
+                     "classes predicted": int(len(np.unique(run.test_probs.argmax(1)))), "plateau": run.plateau})
     return metrics, ci, pd.DataFrame(rows).set_index("model")
 
 
@@ -142,51 +144,101 @@ def accuracy_difference(run_a: TrainedModel, run_b: TrainedModel, test_y: np.nda
     pred_a, pred_b = run_a.test_probs.argmax(1), run_b.test_probs.argmax(1)
     accuracy = lambda t, p: float((t == p).mean())  # noqa: E731
     value = accuracy(y, pred_a) - accuracy(y, pred_b)
-    return value, bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True)
+    return value, _containing(value, bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True))
+
+
+@dataclass
+class RobustnessSweep:
+    """Every model's accuracy under each perturbation and level, with the predictions behind it."""
+
+    table: pd.DataFrame  #: long: model, perturbation, level, accuracy, n, ci_low, ci_high (Wilson 95%)
+    predictions: dict[tuple[str, str, float], np.ndarray]  #: (model key, perturbation, level) → predicted class per image
+    y: np.ndarray  #: the images' true classes
 
 
 def robustness_sweeps(runs: dict[str, TrainedModel], x: torch.Tensor, y: np.ndarray,
-                      levels: dict[str, Sequence[float]]) -> pd.DataFrame:
+                      levels: dict[str, Sequence[float]]) -> RobustnessSweep:
     """Accuracy of every model under each perturbation and level, applied at the model's own input resolution.
 
     The images are resized to each model's size first and perturbed there (a 5×5 blur means the same to the
-    network as in the README's code). Long table: model, perturbation, level, accuracy.
+    network as in the README's code, and noise is not averaged away by a later resize); each accuracy gets a
+    Wilson 95% interval over the images.
     """
-    from wbcstudy.explain import severity_sweep
+    from wbcstudy.explain import perturbed_predictions, sweep_table
 
-    tables = []
-    for run in runs.values():
-        table = severity_sweep(lambda xb, m=run.model: predict_proba(m, xb), resize_images(x, run.spec.size), y, levels)
-        tables.append(table.assign(model=run.name))
-    return pd.concat(tables, ignore_index=True)[["model", "perturbation", "level", "accuracy"]]
-
-
-def readme_robustness(sweeps: pd.DataFrame, runs: dict[str, TrainedModel]) -> tuple[dict[str, float], pd.DataFrame]:
-    """Each model's accuracy clean and at the README's single settings (noise σ 0.05, 5×5 blur, brightness ×1.3).
-
-    ``clean`` is the brightness ×1.0 row of the sweep. Metrics: ``<key>_noise005_accuracy``, ``<key>_blur5_accuracy``,
-    ``<key>_brightness13_accuracy``, and with both models ``resnet50_minus_cnn_<setting>_accuracy``.
-    """
-    from wbcstudy.explain import README_LEVELS
-
-    def at(model: str, pert: str, level: float) -> float:
-        hit = sweeps[(sweeps.model == model) & (sweeps.perturbation == pert) & np.isclose(sweeps.level, level)]
-        if len(hit) != 1:
-            raise ValueError(f"the sweep has no single row for {model}, {pert} at {level}")
-        return float(hit.accuracy.iloc[0])
-
-    rows, metrics = [], {}
-    suffix = {"gaussian_noise": "noise005", "gaussian_blur": "blur5", "brightness": "brightness13"}
+    y = np.asarray(y)
+    tables, predictions = [], {}
     for key, run in runs.items():
-        row = {"model": run.name, "clean": at(run.name, "brightness", 1.0)}
+        preds = perturbed_predictions(lambda xb, m=run.model: predict_proba(m, xb), resize_images(x, run.spec.size), levels)
+        predictions.update({(key, name, level): p for (name, level), p in preds.items()})
+        tables.append(sweep_table(preds, y).assign(model=run.name))
+    table = pd.concat(tables, ignore_index=True)[["model", "perturbation", "level", "accuracy", "n", "ci_low", "ci_high"]]
+    return RobustnessSweep(table, predictions, y)
+
+
+def readme_robustness(sweep: RobustnessSweep, runs: dict[str, TrainedModel], n_boot: int = 1000, seed: int = 0
+                      ) -> tuple[dict[str, float], dict[str, tuple[float, float]], pd.DataFrame]:
+    """Each model's accuracy clean and at the README's single settings (noise σ 0.05, 5×5 blur, brightness ×1.3),
+    and the change from clean: ``(metrics, ci, table)``.
+
+    Metrics: ``<key>_noise005_accuracy``, ``<key>_blur5_accuracy``, ``<key>_brightness13_accuracy`` (Wilson
+    intervals), ``<key>_<setting>_minus_clean_accuracy`` (paired, class-stratified bootstrap over the same images), and
+    with both models ``resnet50_minus_cnn_<setting>_accuracy`` (paired bootstrap).
+    """
+    from wbcstudy.explain import IDENTITY_LEVELS, README_LEVELS
+    from wbcstudy.intervals import bootstrap_difference, wilson
+
+    y = sweep.y
+    accuracy = lambda t, p: float((t == p).mean())  # noqa: E731
+    suffix = {"gaussian_noise": "noise005", "gaussian_blur": "blur5", "brightness": "brightness13"}
+
+    def pred(key: str, pert: str, level: float) -> np.ndarray:
+        hit = sweep.predictions.get((key, pert, float(level)))
+        if hit is None:
+            raise ValueError(f"the sweep has no predictions of {key} for {pert} at {level}")
+        return hit
+
+    rows, metrics, ci = [], {}, {}
+    for key, run in runs.items():
+        clean = pred(key, "brightness", IDENTITY_LEVELS["brightness"])
+        row: dict[str, object] = {"model": run.name, "clean": accuracy(y, clean)}
         for pert, level in README_LEVELS.items():
-            row[f"{pert} {level:g}"] = value = at(run.name, pert, level)
-            metrics[f"{key}_{suffix[pert]}_accuracy"] = value
+            p = pred(key, pert, level)
+            name = f"{key}_{suffix[pert]}_accuracy"
+            metrics[name] = value = accuracy(y, p)
+            ci[name] = wilson(int((p == y).sum()), len(y))
+            change = f"{key}_{suffix[pert]}_minus_clean_accuracy"
+            metrics[change] = value - row["clean"]  # type: ignore[operator]
+            ci[change] = _containing(metrics[change], bootstrap_difference(accuracy, y, p, clean, n_boot=n_boot, seed=seed, strata=True))
+            row[f"{pert} {level:g}"] = value
+            row[f"Δ {suffix[pert]} [95% CI]"] = "{:+.3f} [{:+.3f}, {:+.3f}]".format(metrics[change], *ci[change])
         rows.append(row)
     if "resnet50" in runs and "cnn" in runs:
-        for name in suffix.values():
-            metrics[f"resnet50_minus_cnn_{name}_accuracy"] = metrics[f"resnet50_{name}_accuracy"] - metrics[f"cnn_{name}_accuracy"]
-    return metrics, pd.DataFrame(rows).set_index("model")
+        for pert, level in README_LEVELS.items():
+            name = f"resnet50_minus_cnn_{suffix[pert]}_accuracy"
+            a, b = pred("resnet50", pert, level), pred("cnn", pert, level)
+            metrics[name] = accuracy(y, a) - accuracy(y, b)
+            ci[name] = _containing(metrics[name], bootstrap_difference(accuracy, y, a, b, n_boot=n_boot, seed=seed, strata=True))
+    return metrics, ci, pd.DataFrame(rows).set_index("model")
+
+
+def augmentation_sharpness(x: torch.Tensor, sizes: Sequence[int], augmentations: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                           seed: int = 0) -> pd.DataFrame:
+    """Mean squared Laplacian (``wbcstudy.explain.laplacian_energy``) of images at each size: as they are, 3×3- and
+    5×5-blurred, and after each augmentation (drawn with the same seed); one row per size, one column per version."""
+    from wbcstudy.explain import gaussian_blur, laplacian_energy
+
+    rows = []
+    for size in sizes:
+        images = resize_images(x, size)
+        row: dict[str, float] = {"px": size, "as they are": laplacian_energy(images),
+                                 "blur 3×3": laplacian_energy(gaussian_blur(images, 3)),
+                                 "blur 5×5": laplacian_energy(gaussian_blur(images, 5))}
+        for name, augment in augmentations.items():
+            torch.manual_seed(seed)
+            row[name] = laplacian_energy(augment(images))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("px")
 
 
 @dataclass
@@ -240,6 +292,23 @@ def _mean_spearman(scores: np.ndarray, actual: np.ndarray) -> float:
     return float(np.nanmean([spearmanr(a, b)[0] for a, b in zip(scores, actual)]))
 
 
+def _row_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman ρ of each row of ``a`` with the same row of ``b`` (average ranks for ties; NaN for a constant row)."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    denom = np.sqrt((ra ** 2).sum(-1) * (rb ** 2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ra * rb).sum(-1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def _containing(value: float, interval: tuple[float, float]) -> tuple[float, float]:
+    """A percentile interval widened, where it has to be, to contain its point estimate (a skewed bootstrap
+    distribution can leave it just outside; the results contract asks for an interval around the value)."""
+    return (min(float(interval[0]), value), max(float(interval[1]), value))
+
+
 def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor, y_test: np.ndarray,
                                n_classes: int, loo_tests: int, loo_count: int, l2: float = 1e-3, damping: float = 1e-3,
                                tracin_epochs: int = 10, seed: int = 0, class_names: Sequence[str] | None = None,
@@ -248,8 +317,9 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
     (half misclassified where possible), then retrain without each of ``loo_count`` random training images.
 
     Metrics: ``influence_loo_spearman``, ``tracin_loo_spearman``, ``readme_influence_loo_spearman`` (means over the
-    followed test images) and ``influence_refit_accuracy``; the three ρ get percentile bootstrap intervals over the
-    removed training images (``n_boot`` resamples).
+    followed test images), ``influence_test_images``, ``influence_loo_removed`` and ``influence_refit_accuracy``; the
+    three ρ get percentile bootstrap intervals that resample both the followed test images and the removed training
+    images (``n_boot`` resamples).
     """
     from wbcstudy.explain import LastLayerProblem, readme_influence, tracin_last_layer
     from wbcstudy.intervals import percentile_interval
@@ -280,40 +350,105 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
                      "README (as written)": spearmanr(readme[j, removed], actual[j])[0]})
     table = pd.DataFrame(rows).set_index("test image")
     metrics = {"influence_loo_spearman": float(table["Koh & Liang"].mean()), "tracin_loo_spearman": float(table["TracIn"].mean()),
-               "readme_influence_loo_spearman": float(table["README (as written)"].mean()), "influence_refit_accuracy": refit_acc}
+               "readme_influence_loo_spearman": float(table["README (as written)"].mean()), "influence_refit_accuracy": refit_acc,
+               "influence_test_images": len(chosen), "influence_loo_removed": len(removed)}
     ci = {}
     boot_rng = np.random.default_rng(seed + 1)
-    draws = [boot_rng.integers(0, len(removed), len(removed)) for _ in range(n_boot)]
+    draws = [(boot_rng.integers(0, len(chosen), len(chosen)), boot_rng.integers(0, len(removed), len(removed)))
+             for _ in range(n_boot)]
     for name, scores in (("influence", predicted), ("tracin", tracin), ("readme_influence", readme)):
         own = scores[:, removed]
-        samples = [_mean_spearman(own[:, d], actual[:, d]) for d in draws]
-        lo, hi = percentile_interval(samples)
-        value = metrics[f"{name}_loo_spearman"]
-        ci[f"{name}_loo_spearman"] = (min(lo, value), max(hi, value))  # a percentile interval may miss a skewed estimate
+        rhos = (_row_spearman(own[rows][:, cols], actual[rows][:, cols]) for rows, cols in draws)
+        samples = [r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in rhos]  # NaN: constant rows
+        ci[f"{name}_loo_spearman"] = _containing(metrics[f"{name}_loo_spearman"], percentile_interval(samples))
     return LeaveOneOutCheck(problem, theta, chosen, removed, predicted, tracin, readme, actual, p_test, table, metrics, ci)
+
+
+def training_similarity(check: LeaveOneOutCheck, train_images: torch.Tensor, test_image: torch.Tensor, z: torch.Tensor
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """How close every training image of the influence problem is to one test image: ``(pixel RMSE, feature cosine)``.
+
+    Pixel RMSE in grey levels (0-255) between uint8 images of one size; feature cosine between the last layer's
+    inputs *centred on the training images' mean* (uncentred, every feature vector of a network shares one large
+    common direction and all cosines crowd near 1).
+    """
+    problem = check.problem
+    features = problem.features.float()  # type: ignore[attr-defined]
+    mean = features.mean(0, keepdim=True)
+    cosine = F.cosine_similarity(features - mean, z.reshape(1, -1).float() - mean, dim=1).numpy()
+    diff = train_images.reshape(len(train_images), -1).float() - test_image.reshape(1, -1).float()
+    return (diff ** 2).mean(1).sqrt().numpy(), cosine
 
 
 def harmful_images_summary(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test: np.ndarray, top: int = 10
                            ) -> tuple[dict[str, float], pd.DataFrame]:
     """For each followed test image, its ``top`` most harmful training images (lowest Koh & Liang score): the share
-    with another label, the share the refitted layer misclassifies, and the highest feature cosine to the test image.
+    with another label, the share the refitted layer misclassifies, and the highest (centred) feature cosine to the
+    test image.
 
     Metrics: ``harmful_misclassified_fraction`` (mean over test images) and ``train_misclassified_base_rate``.
     """
     problem = check.problem
     y_train = problem.labels.numpy()  # type: ignore[attr-defined]
     train_pred = problem.probs(check.theta).numpy().argmax(1)  # type: ignore[attr-defined]
-    feats = F.normalize(problem.features.float(), dim=1)  # type: ignore[attr-defined]
+    feats = problem.features.float()  # type: ignore[attr-defined]
+    mean = feats.mean(0, keepdim=True)
     rows = []
     for j, t in enumerate(check.chosen):
         harmful = np.argsort(check.predicted[j])[:top]
-        cos = (feats[harmful] @ F.normalize(z_test[t:t + 1].float(), dim=1).T).squeeze(1).numpy()
+        cos = F.cosine_similarity(feats[harmful] - mean, z_test[t:t + 1].float() - mean, dim=1).numpy()
         rows.append({"test image": int(t), "harmful: other label than test": float((y_train[harmful] != y_test[t]).mean()),
                      "harmful: misclassified by the layer": float((train_pred[harmful] != y_train[harmful]).mean()),
                      "harmful: max feature cosine to test": float(cos.max())})
     table = pd.DataFrame(rows).set_index("test image")
     metrics = {"harmful_misclassified_fraction": float(table["harmful: misclassified by the layer"].mean()),
                "train_misclassified_base_rate": float((train_pred != y_train).mean())}
+    return metrics, table
+
+
+def captum_cross_check(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test: np.ndarray, damping: float = 1e-3
+                       ) -> tuple[dict[str, float], np.ndarray]:
+    """Koh & Liang's scores of the followed test images recomputed by captum's ``NaiveInfluenceFunction``
+    (``wbcstudy.explain.captum_influence``) and compared with ours: ``(metrics, captum's scores)``.
+
+    Metrics: ``captum_influence_max_relative_difference`` (largest absolute difference over the largest absolute
+    score) and ``captum_influence_spearman`` (the smallest, over the followed test images, rank correlation of the
+    two rows of scores over every training image).
+    """
+    from wbcstudy.explain import captum_influence
+
+    chosen = check.chosen
+    theirs = captum_influence(check.problem, check.theta, z_test[chosen], torch.as_tensor(np.asarray(y_test)[chosen]),  # type: ignore[arg-type]
+                              damping=damping)
+    ours = check.predicted
+    rho = _row_spearman(theirs, ours)
+    return {"captum_influence_max_relative_difference": float(np.abs(theirs - ours).max() / np.abs(ours).max()),
+            "captum_influence_spearman": float(np.nanmin(rho))}, theirs
+
+
+def harmful_neighbours(check: LeaveOneOutCheck, train_images: torch.Tensor, test_images: torch.Tensor,
+                       z_test: torch.Tensor, y_test: np.ndarray, near: int = 5) -> tuple[dict[str, float], pd.DataFrame]:
+    """Whether each followed test image's most harmful training image (lowest Koh & Liang score) is a near-duplicate
+    of it: pixel RMSE and feature cosine between the two (``training_similarity``), and where the harmful image ranks
+    among all the problem's training images by each (1 = the test image's nearest).
+
+    A near-duplicate here: among the test image's ``near`` nearest training images by pixel RMSE *and* by feature
+    cosine. Metrics: ``harmful_near_duplicate_fraction`` and ``harmful_pixel_rank_median``.
+    """
+    y_train = check.problem.labels.numpy()  # type: ignore[attr-defined]
+    rows = []
+    for j, t in enumerate(check.chosen):
+        harmful = int(np.argmin(check.predicted[j]))
+        rmse, cosine = training_similarity(check, train_images, test_images[t], z_test[t])
+        pixel_rank = int((rmse < rmse[harmful]).sum()) + 1
+        feature_rank = int((cosine > cosine[harmful]).sum()) + 1
+        rows.append({"test image": int(t), "harmful training image": harmful, "same label": bool(y_train[harmful] == np.asarray(y_test)[t]),
+                     "pixel RMSE": float(rmse[harmful]), "pixel rank": pixel_rank, "nearest pixel RMSE": float(rmse.min()),
+                     "feature cosine": float(cosine[harmful]), "feature rank": feature_rank,
+                     "near-duplicate": pixel_rank <= near and feature_rank <= near})
+    table = pd.DataFrame(rows).set_index("test image")
+    metrics = {"harmful_near_duplicate_fraction": float(table["near-duplicate"].mean()),
+               "harmful_pixel_rank_median": float(table["pixel rank"].median())}
     return metrics, table
 
 

@@ -15,11 +15,23 @@ __all__ = [
     "readme_fisher_score",
 ]
 from wbcstudy.explain.gradcam import deletion_insertion, gradcam_layer_maps, gradcam_maps, overlay, randomised_weights_similarity
-from wbcstudy.explain.influence import LastLayerProblem, last_layer_inputs, readme_influence, tracin_last_layer
-from wbcstudy.explain.robustness import PERTURBATIONS, README_LEVELS, brightness, gaussian_blur, gaussian_noise, severity_sweep
+from wbcstudy.explain.influence import LastLayerProblem, captum_influence, last_layer_inputs, readme_influence, tracin_last_layer
+from wbcstudy.explain.robustness import (
+    IDENTITY_LEVELS,
+    PERTURBATIONS,
+    README_LEVELS,
+    brightness,
+    gaussian_blur,
+    gaussian_noise,
+    laplacian_energy,
+    perturbed_predictions,
+    severity_sweep,
+    sweep_table,
+)
 
 __all__ += [
     "deletion_insertion", "gradcam_layer_maps", "gradcam_maps", "overlay", "randomised_weights_similarity",
-    "LastLayerProblem", "last_layer_inputs", "readme_influence", "tracin_last_layer",
-    "PERTURBATIONS", "README_LEVELS", "brightness", "gaussian_blur", "gaussian_noise", "severity_sweep",
+    "LastLayerProblem", "captum_influence", "last_layer_inputs", "readme_influence", "tracin_last_layer",
+    "IDENTITY_LEVELS", "PERTURBATIONS", "README_LEVELS", "brightness", "gaussian_blur", "gaussian_noise", "laplacian_energy",
+    "perturbed_predictions", "severity_sweep", "sweep_table",
 ]

@@ -17,6 +17,9 @@ Sign conventions (all three scores are oriented so that *positive = helpful*):
 
 The README's score ``−(p_i − y_i)·(p_t − y_t)`` is returned exactly as written by ``readme_influence``; the
 README says "positive → supports prediction".
+
+``captum_influence`` computes Koh & Liang's scores for the same problem with captum's ``NaiveInfluenceFunction``
+(an independent implementation: autograd Hessian, eigendecomposition), as a cross-check of ``predicted_loo_effect``.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from torch import nn
 
 from wbcstudy.evaluate import one_hot
 
-__all__ = ["readme_influence", "last_layer_inputs", "LastLayerProblem", "tracin_last_layer"]
+__all__ = ["readme_influence", "last_layer_inputs", "LastLayerProblem", "tracin_last_layer", "captum_influence"]
 
 
 def readme_influence(probs_train: np.ndarray, labels_train: np.ndarray, probs_test: np.ndarray,
@@ -244,3 +247,32 @@ def tracin_last_layer(problem: LastLayerProblem, test_features: torch.Tensor, te
         g_test = problem.per_sample_grads(theta, test_features, test_labels)
         scores += lr * (g_test @ g_train.T).numpy()
     return scores, theta
+
+
+def captum_influence(problem: LastLayerProblem, theta: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
+                     damping: float = 0.0) -> np.ndarray:
+    """``problem.predicted_loo_effect(theta, ..., damping)`` computed by captum's ``NaiveInfluenceFunction``: (n_test, n_train).
+
+    captum forms the Hessian of the *summed* training loss with autograd and inverts it through its full
+    eigendecomposition (``projection_dim`` = every parameter, no eigenvalue dropped), adding ``hessian_reg`` to the
+    diagonal; its score is ∇ℓ_tᵀ (H_sum + rI)⁻¹ ∇ℓ_i. With H_sum = n·H_loss and our objective's Hessian
+    H_loss + λI, the choice r = n(λ + δ) makes captum's score equal (1/n) ∇ℓ_tᵀ (H + δI)⁻¹ ∇ℓ_i, ours.
+    """
+    import os
+    import tempfile
+
+    from captum.influence import NaiveInfluenceFunction
+    from torch.utils.data import TensorDataset
+
+    with tempfile.TemporaryDirectory() as folder, torch.random.fork_rng():  # captum (and nn.Linear's init) use the global RNG
+        layer = problem.to_linear(theta).double()
+        n_params = sum(p.numel() for p in layer.parameters())
+        path = os.path.join(folder, "last_layer.pt")
+        torch.save(layer.state_dict(), path)
+        influence = NaiveInfluenceFunction(
+            layer, TensorDataset(problem.features, problem.labels), path,
+            loss_fn=nn.CrossEntropyLoss(reduction="none"), batch_size=problem.n, projection_dim=n_params,
+            hessian_reg=problem.n * (problem.l2 + damping), hessian_inverse_tol=0.0)
+        scores = influence.influence((torch.as_tensor(test_features, dtype=torch.float64),
+                                      torch.as_tensor(test_labels, dtype=torch.long)))
+    return scores.detach().numpy()

@@ -1,4 +1,5 @@
-"""Image perturbations for robustness tests, on uint8 NHWC batches, and a severity sweep.
+"""Image perturbations for robustness tests, on uint8 NHWC batches, a severity sweep with Wilson intervals, and an
+image-sharpness measure.
 
 The README's one-level settings: Gaussian noise σ = 0.05 (on the [0, 1] scale), a 5×5 Gaussian blur
 (OpenCV's default σ for that kernel, 1.1) and brightness ×1.3.
@@ -11,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "severity_sweep",
-           "opencv_sigma"]
+__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "IDENTITY_LEVELS",
+           "severity_sweep", "perturbed_predictions", "sweep_table", "opencv_sigma", "laplacian_energy"]
 
 
 def _check(x: torch.Tensor) -> torch.Tensor:
@@ -69,18 +70,58 @@ PERTURBATIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 README_LEVELS: dict[str, float] = {"gaussian_noise": 0.05, "gaussian_blur": 5, "brightness": 1.3}
 
 
-def severity_sweep(predict: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, y: np.ndarray,
-                   levels: dict[str, Sequence[float]]) -> pd.DataFrame:
-    """Accuracy of ``predict`` (images → class probabilities) under each perturbation at each level.
+#: The level at which each perturbation leaves the images unchanged.
+IDENTITY_LEVELS: dict[str, float] = {"gaussian_noise": 0.0, "gaussian_blur": 1, "brightness": 1.0}
 
-    Returns a long table with columns perturbation, level, accuracy.
+
+def perturbed_predictions(predict: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor,
+                          levels: dict[str, Sequence[float]]) -> dict[tuple[str, float], np.ndarray]:
+    """Predicted class per image under each perturbation and level: ``{(perturbation, level): labels}``.
+
+    ``predict`` maps images to class probabilities; the clean images are predicted once, for every identity level.
     """
-    rows = []
-    y = np.asarray(y)
+    out: dict[tuple[str, float], np.ndarray] = {}
+    clean: np.ndarray | None = None
     for name, values in levels.items():
         if name not in PERTURBATIONS:
             raise ValueError(f"unknown perturbation {name!r}; choose from {sorted(PERTURBATIONS)}")
         for level in values:
-            probs = predict(PERTURBATIONS[name](x, level))
-            rows.append({"perturbation": name, "level": float(level), "accuracy": float((probs.argmax(1) == y).mean())})
+            if float(level) == float(IDENTITY_LEVELS[name]):
+                if clean is None:
+                    clean = np.asarray(predict(x)).argmax(1)
+                out[(name, float(level))] = clean
+            else:
+                out[(name, float(level))] = np.asarray(predict(PERTURBATIONS[name](x, level))).argmax(1)
+    return out
+
+
+def sweep_table(predictions: dict[tuple[str, float], np.ndarray], y: np.ndarray, level: float = 0.95) -> pd.DataFrame:
+    """Accuracy per (perturbation, level) with its Wilson interval: columns perturbation, level, accuracy, n,
+    ci_low, ci_high."""
+    from wbcstudy.intervals import wilson
+
+    y = np.asarray(y)
+    rows = []
+    for (name, value), pred in predictions.items():
+        k = int((np.asarray(pred) == y).sum())
+        lo, hi = wilson(k, len(y), level)
+        rows.append({"perturbation": name, "level": float(value), "accuracy": k / len(y), "n": len(y), "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows)
+
+
+def severity_sweep(predict: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor, y: np.ndarray,
+                   levels: dict[str, Sequence[float]]) -> pd.DataFrame:
+    """Accuracy of ``predict`` (images → class probabilities) under each perturbation at each level.
+
+    Returns a long table with columns perturbation, level, accuracy, n and the Wilson 95% interval ci_low, ci_high.
+    """
+    return sweep_table(perturbed_predictions(predict, x, levels), y)
+
+
+def laplacian_energy(x: torch.Tensor) -> float:
+    """Mean squared response of the 4-neighbour Laplacian on the grey level (0-255) of uint8 NHWC images, borders
+    excluded: a sharpness measure (a blurred image scores lower)."""
+    x = _check(x)
+    grey = x.float().mean(-1)
+    lap = (grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] - 4 * grey[:, 1:-1, 1:-1])
+    return float((lap ** 2).mean())
