@@ -133,3 +133,25 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     assert run.best_epoch == 4
     no_stop = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, epochs=2))
     assert len(no_stop.history) == 2
+
+
+def test_attribute_auc_intervals_bracket_the_point_estimate():
+    from wbcstudy.experiments.hemax import attribute_auc_intervals
+
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = rng.integers(0, 5, n)
+    attributes = np.stack([rng.integers(0, k, n) for k in (2, 2, 3, 2)], 1)
+    prob = np.eye(5)[np.where(rng.random(n) < 0.7, labels, (labels + 1) % 5)]  # 70 % correct
+    attr_prob = [np.clip(np.eye(k)[attributes[:, a]] * 0.6 + rng.random((n, k)) * 0.4, 0, 1)
+                 for a, k in enumerate((2, 2, 3, 2))]  # informative attribute scores
+    pred = Predictions(prob, np.zeros((n, 4)), np.zeros((n, 2, 1, 1), bool), attr_prob, np.zeros(n))
+    data = HemaXData(images=np.zeros((n, 1, 1, 3), np.uint8), labels=labels, boxes=np.zeros((n, 4), np.float32),
+                     has_box=np.zeros(n, bool), mask_index=np.full(n, -1), masks=np.zeros((0, 2, 1, 1), np.uint8),
+                     attributes=attributes, nc_category=np.full(n, -1), source=np.array(["pbc"] * n),
+                     path=np.array([str(i) for i in range(n)]))
+    point = attribute_auc_by_correctness(pred, data)
+    ci = attribute_auc_intervals(pred, data, n_boot=200, seed=1)
+    for group in ("correct", "wrong"):
+        lo, hi = ci[f"attribute_auc_{group}"]
+        assert 0.5 < lo <= point[f"auc_{group}"].mean() <= hi <= 1.0

@@ -24,7 +24,7 @@ from wbcstudy.models.hemax import HemaX, nucleus_fraction
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "make_targets", "build_model", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
            "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "build_results"]
+           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals"]
 
 
 @dataclasses.dataclass
@@ -373,6 +373,28 @@ def attribute_auc_by_correctness(pred: Predictions, data: HemaXData) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 300, seed: int = 0) -> dict[str, list[float]]:
+    """95 % bootstrap intervals of the mean attribute AUC among correctly and wrongly classified cells (cells resampled)."""
+    import types
+
+    from wbcstudy.intervals import percentile_interval
+
+    labelled = np.flatnonzero((data.attributes >= 0).any(1))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"correct": [], "wrong": []}
+    for _ in range(n_boot):
+        idx = labelled[rng.integers(0, len(labelled), len(labelled))]
+        # only classes and attributes enter the AUCs: no images or masks are copied per resample
+        table = attribute_auc_by_correctness(
+            Predictions(pred.class_prob[idx], pred.boxes[idx], np.empty((len(idx), 0)), [a[idx] for a in pred.attribute_prob],
+                        pred.nucleus_fraction[idx]),
+            types.SimpleNamespace(labels=data.labels[idx], attributes=data.attributes[idx]))
+        for group in draws:
+            draws[group].append(float(table[f"auc_{group}"].mean()))
+    return {f"attribute_auc_{group}": list(percentile_interval(np.array([v for v in values if v == v])))
+            for group, values in draws.items() if any(v == v for v in values)}
+
+
 def faithfulness(pred: Predictions, data: HemaXData) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pr(E | C = predicted class) from the model vs Pr(E | C = true class) from the labels, and their total variation.
 
@@ -560,6 +582,7 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     auc = attribute_auc_by_correctness(pred, test)
     metrics["attribute_auc_correct"] = float(auc["auc_correct"].mean())
     metrics["attribute_auc_wrong"] = float(auc["auc_wrong"].mean())
+    ci.update(attribute_auc_intervals(pred, test, min(n_boot, 300), seed))
     for h, group in variants["metrics"].groupby("hidden_layers"):
         for col in ["classification_accuracy", "classification_f1", *[f"{a}_accuracy" for a in ATTRIBUTES], "mask_dice",
                     "box_jaccard", "nc_ratio_mse"]:
