@@ -212,7 +212,10 @@ def test_illegible_figures_are_reported(tmp_path):
         'fig, ax = plt.subplots(figsize=(14, 3))\nax.legend(fontsize=7); ax.tick_params(labelsize=8)\n'
         'fig, ax = plt.subplots(figsize=(11, 3))\n')
     (tmp_path / "wbcstudy" / "m.py").write_text("ax.set_title('x', fontsize=6.5)\n")
-    assert check.check_figures(tmp_path) == [
+    assert check.check_figures(tmp_path, pending={"wbcstudy/m.py": "waits for a re-run"}) == [
+        "notebooks/alpha.md:1: a figure 14 inches wide is shrunk in the book's column: at most 11",
+        "notebooks/alpha.md:2: font size 7 is below the book's smallest, 8"]
+    assert check.check_figures(tmp_path, pending={}) == [
         "notebooks/alpha.md:1: a figure 14 inches wide is shrunk in the book's column: at most 11",
         "notebooks/alpha.md:2: font size 7 is below the book's smallest, 8",
         "wbcstudy/m.py:1: font size 6.5 is below the book's smallest, 8"]
