@@ -133,6 +133,10 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     assert run.best_epoch == 4
     no_stop = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, epochs=2))
     assert len(no_stop.history) == 2
+    assert run.history["lr"].tolist() == [cfg.lr] * 6  # constant without lr_drop
+    losses = iter([3.0, 2.0, 1.0])
+    dropped = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, epochs=3, lr_drop=2))
+    assert dropped.history["lr"].tolist() == pytest.approx([cfg.lr, cfg.lr, cfg.lr / 10])  # DETR's StepLR
 
 
 def test_attribute_auc_intervals_bracket_the_point_estimate():

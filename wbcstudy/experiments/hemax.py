@@ -55,6 +55,7 @@ class HemaXConfig:
     train_backbone: bool = True  # False: the ImageNet backbone is a fixed feature extractor (only the rest trains)
     stop_at_plateau: bool = True  # stop once the validation loss has levelled off (train.reached_plateau)
     plateau_tol: float = 0.02  # absolute tolerance on the validation loss for that rule
+    lr_drop: int | None = None  # every learning rate /10 after this many epochs (DETR's StepLR); None: constant
 
 
 @dataclasses.dataclass
@@ -175,6 +176,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
               {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
     groups = [g for g in groups if g["params"]]  # a frozen backbone has no trainable parameters
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_drop, gamma=0.1) if config.lr_drop else None
     rng = np.random.default_rng(config.seed)
     rows, best, best_state, best_epoch, steps = [], float("inf"), None, 0, 0
     start = time.perf_counter()
@@ -197,7 +199,9 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 break
-        row = {"epoch": epoch, "train_loss": total / len(train)}
+        row = {"epoch": epoch, "train_loss": total / len(train), "lr": optimizer.param_groups[0]["lr"]}
+        if scheduler is not None:
+            scheduler.step()
         row.update({f"val_{k}" if k != "loss" else "val_loss": v
                     for k, v in _validation_loss(model, val, config.batch_size, precision).items()})
         scores = hemax_metrics(predict_hemax(model, val, config.batch_size, precision), val)
