@@ -12,6 +12,18 @@ if "WBCSTUDY_DATA" not in os.environ and _MIRROR.is_dir():
     os.environ["WBCSTUDY_DATA"] = str(_MIRROR)  # the mirror every checkout has beside it (CI sets it explicitly)
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Restore ``sys.modules["__main__"]`` after each test: Streamlit's AppTest leaves the app script there, and spawned
+    worker processes (the ResNeXt-CC grid's) re-run whatever ``__main__`` names."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of small models: they only slow down when the two cores are shared."""
