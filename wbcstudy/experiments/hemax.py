@@ -395,8 +395,8 @@ def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 30
             types.SimpleNamespace(labels=data.labels[idx], attributes=data.attributes[idx]))
         for group in draws:
             draws[group].append(float(table[f"auc_{group}"].mean()))
-    return {f"attribute_auc_{group}": list(percentile_interval(np.array([v for v in values if v == v])))
-            for group, values in draws.items() if any(v == v for v in values)}
+    return {f"attribute_auc_{group}": list(percentile_interval(values))  # it keeps the finite draws
+            for group, values in draws.items() if np.isfinite(values).any()}
 
 
 def faithfulness(pred: Predictions, data: HemaXData) -> tuple[pd.DataFrame, pd.DataFrame]:
