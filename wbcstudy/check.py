@@ -297,10 +297,7 @@ _WIDTH = re.compile(r"\bfigsize\s*=\s*\(\s*(\d+(?:\.\d+)?)\s*,")
 
 #: Files whose figures break the legibility rule and wait for their chapter's next cpu run: a fixed source without that
 #: run would leave the published copy stale (``check_copies_fresh``). ``wbcstudy check`` names them without failing.
-FIGURES_PENDING_RERUN: dict[str, str] = {
-    "notebooks/cytodiffusion.md": "7-pt legends and 6-pt heatmap row labels; fixed with the chapter's next cpu run (issue 17)",
-    "wbcstudy/experiments/cytodiffusion.py": "a 7-pt legend in its learning-curve figure; fixed with the chapter's next cpu run",
-}
+FIGURES_PENDING_RERUN: dict[str, str] = {}
 
 
 def check_figures(root: Path, pending: dict[str, str] | None = None) -> list[str]:

@@ -344,7 +344,7 @@ def learning_curves_figure(diffusion: dict[str, pd.DataFrame], baselines: dict[s
     right.set(xlabel="epoch", ylabel="validation accuracy", title="Baselines: validation accuracy")
     right.xaxis.get_major_locator().set_params(integer=True)
     for ax in (left, right):
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     return fig
 
