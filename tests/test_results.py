@@ -275,3 +275,12 @@ def test_reached_plateau_for_losses_and_windows():
     with pytest.raises(ValueError, match="mode"):
         reached_plateau([1, 2, 3, 4], mode="best")
 
+
+
+def test_cpu_flags_read_the_flags_line():
+    from wbcstudy.results import cpu_flags
+
+    text = "processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+    assert cpu_flags(("avx2", "avx512_bf16", "amx_bf16"), cpuinfo=text) == {"avx2": True, "avx512_bf16": True,
+                                                                             "amx_bf16": False}
+    assert cpu_flags(("avx2",), cpuinfo="") == {"avx2": False}

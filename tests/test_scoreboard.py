@@ -59,3 +59,20 @@ def test_the_scoreboard_is_stale_until_rewritten(tmp_path):
     scoreboard.write_scoreboard(tmp_path)
     assert not scoreboard.stale_scoreboard(tmp_path)
     assert "not reproduced: `acc`" in (tmp_path / "book" / "scoreboard.md").read_text()
+
+
+def test_claim_totals_count_every_outcome():
+    import pandas as pd
+
+    claims = pd.DataFrame({"verdict": ["reproduced", "not comparable", "not comparable", "inconclusive"]})
+    totals = scoreboard.claim_totals(claims)
+    assert totals == {"claims_total": 4, "claims_reproduced": 1, "claims_exceeded": 0, "claims_not_reproduced": 0,
+                      "claims_contradicted": 0, "claims_inconclusive": 1, "claims_not_comparable": 2}
+
+
+def test_book_seconds_counts_bf16_runs_for_the_slower_cpu_and_names_missing_chapters():
+    timings = {"a": {"cpu": {"seconds": 100.0, "native_bf16": True, "precision_forced": "auto"}},
+               "b": {"cpu": {"seconds": 50.0, "native_bf16": False}, "smoke": 3.0},
+               "c": {"smoke": 4.0}}
+    timed, slow, missing = scoreboard.book_seconds(timings, ["a", "b", "c"])
+    assert (timed, slow, missing) == (150.0, 100.0 * 2.5 + 50.0, ["c"])

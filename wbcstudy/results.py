@@ -386,6 +386,25 @@ def provenance() -> dict[str, str]:
     return out
 
 
+#: CPU flags that decide the precision and kernels a run used: AVX2, AVX-512, native bf16 (AVX512-BF16, AMX).
+PRECISION_FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags(names: tuple[str, ...] = PRECISION_FLAGS, cpuinfo: str | None = None) -> dict[str, bool]:
+    """Whether the CPU has each flag in ``names`` (from /proc/cpuinfo, or the given text; all False where unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: name in flags for name in names}
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
     try:

@@ -14,8 +14,9 @@ import yaml
 
 from wbcstudy.paths import params_dir, project_root
 
-#: Chapters in book order (each is the MyST text notebook ``notebooks/<name>.md``).
-CHAPTERS: tuple[str, ...] = ("data", "baseline", "hemax", "cytodiffusion", "wnet", "trust", "resnext_cc")
+#: Chapters in the order `wbcstudy book` runs them (each is ``notebooks/<name>.md``); the summary reads the others, so it
+#: runs last, though the book (``_toc.yml``) shows it first.
+CHAPTERS: tuple[str, ...] = ("data", "baseline", "hemax", "cytodiffusion", "wnet", "trust", "resnext_cc", "summary")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
 DRAFTS: tuple[str, ...] = ()
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "paper", "gpu")

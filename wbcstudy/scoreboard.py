@@ -72,7 +72,9 @@ def scoreboard_markdown(root: str | Path | None = None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     total = counts.sum()
     lines.append("| **all** | " + " | ".join(f"**{int(total[o])}**" for o in OUTCOMES) + f" | **{int(total['total'])}** | |")
-    lines += ["", "Each chapter's *Paper vs reproduction* table lists its claims with the interval behind each verdict.", ""]
+    lines += ["", "Each chapter's *Paper vs reproduction* table lists its claims with the interval behind each verdict; the "
+              "[Summary](chapters/summary.ipynb) audits all of them in one table, beside one benchmark of every method on "
+              "the same cells.", ""]
     return "\n".join(lines)
 
 
@@ -88,3 +90,22 @@ def stale_scoreboard(root: str | Path | None = None) -> bool:
     path = Path(root or project_root()) / SCOREBOARD_FILE
     return not path.is_file() or path.read_text() != scoreboard_markdown(root)
 
+
+
+def claim_totals(claims: pd.DataFrame) -> dict[str, int]:
+    """``claims_total`` and one ``claims_<verdict>`` count per outcome (spaces as underscores), for the results file."""
+    totals = {"claims_total": int(len(claims))}
+    for outcome in OUTCOMES:
+        totals["claims_" + outcome.replace(" ", "_")] = int((claims["verdict"] == outcome).sum())
+    return totals
+
+
+def book_seconds(timings: dict, chapters: list[str] | tuple[str, ...], profile: str = "cpu") -> tuple[float, float, list[str]]:
+    """Seconds of the whole book at ``profile`` from a timings.json dict: as timed, as they would be on a CPU without
+    native bf16 (``run.slow_cpu_seconds``), and the chapters that have no timing at that profile."""
+    from wbcstudy.run import slow_cpu_seconds, timing_seconds
+
+    entries = {c: timings[c][profile] for c in chapters if profile in timings.get(c, {})}
+    missing = [c for c in chapters if c not in entries]
+    return (float(sum(timing_seconds(e) for e in entries.values())),
+            float(sum(slow_cpu_seconds(e) for e in entries.values())), missing)
