@@ -334,8 +334,26 @@ def problems(root: Path | str | None = None, chapters: Sequence[str] | None = No
     found += check_claims(base, chapters)
     found += check_cytodiffusion_keys(base)
     found += check_scoreboard(base)
+    found += check_summary_audit(base)
     found += check_figures(base)
     return found
+
+
+def check_summary_audit(root: Path) -> list[str]:
+    """The summary's published claim counts are those the claims files and published results give now (a chapter
+    re-published after the summary changes its audit: the summary must be re-run)."""
+    from wbcstudy.scoreboard import audit, claim_totals
+
+    path = root / "book" / "results" / "summary.json"
+    if not path.is_file():
+        return []
+    published = json.loads(path.read_text()).get("metrics", {})
+    now = claim_totals(audit(root))
+    stale = sorted(k for k, v in now.items() if published.get(k) != v)
+    if stale:
+        shown = ", ".join(f"{k} {published.get(k)} -> {now[k]}" for k in stale)
+        return [f"book/results/summary.json: its claims audit is out of date ({shown}): re-run the summary at cpu"]
+    return []
 
 
 def check_scoreboard(root: Path) -> list[str]:
