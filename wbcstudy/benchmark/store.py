@@ -28,8 +28,10 @@ __all__ = ["STORE_FORMAT", "model_path", "save_model", "load_model", "stored_mis
 
 #: Version of the stored file's layout; a file of another version is retrained.
 STORE_FORMAT: int = 1
-#: Fixed random images the probe predictions are made on, and the largest allowed difference on reload.
-PROBE_COUNT, PROBE_SEED, PROBE_TOLERANCE = 2, 1234, 1e-3
+#: Fixed random images the probe predictions are made on, and the largest allowed difference on reload. A reloaded
+#: network computes in fp32 with kernels chosen for its weights' memory layout, which moved the probabilities of the
+#: trust CNN and ResNeXt-CC by up to 0.0025 (their classes not at all); another model moves them by far more.
+PROBE_COUNT, PROBE_SEED, PROBE_TOLERANCE = 2, 1234, 1e-2
 
 TrainFn = Callable[[str, int, str], BenchmarkModel]
 
