@@ -148,7 +148,8 @@ def test_resnext_cc_five_class_forward_loss_and_hsv_input(one_thread):
     prob = predict(x.numpy())
     assert prob.shape == (4, 5) and anomaly is None
     np.testing.assert_allclose(prob.sum(1), 1.0)
-    np.testing.assert_allclose(prob, torch.softmax(net.eval()(x)[0], 1).detach().numpy(), atol=1e-5)
+    # equal to the network's own softmax, up to the kernels a forced precision (WBCSTUDY_PRECISION=bf16) picks
+    np.testing.assert_allclose(prob, torch.softmax(net.eval()(x)[0], 1).detach().numpy(), atol=2e-3)
 
 
 def test_train_resnext_cc_uses_the_full_hsv_model(one_thread):
