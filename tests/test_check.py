@@ -189,31 +189,29 @@ def test_main_prints_one_line_per_problem_and_exits_1(tmp_path, capsys, monkeypa
                    "beta.json: ci 'beta_accuracy' [0.950, 1.200] does not contain its value 0.900"]
 
 
-def test_a_stale_scoreboard_is_reported(tmp_path):
+def _one_claim_chapter(root, value, interval):
+    """A W-Net claims file with one 97%-accuracy claim, and its published result ``value`` with ``interval``."""
     import yaml
 
+    (root / "book" / "claims").mkdir(parents=True, exist_ok=True)
+    (root / "book" / "results").mkdir(parents=True, exist_ok=True)
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
+    (root / "book" / "claims" / "wnet.yml").write_text(yaml.safe_dump({"chapter": "wnet", "claims": claims}))
+    record = {"chapter": "wnet", "metrics": {"acc": value}, "ci": {"acc": interval}, "paper": {}, "plateau": {}}
+    (root / "book" / "results" / "wnet.json").write_text(json.dumps(record))
+
+
+def test_a_stale_scoreboard_is_reported(tmp_path):
     from wbcstudy.scoreboard import write_scoreboard
 
-    (tmp_path / "book" / "claims").mkdir(parents=True)
-    (tmp_path / "book" / "results").mkdir(parents=True)
-    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
-    (tmp_path / "book" / "claims" / "wnet.yml").write_text(yaml.safe_dump({"chapter": "wnet", "claims": claims}))
-    record = {"chapter": "wnet", "metrics": {"acc": 0.5}, "ci": {"acc": [0.4, 0.6]}, "paper": {}, "plateau": {}}
-    (tmp_path / "book" / "results" / "wnet.json").write_text(json.dumps(record))
+    _one_claim_chapter(tmp_path, 0.5, [0.4, 0.6])
     assert check.check_scoreboard(tmp_path) and "out of date" in check.check_scoreboard(tmp_path)[0]
     write_scoreboard(tmp_path)
     assert check.check_scoreboard(tmp_path) == []
 
 
 def test_a_summary_with_an_out_of_date_claims_audit_is_reported(tmp_path):
-    import yaml
-
-    (tmp_path / "book" / "claims").mkdir(parents=True)
-    (tmp_path / "book" / "results").mkdir(parents=True)
-    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
-    (tmp_path / "book" / "claims" / "wnet.yml").write_text(yaml.safe_dump({"chapter": "wnet", "claims": claims}))
-    record = {"chapter": "wnet", "metrics": {"acc": 0.5}, "ci": {"acc": [0.4, 0.6]}, "paper": {}, "plateau": {}}
-    (tmp_path / "book" / "results" / "wnet.json").write_text(json.dumps(record))
+    _one_claim_chapter(tmp_path, 0.5, [0.4, 0.6])
     assert check.check_summary_audit(tmp_path) == []  # no summary published yet
     totals = {"claims_total": 1, "claims_reproduced": 0, "claims_exceeded": 0, "claims_not_reproduced": 1,
               "claims_contradicted": 0, "claims_inconclusive": 0, "claims_not_comparable": 0}
@@ -221,8 +219,7 @@ def test_a_summary_with_an_out_of_date_claims_audit_is_reported(tmp_path):
     summary.write_text(json.dumps({"chapter": "summary", "metrics": totals}))
     assert check.check_summary_audit(tmp_path) == []
     # the W-Net chapter re-published: its claim is now reproduced, the summary still counts it as not reproduced
-    record["metrics"]["acc"], record["ci"]["acc"] = 0.975, [0.965, 0.985]
-    (tmp_path / "book" / "results" / "wnet.json").write_text(json.dumps(record))
+    _one_claim_chapter(tmp_path, 0.975, [0.965, 0.985])
     found = check.check_summary_audit(tmp_path)
     assert len(found) == 1 and "claims_not_reproduced 1 -> 0" in found[0] and "claims_reproduced 0 -> 1" in found[0]
 

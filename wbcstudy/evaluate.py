@@ -33,6 +33,7 @@ __all__ = [
     "confusion",
     "per_class_recall",
     "expected_calibration_error",
+    "confidence_bins",
     "reliability_curve",
     "bootstrap_ci",
     "metrics_with_ci",
@@ -223,6 +224,12 @@ def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np
     return _safe_divide(np.diag(cm), cm.sum(axis=1), np.nan)
 
 
+def confidence_bins(confidence: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """The equal-width bin of [0, 1] each confidence falls in: bins are (lower, upper]; exactly 0 goes to the first."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+
+
 def reliability_curve(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = 15,
                       labels: Sequence[Any] | None = None) -> pd.DataFrame:
     """Per-bin mean top-label confidence, accuracy and count over equal-width bins of [0, 1]."""
@@ -233,8 +240,7 @@ def reliability_curve(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int = 15,
     confidence = prob.max(axis=1)
     correct = (prob.argmax(axis=1) == true_idx).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bins are (lower, upper]; a confidence of exactly 0 falls in the first bin
-    bin_idx = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    bin_idx = confidence_bins(confidence, n_bins)
     count = np.bincount(bin_idx, minlength=n_bins)
     conf_sum = np.bincount(bin_idx, weights=confidence, minlength=n_bins)
     correct_sum = np.bincount(bin_idx, weights=correct, minlength=n_bins)

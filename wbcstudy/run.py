@@ -279,8 +279,9 @@ def timings_table(timings: dict[str, dict[str, float | dict]]) -> str:
     for chapter in [c for c in CHAPTERS if c in timings] + sorted(set(timings) - set(CHAPTERS)):
         cells = [_timing_cell(timings[chapter].get(p)) for p in REQUIRED_PROFILES]
         lines.append(f"| {chapter} | " + " | ".join(cells) + " |")
-    cpu = sum(timing_seconds(t["cpu"]) for t in timings.values() if "cpu" in t)
-    slow = sum(slow_cpu_seconds(t["cpu"]) for t in timings.values() if "cpu" in t)
+    from wbcstudy.scoreboard import book_seconds
+
+    cpu, slow, _ = book_seconds(timings, list(timings))
     lines += ["", f"Whole book at `cpu`: {cpu / 60:.0f} min as timed; ≈ {slow / 60:.0f} min on a CPU without native bf16 "
               f"(bf16-autocast runs timed on a bf16 CPU count {SLOW_CPU_FACTOR}×), the kind the budgets are set for."]
     return "\n".join(lines) + "\n"

@@ -71,6 +71,19 @@ def chapter_recipe(chapter: str, profile: str) -> dict:
     return {**parameters_cell(chapter), **check_profile(chapter, profile)}
 
 
+def pick_parameters(recipe: dict, *names: str) -> dict:
+    """The chapter parameters an adapter uses (what the store compares when it decides to reuse a model)."""
+    return {name: recipe[name] for name in names}
+
+
+def check_images(key: str, size: int, images: np.ndarray) -> np.ndarray:
+    """``images`` as an array, after checking they are uint8 (N, size, size, 3): what every predict function takes."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[1:] != (size, size, 3) or x.dtype != np.uint8:
+        raise ValueError(f"{key} predicts uint8 images of shape (N, {size}, {size}, 3), got {x.shape} {x.dtype}")
+    return x
+
+
 #: The fields of a :class:`BenchmarkModel` that the store keeps as data (everything but the callables and the module).
 META_FIELDS: tuple[str, ...] = ("key", "name", "chapter", "image_size", "crop", "train_seconds", "plateau", "recipe",
                                 "note", "factory")

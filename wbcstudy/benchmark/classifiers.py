@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from wbcstudy.benchmark.base import WBC5, BenchmarkModel, attach_predictors, chapter_recipe, pbc5_split
+from wbcstudy.benchmark.base import WBC5, BenchmarkModel, attach_predictors, chapter_recipe, check_images, pbc5_split, pick_parameters
 
 __all__ = ["classifier_predictors", "train_wnet", "train_trust_cnn", "train_resnet18", "train_efficientnet_lite0",
            "RESNET18_SIZE", "FACTORY"]
@@ -42,9 +42,7 @@ def classifier_predictors(module: torch.nn.Module, meta: dict, precision: str = 
     module.eval()
 
     def predict(images: np.ndarray) -> np.ndarray:
-        x = np.asarray(images)
-        if x.ndim != 4 or x.shape[1:] != (size, size, 3) or x.dtype != np.uint8:
-            raise ValueError(f"{meta['key']} predicts uint8 images of shape (N, {size}, {size}, 3), got {x.shape} {x.dtype}")
+        x = check_images(meta["key"], size, images)
         return predict_proba(module, torch.from_numpy(np.array(x, copy=True)), precision=precision)
 
     return predict, None
@@ -83,13 +81,8 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.nda
     """A stratified subset of about ``limit`` rows (all rows for 0), as the chapters draw them."""
     from wbcstudy.data import stratified_subset
 
-    keep = stratified_subset(y, limit, seed) if limit and limit < len(y) else np.arange(len(y))
+    keep = stratified_subset(y, limit, seed)
     return np.ascontiguousarray(x[keep]), np.ascontiguousarray(y[keep])
-
-
-def _pick(recipe: dict, *names: str) -> dict:
-    """The chapter parameters an adapter uses (what the store compares)."""
-    return {name: recipe[name] for name in names}
 
 
 # --------------------------------------------------------------------------------------------------------- W-Net
@@ -106,7 +99,7 @@ def train_wnet(profile: str, seed: int = 0, precision: str = "auto") -> Benchmar
     from wbcstudy.train import fit, reached_plateau
 
     full = chapter_recipe("wnet", profile)
-    r = _pick(full, "wnet_size", "data_limit", "val_limit", "wnet_max_epochs", "batch_size", "wnet_lr", "dropout")
+    r = pick_parameters(full, "wnet_size", "data_limit", "val_limit", "wnet_max_epochs", "batch_size", "wnet_lr", "dropout")
     size, crop = int(r["wnet_size"]), "wnet"
     with _precision(precision):
         x_tr, y_tr = pbc5_split("train", size, crop)
@@ -140,7 +133,7 @@ def _trust_model(key: str, arch: str, name: str, size: int, epochs: int, lr: flo
     from wbcstudy.experiments.trust import ModelSpec, stratified_tensors, train_trust_model
 
     full = chapter_recipe("trust", profile)
-    r = {**_pick(full, "train_limit", "eval_limit", "batch_size", "augment_resampling"), **extra}
+    r = {**pick_parameters(full, "train_limit", "eval_limit", "batch_size", "augment_resampling"), **extra}
     with _precision(precision):
         x_tr, y_tr = pbc5_split("train", size)
         x_va, y_va = pbc5_split("val", size)
@@ -162,7 +155,7 @@ def train_trust_cnn(profile: str, seed: int = 0, precision: str = "auto") -> Ben
     """The trust chapter's custom CNN (``TrustCNN``) at ``cnn_size`` px: ``cnn_epochs`` epochs of Adam (no weight decay,
     one-cycle to ``cnn_lr``), as the chapter's ``ModelSpec("cnn", ..., optimizer="adam", weight_decay=0.0)``."""
     r = chapter_recipe("trust", profile)
-    extra = _pick(r, "cnn_size", "cnn_epochs", "cnn_lr")
+    extra = pick_parameters(r, "cnn_size", "cnn_epochs", "cnn_lr")
     return _trust_model("trust_cnn", "cnn", "Trust CNN", int(r["cnn_size"]), int(r["cnn_epochs"]), float(r["cnn_lr"]),
                         extra, profile, seed, precision, optimizer="adam", weight_decay=0.0)
 
@@ -172,7 +165,7 @@ def train_efficientnet_lite0(profile: str, seed: int = 0, precision: str = "auto
     (``effnet_lite0_finetuned``: ``effnet_finetuned_epochs`` epochs of AdamW, one-cycle to ``finetune_lr``) at
     ``effnet_size`` px. The chapter's frozen-base variant is not benchmarked: the fine-tuned one is its stronger model."""
     r = chapter_recipe("trust", profile)
-    extra = _pick(r, "effnet_size", "effnet_finetuned_epochs", "finetune_lr")
+    extra = pick_parameters(r, "effnet_size", "effnet_finetuned_epochs", "finetune_lr")
     model = _trust_model("efficientnet_lite0", "effnet_lite0_finetuned", "EfficientNet-Lite0", int(r["effnet_size"]),
                          int(r["effnet_finetuned_epochs"]), float(r["finetune_lr"]), extra, profile, seed, precision)
     model.note += "; ImageNet weights, fine-tuned end to end (the chapter's frozen-base variant is not benchmarked)"
@@ -193,7 +186,7 @@ def train_resnet18(profile: str, seed: int = 0, precision: str = "auto") -> Benc
     from wbcstudy.train import TrainConfig
 
     full = chapter_recipe("baseline", profile)
-    r = _pick(full, "train_limit", "eval_limit", "resnet18_64_epochs", "batch_size", "lr", "weight_decay", "label_smoothing")
+    r = pick_parameters(full, "train_limit", "eval_limit", "resnet18_64_epochs", "batch_size", "lr", "weight_decay", "label_smoothing")
     size = RESNET18_SIZE
     with _precision(precision):
         x_tr, y_tr = _subset(*pbc5_split("train", size), r["train_limit"], seed)  # load_pbc_arrays' subsets and seed

@@ -96,16 +96,9 @@ def fixed_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     cut at its share), so a slow model scored on fewer cells is paired with the others on those cells.
     ``n`` <= 0 or >= the number of cells: all of them.
     """
-    y = np.asarray(labels)
-    if n <= 0 or n >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        order = rng.permutation(idx)
-        picked.append(order[:max(1, round(n * len(idx) / len(y)))])
-    return np.sort(np.concatenate(picked))
+    from wbcstudy.data.transforms import stratified_subset
+
+    return stratified_subset(labels, n, seed, nested=True)
 
 
 def _check_size(model: BenchmarkModel, images: np.ndarray) -> None:
@@ -125,15 +118,14 @@ def calibration_interval(y: np.ndarray, probs: np.ndarray, n_boot: int = 1000, s
                          level: float = 0.95) -> tuple[float, list[float]]:
     """Top-label ECE (``evaluate.expected_calibration_error``'s bins) and its class-stratified percentile bootstrap
     interval over the cells (the resamples of ``metrics_with_ci`` with the same seed), widened to contain the value."""
-    from wbcstudy.evaluate import expected_calibration_error
+    from wbcstudy.evaluate import confidence_bins, expected_calibration_error
     from wbcstudy.intervals import percentile_interval, resample_indices
 
     y, probs = np.asarray(y), np.asarray(probs, dtype=np.float64)
     value = expected_calibration_error(y, probs, n_bins=n_bins, labels=list(range(probs.shape[1])))
     confidence = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    bins = confidence_bins(confidence, n_bins)
     idx = resample_indices(len(y), n_boot, seed, y)
     offset = (np.arange(n_boot)[:, None] * n_bins + bins[idx]).ravel()
     gap = (np.bincount(offset, weights=correct[idx].ravel(), minlength=n_boot * n_bins)

@@ -27,7 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wbcstudy.benchmark.base import WBC5, BenchmarkModel, Predict, attach_predictors, chapter_recipe, pbc5_split
+from wbcstudy.benchmark.base import (
+    WBC5,
+    BenchmarkModel,
+    Predict,
+    attach_predictors,
+    chapter_recipe,
+    check_images,
+    pbc5_split,
+    pick_parameters,
+)
+from wbcstudy.data.transforms import stratified_subset
 
 __all__ = [
     "OneVsRestWeightedBCECenterLoss", "train_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
@@ -44,25 +54,11 @@ def _checked(meta: dict, fn: Callable[[np.ndarray], np.ndarray]) -> Predict:
     size = int(meta["image_size"])
 
     def predict(images: np.ndarray) -> np.ndarray:
-        x = np.asarray(images)
-        if x.ndim != 4 or x.shape[1:] != (size, size, 3) or x.dtype != np.uint8:
-            raise ValueError(f"{meta['key']} predicts uint8 images of shape (N, {size}, {size}, 3), got {x.shape} {x.dtype}")
+        x = check_images(meta["key"], size, images)
         prob = np.asarray(fn(np.ascontiguousarray(x)), dtype=np.float64)
         return prob / prob.sum(axis=1, keepdims=True)
 
     return predict
-
-
-def _subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Indices of a stratified ``limit``-item subset (all items for ``limit`` 0)."""
-    from wbcstudy.data.transforms import stratified_subset
-
-    return stratified_subset(labels, limit, seed) if limit else np.arange(len(labels))
-
-
-def _pick(recipe: dict, *names: str) -> dict:
-    """The chapter parameters an adapter uses (what the store compares)."""
-    return {name: recipe[name] for name in names}
 
 
 # ----------------------------------------------------------------------------------------------------- ResNeXt-CC
@@ -141,12 +137,12 @@ def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> Be
     from wbcstudy.models.resnext_cc import colour_mean_std
     from wbcstudy.train import TrainConfig, fit, reached_plateau
 
-    r = _pick(chapter_recipe("resnext_cc", profile), "image_size", "model_scale", "train_limit", "epochs",
-              "batch_size", "lr", "center_weight", "center_alpha")
+    r = pick_parameters(chapter_recipe("resnext_cc", profile), "image_size", "model_scale", "train_limit", "epochs",
+                        "batch_size", "lr", "center_weight", "center_alpha")
     size, limit = int(r["image_size"]), int(r["train_limit"])
     train_x, train_y = pbc5_split("train", size)
     val_x, val_y = pbc5_split("val", size)
-    keep, keep_val = _subset(train_y, limit, seed), _subset(val_y, limit, seed + 1)
+    keep, keep_val = stratified_subset(train_y, limit, seed), stratified_subset(val_y, limit, seed + 1)
     train_x, train_y, val_x, val_y = train_x[keep], train_y[keep], val_x[keep_val], val_y[keep_val]
     config = rcc.AblationConfig(model_scale=r["model_scale"], epochs=int(r["epochs"]), batch_size=int(r["batch_size"]),
                                 lr=float(r["lr"]), center_weight=float(r["center_weight"]),
@@ -272,10 +268,10 @@ def train_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Benchma
     from wbcstudy.experiments import hemax as ex
     from wbcstudy.train import reached_plateau
 
-    r = _pick(chapter_recipe("hemax", profile), "image_size", "train_pbc", "train_zheng", "train_bccd", "eval_pbc",
-              "eval_zheng", "eval_bccd", "backbone", "train_backbone", "d_model", "encoder_layers", "decoder_layers",
-              "ffn_dim", "num_queries", "mask_dim", "fpn_dim", "epochs", "lr_drop", "batch_size", "lr", "lr_backbone",
-              "hidden_layers")
+    r = pick_parameters(chapter_recipe("hemax", profile), "image_size", "train_pbc", "train_zheng", "train_bccd", "eval_pbc",
+                        "eval_zheng", "eval_bccd", "backbone", "train_backbone", "d_model", "encoder_layers", "decoder_layers",
+                        "ffn_dim", "num_queries", "mask_dim", "fpn_dim", "epochs", "lr_drop", "batch_size", "lr", "lr_backbone",
+                        "hidden_layers")
     size = int(r["image_size"])
     hidden = hemax_headline_hidden(r)
     test_paths = pbc5_test_paths()
@@ -386,13 +382,12 @@ def train_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") ->
     temperature for the normalised errors is fitted on ``shift_test_limit`` other validation cells, classified as test
     cells are. ``train_seconds`` includes the weighting and temperature fits.
     """
-    from wbcstudy.data.transforms import stratified_subset
     from wbcstudy.diffusion_classifier import fit_poly4_weighting
     from wbcstudy.experiments import cytodiffusion as cd
 
-    r = _pick(chapter_recipe("cytodiffusion", profile), "image_size", "unet_channels", "train_limit", "val_limit",
-              "batch_size", "diffusion_lr", "warmup_steps", "ema_decay", "shift_steps", "max_trials", "min_trials",
-              "images_per_call", "weighting_fit_images", "shift_test_limit")
+    r = pick_parameters(chapter_recipe("cytodiffusion", profile), "image_size", "unet_channels", "train_limit", "val_limit",
+                        "batch_size", "diffusion_lr", "warmup_steps", "ema_decay", "shift_steps", "max_trials", "min_trials",
+                        "images_per_call", "weighting_fit_images", "shift_test_limit")
     size = int(r["image_size"])
     recipe = cd.DiffusionRecipe(size, r["unet_channels"], r["batch_size"], r["diffusion_lr"], r["warmup_steps"],
                                 r["ema_decay"], precision)

@@ -36,8 +36,12 @@ def channel_mean_std(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean.tolist(), np.sqrt(sq - mean**2).tolist()
 
 
-def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of about ``n`` items drawn per class in proportion to the class shares (every class keeps one or more)."""
+def stratified_subset(labels: np.ndarray, n: int, seed: int = 0, nested: bool = False) -> np.ndarray:
+    """Sorted indices of about ``n`` items drawn per class in proportion to the class shares (every class keeps one or more).
+
+    ``nested``: each class is one fixed random order cut at its share, so the items of a smaller ``n`` are among those
+    of a larger one (same labels and seed); otherwise each class's items are drawn with ``Generator.choice``.
+    """
     labels = np.asarray(labels)
     if n <= 0 or n >= len(labels):
         return np.arange(len(labels))
@@ -46,7 +50,7 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         k = max(1, round(n * len(idx) / len(labels)))
-        picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+        picked.append(rng.permutation(idx)[:k] if nested else rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(picked))
 
 
