@@ -159,3 +159,96 @@ def test_attribute_auc_intervals_bracket_the_point_estimate():
     for group in ("correct", "wrong"):
         lo, hi = ci[f"attribute_auc_{group}"]
         assert 0.5 < lo <= point[f"auc_{group}"].mean() <= hi <= 1.0
+
+
+def _tiny_config(**kw):
+    from wbcstudy.experiments import hemax as ex
+
+    settings = dict(d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64, num_queries=2, mask_dim=8,
+                    fpn_dim=16, batch_size=2, precision="fp32", train_backbone=False, image_size=32)
+    return ex.HemaXConfig(**{**settings, **kw})
+
+
+def test_feature_cache_holds_each_flipped_image_features():
+    import torch
+
+    from wbcstudy.experiments import hemax as ex
+
+    data = _data(s=32)
+    data.images[:] = np.random.default_rng(0).integers(0, 255, data.images.shape, dtype=np.uint8)
+    model = ex.build_model(_tiny_config())
+    cache = ex.cache_features(model, data, flips=True, batch_size=3)
+    assert len(cache) == 4 and cache.flips and cache.levels[0].shape[:2] == (4, 4)
+    idx, fh, fv = np.array([2, 0, 3]), np.array([True, False, True]), np.array([False, False, True])
+    images, _ = make_targets(data, idx, fh, fv)  # the images as training flips them
+    with torch.no_grad():
+        direct = model.eval().backbone_features(images)
+    for got, want in zip(cache.batch(idx, fh, fv), direct):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)  # batch-size-dependent kernels round differently
+    plain = ex.cache_features(model, data, flips=False, batch_size=3)
+    assert not plain.flips and torch.equal(plain.batch(idx)[0], cache.batch(idx)[0])
+    with pytest.raises(ValueError, match="unflipped images only"):
+        plain.batch(idx, fh, fv)
+    with pytest.raises(ValueError, match="frozen backbone"):
+        ex.cache_features(ex.build_model(_tiny_config(train_backbone=True)), data, flips=False)
+
+
+def test_training_on_cached_features_equals_training_on_images():
+    """The cache only saves the backbone's forward passes: same seed, same losses and weights as computing them per step."""
+    import torch
+
+    from wbcstudy.experiments import hemax as ex
+
+    data = _data(s=32)
+    data.images[:] = np.random.default_rng(1).integers(0, 255, data.images.shape, dtype=np.uint8)
+    cfg = _tiny_config(epochs=2, stop_at_plateau=False)
+    cached = ex.train_hemax(data, data, cfg)  # builds its own caches (a fixed backbone)
+    direct = ex.train_hemax(data, data, cfg, features=(None, None))  # features computed in every step
+    cols = ["train_loss", "val_loss", "val_accuracy", "val_mask_dice"]
+    np.testing.assert_allclose(cached.history[cols].to_numpy(float), direct.history[cols].to_numpy(float), rtol=1e-4, atol=1e-5)
+    for (k, a), b in zip(cached.model.state_dict().items(), direct.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), k
+    with pytest.raises(ValueError, match="training feature cache has 4 images, the training data 3"):
+        ex.train_hemax(data.subset(np.arange(3)), data, cfg, features=(ex.cache_features(cached.model, data, True), None))
+
+
+def test_run_variants_in_worker_processes_match_one_process(one_thread):
+    """Two one-thread workers give the runs (and test predictions) of one-thread training in this process."""
+    from wbcstudy.experiments import hemax as ex
+
+    data = _data(s=32)
+    data.images[:] = np.random.default_rng(2).integers(0, 255, data.images.shape, dtype=np.uint8)
+    cfg = _tiny_config(epochs=1, stop_at_plateau=False)
+    baselines = {"classifier": dict(epochs=1, batch_size=2, precision="fp32", train_backbone=False)}
+    alone = ex.run_variants(data, data, data, cfg, hidden_layers=(0, 2), seeds=(0, 1), baselines=baselines)
+    parallel = ex.run_variants(data, data, data, cfg, hidden_layers=(0, 2), seeds=(0, 1), workers=2, baselines=baselines)
+    for result in (alone, parallel):  # the classifier trained on the two PBC cells, after the HemaX runs
+        assert list(result["baselines"]) == ["classifier"] and len(result["baselines"]["classifier"]["pred"]) == 2
+    np.testing.assert_allclose(parallel["baselines"]["classifier"]["prob"], alone["baselines"]["classifier"]["prob"],
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="unknown baselines"):
+        ex.run_variants(data, data, data, cfg, baselines={"resnet": {}})
+    assert list(parallel["runs"]) == [(0, 0), (0, 1), (2, 0), (2, 1)] == list(alone["runs"])
+    cols = ["classification_accuracy", "mask_dice", "box_jaccard"]
+    np.testing.assert_allclose(parallel["metrics"][cols].to_numpy(float), alone["metrics"][cols].to_numpy(float), atol=1e-6)
+    for key, run in alone["runs"].items():
+        np.testing.assert_allclose(parallel["runs"][key].history["train_loss"], run.history["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(parallel["predictions"][key].class_prob, alone["predictions"][key].class_prob, atol=1e-5)
+    assert alone["runs"][(0, 0)].history["train_loss"].iloc[0] != alone["runs"][(0, 1)].history["train_loss"].iloc[0]
+    assert not ex._VARIANT_INPUTS  # nothing left behind in this process
+
+
+def test_variant_difference_averages_seeds_per_cell():
+    from wbcstudy.experiments.hemax import seed_mean_hits, variant_difference
+
+    data = _data()  # labels 0, 1, 1, 2
+    # 0 hidden: seed 0 gets cells 0-3 right, seed 1 cells 0-1; 4 hidden: both seeds get cell 0 only
+    variants = {"predictions": {(0, 0): _pred(data, (0, 1, 1, 2)), (0, 1): _pred(data, (0, 1, 0, 0)),
+                                (4, 0): _pred(data, (0, 0, 0, 0)), (4, 1): _pred(data, (0, 0, 0, 0))}}
+    assert seed_mean_hits(variants, data, 0, "classification_accuracy").tolist() == [1, 1, 0.5, 0.5]
+    d, (lo, hi) = variant_difference(variants, data, 0, 4, "classification_accuracy", n_boot=200)
+    assert d == pytest.approx((0 + 1 + 0.5 + 0.5) / 4) and 0 <= lo <= d <= hi <= 1
+    # nucleus shape is labelled on cell 2 only (true 2; every prediction says 2): no difference, one cell
+    assert variant_difference(variants, data, 0, 4, "nucleus_shape_accuracy", n_boot=50) == (0.0, [0.0, 0.0])
+    with pytest.raises(ValueError, match="no run with 2 attribute hidden layers"):
+        seed_mean_hits(variants, data, 2, "classification_accuracy")

@@ -67,3 +67,23 @@ def test_frozen_backbone_trains_only_the_rest():
     assert model.class_head.weight.grad is not None and model.lateral4.weight.grad is not None  # the rest learns
     after = model.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics unchanged
+
+
+def test_forward_from_cached_features_equals_forward_from_images():
+    """A frozen backbone stays in eval mode under train(), so its features can be computed once and passed in."""
+    torch.manual_seed(0)
+    model = HemaX(5, pretrained=True, d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64,
+                  num_queries=2, mask_dim=8, fpn_dim=16, dropout=0.0)
+    model.freeze_backbone()
+    model.train()
+    assert not any(m.training for m in model.backbone.modules())  # no stochastic depth, no BatchNorm updates
+    assert model.transformer.training  # the rest trains
+    x = torch.randint(0, 255, (3, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        feats = model.backbone_features(x)
+        a, b = model(x), model(features=feats)
+    assert [f.shape[-1] for f in feats] == [8, 4, 2]  # strides 4, 8, 16
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        assert torch.equal(a[key], b[key])
+    with pytest.raises(ValueError, match="images or their backbone features"):
+        model()

@@ -21,10 +21,12 @@ from wbcstudy.data.hemax import ATTRIBUTES, CLASSES, HemaXData
 from wbcstudy.losses.set_prediction import LossWeights, Targets, hemax_loss
 from wbcstudy.models.hemax import HemaX, nucleus_fraction
 
-__all__ = ["HemaXConfig", "HemaXRun", "Predictions", "make_targets", "build_model", "train_hemax", "predict_hemax",
+__all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
+           "backbone_is_fixed", "make_targets", "build_model", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
            "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals"]
+           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals", "seed_mean_hits",
+           "variant_difference"]
 
 
 @dataclasses.dataclass
@@ -90,6 +92,83 @@ class Predictions:
         return np.stack([p.argmax(1) for p in self.attribute_prob], 1)
 
 
+#: the flip states a cached batch can ask for, in the order of FeatureCache.levels' first axis: (horizontal, vertical)
+FLIP_STATES: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
+#: the most memory a feature cache may take; a larger one is not built and features are computed per batch instead
+FEATURE_CACHE_BYTES: int = 6 * 2**30
+
+
+@dataclasses.dataclass
+class FeatureCache:
+    """A fixed (frozen, pretrained) backbone's features of every image of a ``HemaXData``, per flip state.
+
+    ``levels[k]`` is a (states, n, C, H, W) tensor for the k-th feature level (strides 4, 8 and the
+    memory stride); ``states`` is 4 (:data:`FLIP_STATES`) for training data, whose images are flipped at
+    random, and 1 (unflipped) for evaluation data. The features are those the model would compute from the
+    (flipped) image itself — a frozen backbone runs in eval mode — so training on the cache is training on
+    the images, with the backbone's forward pass paid once instead of once per epoch.
+    """
+
+    levels: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return int(self.levels[0].shape[1])
+
+    @property
+    def flips(self) -> bool:
+        """Whether the cache holds the flipped images' features too."""
+        return self.levels[0].shape[0] == len(FLIP_STATES)
+
+    def batch(self, idx: np.ndarray, flip_h: np.ndarray | None = None, flip_v: np.ndarray | None = None) -> list[torch.Tensor]:
+        """The features of rows idx, each row in its flip state (as :func:`make_targets` flips its image)."""
+        state = np.zeros(len(idx), np.int64)
+        if flip_h is not None:
+            state += np.asarray(flip_h, bool)
+        if flip_v is not None:
+            state += 2 * np.asarray(flip_v, bool)
+        if state.any() and not self.flips:
+            raise ValueError("this feature cache holds unflipped images only; build it with flips=True to train with flips")
+        s, i = torch.from_numpy(state), torch.from_numpy(np.asarray(idx, np.int64))
+        return [level[s, i] for level in self.levels]
+
+
+def backbone_is_fixed(config: HemaXConfig) -> bool:
+    """Whether a config's backbone is a fixed function of the image: frozen and pretrained (so the same for every seed)."""
+    return not config.train_backbone and config.pretrained
+
+
+@torch.no_grad()
+def cache_features(model: HemaX, data: HemaXData, flips: bool, batch_size: int = 64,
+                   precision: str = "fp32") -> FeatureCache | None:
+    """The frozen backbone's features of every image (and, with ``flips``, of its three flipped versions).
+
+    Returns None — features are then computed batch by batch, with the same values — when the cache would
+    take more than :data:`FEATURE_CACHE_BYTES`.
+    """
+    if any(p.requires_grad for p in model.backbone.parameters()):
+        raise ValueError("cache_features needs a frozen backbone (HemaX.freeze_backbone): a trained one changes every step")
+    model.eval()
+    n, states = len(data), FLIP_STATES if flips else FLIP_STATES[:1]
+    with _autocast(precision):
+        probe = model.backbone_features(torch.from_numpy(np.ascontiguousarray(data.images[:1])))
+    need = n * len(states) * sum(f[0].numel() * f.element_size() for f in probe)
+    if need > FEATURE_CACHE_BYTES:
+        return None
+    levels = [torch.empty((len(states), n, *f.shape[1:]), dtype=f.dtype) for f in probe]
+    for s, (h, v) in enumerate(states):
+        for start in range(0, n, batch_size):
+            images = torch.from_numpy(np.ascontiguousarray(data.images[start:start + batch_size]))
+            if h:
+                images = images.flip(2)
+            if v:
+                images = images.flip(1)
+            with _autocast(precision):
+                feats = model.backbone_features(images)
+            for level, f in zip(levels, feats):
+                level[s, start:start + len(images)] = f
+    return FeatureCache(levels)
+
+
 def make_targets(data: HemaXData, idx: np.ndarray, flip_h: np.ndarray | None = None,
                  flip_v: np.ndarray | None = None) -> tuple[torch.Tensor, Targets]:
     """A batch (uint8 NHWC images, Targets with one object per image) of rows idx, optionally flipped per image."""
@@ -141,14 +220,15 @@ def _precision(requested: str) -> str:
 
 
 @torch.no_grad()
-def _validation_loss(model: HemaX, data: HemaXData, batch_size: int, precision: str) -> dict[str, float]:
+def _validation_loss(model: HemaX, data: HemaXData, batch_size: int, precision: str,
+                     features: FeatureCache | None = None) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {}
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
         images, targets = make_targets(data, idx)
         with _autocast(precision):
-            out = model(images)
+            out = model(images, features.batch(idx) if features is not None else None)
         terms = hemax_loss(out, targets)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
@@ -156,8 +236,12 @@ def _validation_loss(model: HemaX, data: HemaXData, batch_size: int, precision: 
 
 
 def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights = LossWeights(),
-                max_steps: int | None = None) -> HemaXRun:
+                max_steps: int | None = None,
+                features: tuple[FeatureCache | None, FeatureCache | None] | None = None) -> HemaXRun:
     """Train HemaX (AdamW, lower backbone lr, grad clip, random flips) and keep the epoch with the lowest validation loss.
+
+    A fixed backbone (:func:`backbone_is_fixed`) computes its features once (:func:`cache_features`; pass
+    ``features=(train_cache, val_cache)`` to share them between runs) instead of in every step.
 
     The history has, per epoch: train_loss, val_loss and its terms (val_ce, …), and the
     validation accuracy, box Jaccard, mask Dice and mean attribute accuracy. Training stops
@@ -171,6 +255,13 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     torch.use_deterministic_algorithms(False)
     precision = _precision(config.precision)
     model = build_model(config)
+    if features is None and backbone_is_fixed(config):
+        features = (cache_features(model, train, config.flips, config.batch_size, precision),
+                    cache_features(model, val, False, config.batch_size, precision))
+    train_cache, val_cache = features if features is not None else (None, None)
+    for cache, data, name in ((train_cache, train, "training"), (val_cache, val, "validation")):
+        if cache is not None and len(cache) != len(data):
+            raise ValueError(f"the {name} feature cache has {len(cache)} images, the {name} data {len(data)}")
     backbone = {id(p) for p in model.backbone_parameters()}
     groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
               {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
@@ -188,7 +279,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
             flips = (rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5) if config.flips else (None, None)
             images, targets = make_targets(train, idx, *flips)
             with _autocast(precision):
-                out = model(images)
+                out = model(images, train_cache.batch(idx, *flips) if train_cache is not None else None)
             loss = hemax_loss(out, targets, weights)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,8 +294,8 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
         if scheduler is not None:
             scheduler.step()
         row.update({f"val_{k}" if k != "loss" else "val_loss": v
-                    for k, v in _validation_loss(model, val, config.batch_size, precision).items()})
-        scores = hemax_metrics(predict_hemax(model, val, config.batch_size, precision), val)
+                    for k, v in _validation_loss(model, val, config.batch_size, precision, val_cache).items()})
+        scores = hemax_metrics(predict_hemax(model, val, config.batch_size, precision, val_cache), val)
         row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
                     "val_mask_dice": scores["mask_dice"], "val_attribute_accuracy": np.nanmean(
                         [scores[f"{a}_accuracy"] for a in ATTRIBUTES])})
@@ -222,15 +313,20 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
 
 
 @torch.no_grad()
-def predict_hemax(model: HemaX, data: HemaXData, batch_size: int = 64, precision: str = "fp32") -> Predictions:
-    """Each image's most confident query: class probabilities (no-object dropped, renormalised), box, masks, attributes, N:C."""
+def predict_hemax(model: HemaX, data: HemaXData, batch_size: int = 64, precision: str = "fp32",
+                  features: FeatureCache | None = None) -> Predictions:
+    """Each image's most confident query: class probabilities (no-object dropped, renormalised), box, masks, attributes, N:C.
+
+    ``features``: the images' cached backbone features (:func:`cache_features`), when the backbone is fixed.
+    """
     model.eval()
     size = data.images.shape[1]
     parts: dict[str, list] = {"p": [], "b": [], "m": [], "a": []}
     for start in range(0, len(data), batch_size):
         images = torch.from_numpy(np.ascontiguousarray(data.images[start:start + batch_size]))
+        idx = np.arange(start, start + len(images))
         with _autocast(precision):
-            out = model(images)
+            out = model(images, features.batch(idx) if features is not None else None)
         prob = out["pred_logits"].float().softmax(-1)[..., :-1]
         q = prob.max(-1).values.argmax(1)
         rows = torch.arange(len(q))
@@ -330,22 +426,77 @@ def metric_intervals(pred: Predictions, data: HemaXData, n_boot: int = 1000, see
     return out
 
 
+#: what every variant run reads, set once per process by :func:`_share_variant_inputs` (in a worker, by its initializer)
+_VARIANT_INPUTS: dict = {}
+
+
+def _share_variant_inputs(train: HemaXData, val: HemaXData, test: HemaXData, caches: tuple) -> None:
+    _VARIANT_INPUTS.update(train=train, val=val, test=test, caches=caches)
+
+
+def _source(data: HemaXData, source: str) -> HemaXData:
+    return data.subset(np.flatnonzero(data.source == source))
+
+
+def _variant_job(job: tuple[str, object]):
+    """One unit of work on the shared data (picklable): a HemaX run (``("hemax", config)`` → its run and test
+    predictions) or a baseline (``("fasterrcnn" | "classifier", keyword arguments)`` → the baseline's result)."""
+    kind, spec = job
+    d = _VARIANT_INPUTS
+    if kind == "hemax":
+        config: HemaXConfig = spec  # type: ignore[assignment]
+        run = train_hemax(d["train"], d["val"], config, features=d["caches"][:2] if backbone_is_fixed(config) else None)
+        run.model = run.model.cpu()
+        return run, predict_hemax(run.model, d["test"], config.batch_size, _precision(config.precision), d["caches"][2])
+    trainer, source = {"fasterrcnn": (train_faster_rcnn, "bccd"), "classifier": (train_plain_classifier, "pbc")}[kind]
+    return trainer(*(_source(d[split], source) for split in ("train", "val", "test")), **spec)  # type: ignore[arg-type]
+
+
 def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXConfig,
-                 hidden_layers: tuple[int, ...] = (0, 2, 4), seeds: tuple[int, ...] = (0,)) -> dict:
+                 hidden_layers: tuple[int, ...] = (0, 2, 4), seeds: tuple[int, ...] = (0,), workers: int = 1,
+                 baselines: dict[str, dict] | None = None) -> dict:
     """Train HemaX with 0, 2 and 4 attribute hidden layers for each seed; return runs, test predictions and metrics.
 
-    Returns ``{"runs": {(h, seed): HemaXRun}, "predictions": {(h, seed): Predictions}, "metrics": DataFrame}``
-    (one metrics row per variant and seed).
+    A fixed backbone's features (:func:`cache_features`) are computed once here and shared by every run.
+    ``workers`` > 1 trains that many runs at a time in one-thread worker processes (:mod:`wbcstudy.parallel`).
+    ``baselines`` maps ``"fasterrcnn"`` (BCCD cells) and/or ``"classifier"`` (PBC cells) to the keyword arguments
+    of :func:`train_faster_rcnn` / :func:`train_plain_classifier`; they train after the HemaX runs, in the same
+    workers, so that no core idles while the last HemaX run finishes.
+    Returns ``{"runs": {(h, seed): HemaXRun}, "predictions": {(h, seed): Predictions}, "metrics": DataFrame,
+    "baselines": {name: result}}`` (one metrics row per variant and seed).
     """
+    from wbcstudy.parallel import map_jobs, worker_pool
+
+    unknown = set(baselines or {}) - {"fasterrcnn", "classifier"}
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}: use 'fasterrcnn' and/or 'classifier'")
+    precision = _precision(base.precision)
+    caches: tuple[FeatureCache | None, ...] = (None, None, None)
+    if backbone_is_fixed(base):  # the same fixed features for every variant and seed: computed once
+        model = build_model(base)
+        caches = (cache_features(model, train, base.flips, base.batch_size, precision),
+                  cache_features(model, val, False, base.batch_size, precision),
+                  cache_features(model, test, False, base.batch_size, precision))
+    configs = [dataclasses.replace(base, attribute_hidden_layers=h, seed=seed, precision=precision)
+               for h in hidden_layers for seed in seeds]
+    jobs = [("hemax", cfg) for cfg in configs] + list((baselines or {}).items())
+    inputs = (train, val, test, caches)
+    pool = worker_pool(min(workers, len(jobs)), _share_variant_inputs, inputs)
+    try:
+        if pool is None:
+            _share_variant_inputs(*inputs)
+        outputs = map_jobs(_variant_job, jobs, pool)
+    finally:
+        _VARIANT_INPUTS.clear()
+        if pool is not None:
+            pool.shutdown()
     runs, preds, rows = {}, {}, []
-    for h in hidden_layers:
-        for seed in seeds:
-            cfg = dataclasses.replace(base, attribute_hidden_layers=h, seed=seed)
-            run = train_hemax(train, val, cfg)
-            pred = predict_hemax(run.model, test, cfg.batch_size, _precision(cfg.precision))
-            runs[(h, seed)], preds[(h, seed)] = run, pred
-            rows.append({"hidden_layers": h, "seed": seed, **hemax_metrics(pred, test), "seconds": run.seconds})
-    return {"runs": runs, "predictions": preds, "metrics": pd.DataFrame(rows)}
+    for cfg, (run, pred) in zip(configs, outputs):
+        key = (cfg.attribute_hidden_layers, cfg.seed)
+        runs[key], preds[key] = run, pred
+        rows.append({"hidden_layers": key[0], "seed": key[1], **hemax_metrics(pred, test), "seconds": run.seconds})
+    done = dict(zip((name for name, _ in jobs[len(configs):]), outputs[len(configs):]))
+    return {"runs": runs, "predictions": preds, "metrics": pd.DataFrame(rows), "baselines": done}
 
 
 def variant_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -563,6 +714,34 @@ def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: per-cell columns of :func:`per_cell_scores` behind the seed-pooled variant accuracies
+_HIT_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
+
+
+def seed_mean_hits(variants: dict, test: HemaXData, hidden: int, metric: str) -> np.ndarray:
+    """(cells,) one variant's hit rate per test cell, averaged over its seeds (NaN where the cell lacks the label)."""
+    column = _HIT_COLUMNS[metric]
+    hits = [per_cell_scores(pred, test)[column].to_numpy(float)
+            for (h, _), pred in variants["predictions"].items() if h == hidden]
+    if not hits:
+        raise ValueError(f"no run with {hidden} attribute hidden layers among {sorted(variants['predictions'])}")
+    return np.mean(hits, axis=0)
+
+
+def variant_difference(variants: dict, test: HemaXData, a: int, b: int, metric: str, n_boot: int = 1000,
+                       seed: int = 0) -> tuple[float, list[float]]:
+    """Accuracy of the a-hidden-layer variant minus the b-hidden-layer one, each averaged over its seeds, with a
+    paired bootstrap interval over the test cells that carry the label (a resampled cell brings every seed's
+    prediction — the ResNeXt-CC chapter's convention — so seeds give the run-to-run spread, not extra cells).
+    """
+    from wbcstudy.intervals import percentile_interval, resample_indices
+
+    diff = seed_mean_hits(variants, test, a, metric) - seed_mean_hits(variants, test, b, metric)
+    diff = diff[~np.isnan(diff)]
+    idx = resample_indices(len(diff), n_boot, seed)
+    return float(diff.mean()), list(percentile_interval(diff[idx].mean(1)))
+
+
 def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict, classifier: dict,
                   n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict]:
     """The chapter's metrics, 95 % intervals and plateau flags (results contract) from its runs.
@@ -591,6 +770,14 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
         for col in ["classification_accuracy", "classification_f1", *[f"{a}_accuracy" for a in ATTRIBUTES], "mask_dice",
                     "box_jaccard", "nc_ratio_mse"]:
             metrics[f"hidden{h}_{col}"] = float(group[col].mean())
+            if len(group) > 1:
+                metrics[f"hidden{h}_{col}_seed_sd"] = float(group[col].std(ddof=1))
+        metrics[f"hidden{h}_seeds"] = int(len(group))
+    hidden = sorted({h for h, _ in variants["runs"]})
+    if 0 in hidden and 4 in hidden:  # Tables I–II: the paper's 0- vs 4-hidden-layer comparison
+        for col in ("classification_accuracy", "nucleus_shape_accuracy", "cytoplasm_colour_accuracy"):
+            name = f"hidden0_minus_hidden4_{col}"
+            metrics[name], ci[name] = variant_difference(variants, test, 0, 4, col, n_boot, seed)
     # Faster R-CNN vs HemaX on the BCCD test smears
     bccd = test.source == "bccd"
     hemax_iou = box_iou_cxcywh(pred.boxes[bccd], test.boxes[bccd])
@@ -618,6 +805,8 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=run.config.plateau_tol)
                for (h, s), run in variants["runs"].items()}
     plateau["hemax"] = plateau[f"hemax_h{key[0]}_s{key[1]}"]
+    for h in hidden:  # a variant has reached its plateau when every one of its seeds has
+        plateau[f"hemax_h{h}"] = all(v for k, v in plateau.items() if k.startswith(f"hemax_h{h}_s"))
     plateau["fasterrcnn"] = reached_plateau(frcnn["history"]["val_box_jaccard"].tolist(), mode="max", tol=0.02)
     plateau["classifier"] = reached_plateau(classifier["history"]["val_accuracy"].tolist(), mode="max", tol=0.01)
     return metrics, {k: v for k, v in ci.items() if k in metrics}, plateau

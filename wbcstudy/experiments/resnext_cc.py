@@ -9,10 +9,8 @@ two variants are compared on exactly the same cells, pooled over folds and seeds
 *cells*: a resampled cell brings its prediction from every seed, and a metric is averaged over the seeds,
 so the seeds give the run-to-run spread without being counted as extra cells.
 
-The grid's runs are independent and seeded, so a ``worker_pool(2)`` trains two at a time in spawned processes
-of one thread each — on a two-core CPU, two single-thread runs side by side use the cores better than one
-run with two threads, whose small convolutions barely split — and gives the predictions of one-thread
-training in this process (a different thread count changes only the floating-point rounding).
+The grid's runs are independent and seeded, so a ``worker_pool(2)`` (:mod:`wbcstudy.parallel`, re-exported
+here) trains two at a time in spawned processes of one thread each.
 """
 from __future__ import annotations
 
@@ -23,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from wbcstudy.parallel import map_jobs, worker_pool
 
 __all__ = [
     "FULL", "VARIANTS", "VARIANT_LABELS", "DIFFERENCE_KEYS", "AblationConfig", "Split", "GridResult",
@@ -184,34 +184,6 @@ def _prediction_frame(name: str, split: Split, prob: np.ndarray) -> pd.DataFrame
                          "y": split.test_y.astype(np.int64), "prob": prob})
 
 
-def _one_thread_worker() -> None:
-    """Initialise a worker process: one intra-op thread (two single-thread workers share two cores best)."""
-    torch.set_num_threads(1)
-
-
-def worker_pool(workers: int):
-    """A pool of ``workers`` spawned single-thread processes for the grid's runs, or None for ``workers <= 1``.
-
-    Pass it as ``pool=`` to ``run_ablation_grid`` and ``run_baselines`` (one pool for the whole chapter: each
-    worker imports torch once) and call ``shutdown()`` when done. Spawned, not forked, so that no thread pool
-    or accelerator state of the parent is copied into the workers.
-    """
-    if workers <= 1:
-        return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_one_thread_worker)
-
-
-def _map(fn: Callable, jobs: list, pool=None) -> list:
-    """``[fn(job) for job in jobs]``, in the pool's processes when one is given (results in the jobs' order)."""
-    if pool is None:
-        return [fn(job) for job in jobs]
-    return list(pool.map(fn, jobs))
-
-
 def _variant_job(job: tuple[str, Split, AblationConfig, bool]) -> dict:
     """Train one variant on one split (a picklable unit of work): its test probabilities, history and facts."""
     name, split, config, keep = job
@@ -249,7 +221,7 @@ def run_ablation_grid(variants: Sequence[str], splits: Iterable[Split], config: 
         raise ValueError(f"nothing to train: variants {names}, {len(splits)} splits")
     jobs = [(name, split) for split in splits for name in names]
     first = (splits[0].fold, splits[0].seed)
-    outputs = _map(_variant_job, [(name, split, config, keep_first and (split.fold, split.seed) == first)
+    outputs = map_jobs(_variant_job, [(name, split, config, keep_first and (split.fold, split.seed) == first)
                                   for name, split in jobs], pool)
     return _grid_result(jobs, outputs)
 
@@ -320,7 +292,7 @@ def run_baselines(names: Sequence[str], specs: dict[str, BaselineSpec], images_b
     """Train each baseline with plain cross-entropy on the same cross-validation splits and seed as ResNeXt-CC."""
     jobs = [(name, split) for name in names
             for split in cross_validation_splits(images_by_size[specs[name].size], labels, fold_of, folds, [seed], train_limit)]
-    outputs = _map(_baseline_job, [(specs[name], split, config, epochs) for name, split in jobs], pool)
+    outputs = map_jobs(_baseline_job, [(specs[name], split, config, epochs) for name, split in jobs], pool)
     return _grid_result(jobs, outputs)
 
 

@@ -220,9 +220,16 @@ class HemaX(nn.Module):
         self.mask_dim = mask_dim
 
     def train(self, mode: bool = True) -> HemaX:
-        """Train mode, keeping a pretrained backbone's BatchNorm frozen (eval) as DETR does."""
+        """Train mode, keeping a pretrained backbone's BatchNorm frozen (eval) as DETR does.
+
+        A backbone with no trainable parameter (:meth:`freeze_backbone`) is a fixed feature extractor and stays
+        wholly in eval mode — no stochastic depth either — so its features are a function of the image alone
+        and can be computed once (:meth:`backbone_features`) and reused in every epoch.
+        """
         super().train(mode)
-        if mode and self.freeze_bn:
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        elif mode and self.freeze_bn:
             for m in self.backbone.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.eval()
@@ -237,12 +244,24 @@ class HemaX(nn.Module):
         for p in self.backbone.parameters():
             p.requires_grad = False
 
-    def forward(self, images: torch.Tensor) -> dict:
-        """Set predictions for a batch (see the class docstring)."""
+    def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's features at strides 4, 8 and the memory stride (without autograd when it is frozen)."""
         x = self.adapter(images).contiguous()
         trains = any(p.requires_grad for p in self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and trains):
-            f4, f8, fm = self.backbone(x)
+            return self.backbone(x)
+
+    def forward(self, images: torch.Tensor | None = None, features: Sequence[torch.Tensor] | None = None) -> dict:
+        """Set predictions for a batch (see the class docstring).
+
+        ``features``: the batch's :meth:`backbone_features`, computed beforehand (a frozen backbone's are the same
+        in every epoch); then ``images`` is not needed.
+        """
+        if features is None:
+            if images is None:
+                raise ValueError("HemaX.forward needs images or their backbone features")
+            features = self.backbone_features(images)
+        f4, f8, fm = features
         src = self.input_proj(fm)
         b, d, h, w = src.shape
         pos = sine_position_encoding(h, w, d).to(src)
