@@ -303,6 +303,10 @@ def test_readme_levels_only_is_the_clean_images_and_the_readmes_settings():
     assert measure.README_LEVELS_ONLY == {k: [IDENTITY_LEVELS[k], README_LEVELS[k]] for k in README_LEVELS}
     for name, levels in measure.README_LEVELS_ONLY.items():
         assert set(levels) <= set(measure.LEVELS[name])  # a subset of the full sweep: the same conditions
+    from wbcstudy.explain import PERTURBATIONS, SWEEP_LEVELS
+
+    assert measure.LEVELS is SWEEP_LEVELS and set(SWEEP_LEVELS) == set(PERTURBATIONS)  # the trust chapter's one sweep
+    assert all(levels == sorted(levels) for levels in SWEEP_LEVELS.values())  # increasing, as the curves are drawn
 
 
 def test_curve_column_prefers_validation_balanced_accuracy_then_loss():

@@ -11,6 +11,7 @@ from torch import nn
 
 from wbcstudy.benchmark import paper_models as pm
 from wbcstudy.benchmark.base import WBC5, BenchmarkModel, attach_predictors, model_meta
+from wbcstudy.losses import OneVsRestWeightedBCECenterLoss
 
 
 def _meta(key: str, size: int, recipe: dict) -> dict:
@@ -110,11 +111,11 @@ def test_one_vs_rest_loss_is_the_chapters_weighted_bce_at_two_classes():
     logits = torch.tensor([[0.3, -1.2], [2.0, 0.5], [-0.4, 0.9]])
     y = torch.tensor([1, 0, 1])
     shares = torch.tensor([0.7, 0.3])
-    ours = pm.OneVsRestWeightedBCECenterLoss(shares, 4, center_weight=0.0)
+    ours = OneVsRestWeightedBCECenterLoss(shares, 4, center_weight=0.0)
     torch.testing.assert_close(ours(logits, y), weighted_bce(logits, y, shares))
     feats = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     chapter = WeightedBCECenterLoss(shares, 4, center_weight=0.05, alpha=0.5)
-    with_center = pm.OneVsRestWeightedBCECenterLoss(shares, 4, center_weight=0.05, alpha=0.5)
+    with_center = OneVsRestWeightedBCECenterLoss(shares, 4, center_weight=0.05, alpha=0.5)
     torch.testing.assert_close(with_center((logits, feats), y), chapter((logits, feats), y))
     torch.testing.assert_close(with_center.center.centers, chapter.center.centers)  # the same centre update
 
@@ -124,7 +125,7 @@ def test_one_vs_rest_loss_by_hand_at_three_classes():
     shares = torch.tensor([0.5, 0.3, 0.2])
     p = torch.softmax(logits[0], 0)
     by_hand = -((1 - 0.5) * math.log(p[0]) + 0.3 * math.log(1 - p[1]) + 0.2 * math.log(1 - p[2])) / 3
-    loss = pm.OneVsRestWeightedBCECenterLoss(shares, 2, center_weight=0.0)(logits, torch.tensor([0]))
+    loss = OneVsRestWeightedBCECenterLoss(shares, 2, center_weight=0.0)(logits, torch.tensor([0]))
     assert float(loss) == pytest.approx(by_hand, rel=1e-6)
 
 
@@ -137,7 +138,7 @@ def test_resnext_cc_five_class_forward_loss_and_hsv_input(one_thread):
     x = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     logits, feats = net(x)
     assert logits.shape == (4, 5) and feats.shape == (4, net.channels)
-    loss = pm.OneVsRestWeightedBCECenterLoss(torch.full((5,), 0.2), net.channels)((logits, feats), torch.arange(4))
+    loss = OneVsRestWeightedBCECenterLoss(torch.full((5,), 0.2), net.channels)((logits, feats), torch.arange(4))
     loss.backward()
     assert torch.isfinite(loss) and net.fc.weight.grad is not None
     assert isinstance(net.input, ColourInput) and net.input.colour == "hsv"

@@ -27,15 +27,15 @@ import pandas as pd
 import torch
 
 from wbcstudy.benchmark.base import ANOMALY_CLASSES, WBC5, BenchmarkModel
+from wbcstudy.explain import SWEEP_LEVELS
 
 __all__ = ["LEVELS", "README_LEVELS_ONLY", "README_SETTINGS", "SHIFT_SETS", "benchmark_images", "test_cells", "fixed_subset",
            "classification", "calibration_interval", "robustness", "domain_shift", "anomaly", "auroc",
            "latency_ms_per_image", "BenchmarkResult", "run_benchmark"]
 
-#: The trust chapter's severity sweep (notebooks/trust.md, "Robustness"): level → perturbation of
-#: ``wbcstudy.explain.PERTURBATIONS``; the identity levels (0, 1, 1.0) are the clean images.
-LEVELS: dict[str, list[float]] = {"gaussian_noise": [0.0, 0.02, 0.05, 0.1, 0.2], "gaussian_blur": [1, 3, 5, 7, 9],
-                                  "brightness": [0.6, 0.8, 1.0, 1.3, 1.6]}
+#: The trust chapter's severity sweep (``wbcstudy.explain.SWEEP_LEVELS``): perturbation → levels; the identity
+#: levels (0, 1, 1.0) are the clean images.
+LEVELS: dict[str, list[float]] = SWEEP_LEVELS
 #: The README's single settings (``wbcstudy.explain.README_LEVELS``) and the metric-name suffix the trust chapter uses.
 README_SETTINGS: dict[str, str] = {"gaussian_noise": "noise005", "gaussian_blur": "blur5", "brightness": "brightness13"}
 #: The clean images and the README's single setting of each perturbation: the sweep for a model too slow for ``LEVELS``.

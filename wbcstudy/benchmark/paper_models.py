@@ -1,7 +1,7 @@
 """The summary's three paper models, each trained by its chapter's own package functions on PBC's five WBC classes.
 
 - ``resnext_cc``: ResNeXt-CC (HSV input, cross-layer fusion, ECA down-sampling) with its chapter's headline recipe,
-  widened to five classes; its loss is :class:`OneVsRestWeightedBCECenterLoss` (the chapter's weighted BCE, one class
+  widened to five classes; its loss is :class:`wbcstudy.losses.OneVsRestWeightedBCECenterLoss` (the chapter's weighted BCE, one class
   against the rest, plus center loss).
 - ``hemax``: HemaX's class head, trained as its chapter trains it (WBCAtt's PBC cells, Zheng masks, BCCD boxes) on
   every cell that is *not* a ``pbc5`` test cell (:func:`exclude_pbc5_test`).
@@ -24,8 +24,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from wbcstudy.benchmark.base import (
     WBC5,
@@ -40,7 +38,7 @@ from wbcstudy.benchmark.base import (
 from wbcstudy.data.transforms import stratified_subset
 
 __all__ = [
-    "OneVsRestWeightedBCECenterLoss", "train_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
+    "train_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
     "exclude_pbc5_test", "hemax_headline_hidden", "hemax_class_probabilities", "train_hemax", "predictor_hemax",
     "CYTODIFFUSION_TEST_CELLS", "CYTODIFFUSION_PERTURBED_CELLS", "errors_to_probabilities", "fit_temperature",
     "CYTODIFFUSION_INPUT_SIZE", "train_cytodiffusion", "predictor_cytodiffusion", "FACTORIES",
@@ -62,56 +60,6 @@ def _checked(meta: dict, fn: Callable[[np.ndarray], np.ndarray]) -> Predict:
 
 
 # ----------------------------------------------------------------------------------------------------- ResNeXt-CC
-class OneVsRestWeightedBCECenterLoss(nn.Module):
-    """ResNeXt-CC's loss for K classes: one-vs-rest weighted BCE on the softmax probabilities + β·center loss.
-
-    For each class k, p_k is its softmax probability and s_k its share of the training cells; the BCE term is
-    −[(1 − s_k)·y_k·log p_k + s_k·(1 − y_k)·log(1 − p_k)], averaged over the K classes and the batch, so each class's
-    positives are weighted by the share of the rest. With K = 2 this is exactly the chapter's
-    ``wbcstudy.losses.weighted_bce`` (both classes' terms equal it). The center term is the chapter's
-    ``wbcstudy.losses.CenterLoss`` with K centres on the model's pooled features.
-    """
-
-    def __init__(self, shares: torch.Tensor, feature_dim: int, bce_weight: float = 1.0, center_weight: float = 0.05,
-                 alpha: float = 0.5) -> None:
-        from wbcstudy.losses import CenterLoss
-
-        super().__init__()
-        shares = torch.as_tensor(shares, dtype=torch.float32)
-        if shares.ndim != 1 or len(shares) < 2 or (shares < 0).any():
-            raise ValueError(f"shares must be K >= 2 non-negative class fractions, got {shares.tolist()}")
-        self.register_buffer("shares", shares)
-        self.bce_weight, self.center_weight = bce_weight, center_weight
-        self.center = CenterLoss(len(shares), feature_dim, alpha) if center_weight else None
-
-    def bce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The one-vs-rest weighted BCE of (N, K) logits (in float32, from log-sum-exps)."""
-        logits = logits.float()
-        k = logits.shape[1]
-        if k != len(self.shares):
-            raise ValueError(f"{k} logits per cell for {len(self.shares)} class shares")
-        target = torch.as_tensor(target, dtype=torch.long, device=logits.device)
-        log_z = torch.logsumexp(logits, dim=1, keepdim=True)
-        log_p = logits - log_z
-        diagonal = torch.eye(k, dtype=torch.bool, device=logits.device)
-        others = logits[:, None, :].expand(-1, k, -1).masked_fill(diagonal, float("-inf"))
-        log_not_p = torch.logsumexp(others, dim=2) - log_z  # log(1 − p_k) = log Σ_{j≠k} e^{z_j} − log Σ_j e^{z_j}
-        y = F.one_hot(target, k).float()
-        s = self.shares.to(logits.device)
-        return -((1 - s) * y * log_p + s * (1 - y) * log_not_p).mean()
-
-    def forward(self, outputs: object, target: torch.Tensor) -> torch.Tensor:
-        """The combined loss of one batch (updating the centres when gradients are enabled)."""
-        from wbcstudy.train import logits_of
-
-        loss = self.bce_weight * self.bce(logits_of(outputs), target)
-        if self.center is not None:
-            if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
-                raise ValueError("the center loss needs model outputs (logits, features)")
-            loss = loss + self.center_weight * self.center(outputs[1].float(), target)
-        return loss
-
-
 def predictor_resnext_cc(module: dict, meta: dict, precision: str = "auto") -> tuple[Predict, None]:
     """``(predict, None)``: ResNeXt-CC's softmax probabilities (its HSV conversion and normalisation are inside the
     network); the anomaly score is the default one."""
@@ -132,7 +80,7 @@ def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> Be
     """
     from wbcstudy.augment import flips_and_rot90
     from wbcstudy.experiments import resnext_cc as rcc
-    from wbcstudy.losses import class_shares
+    from wbcstudy.losses import OneVsRestWeightedBCECenterLoss, class_shares
     from wbcstudy.models import build
     from wbcstudy.models.resnext_cc import colour_mean_std
     from wbcstudy.train import TrainConfig, fit, reached_plateau

@@ -220,19 +220,46 @@ def _precision(requested: str) -> str:
 
 
 @torch.no_grad()
-def _validation_loss(model: HemaX, data: HemaXData, batch_size: int, precision: str,
-                     features: FeatureCache | None = None) -> dict[str, float]:
+def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, features: FeatureCache | None = None,
+              with_loss: bool = False) -> tuple[dict[str, float] | None, Predictions]:
+    """One pass over data: its mean loss terms (with ``with_loss``; the data's labels) and its predictions."""
     model.eval()
+    size = data.images.shape[1]
     sums: dict[str, float] = {}
+    parts: dict[str, list] = {"p": [], "b": [], "m": [], "a": []}
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
-        images, targets = make_targets(data, idx)
+        if with_loss:
+            images, targets = make_targets(data, idx)
+        else:
+            images = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
         with _autocast(precision):
-            out = model(images, features.batch(idx) if features is not None else None)
-        terms = hemax_loss(out, targets)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-    return {k: v / len(data) for k, v in sums.items()}
+            out = model(images) if features is None else model(images, features.batch(idx))
+        if with_loss:
+            for k, v in hemax_loss(out, targets).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+        prob = out["pred_logits"].float().softmax(-1)[..., :-1]
+        q = prob.max(-1).values.argmax(1)
+        rows = torch.arange(len(q))
+        p = prob[rows, q]
+        parts["p"].append((p / p.sum(-1, keepdim=True)).numpy())
+        parts["b"].append(out["pred_boxes"][rows, q].float().numpy())
+        masks = F.interpolate(out["pred_masks"][rows, q].float(), size=(size, size), mode="bilinear", align_corners=False)
+        parts["m"].append((masks > 0).numpy())
+        parts["a"].append([a[rows, q].float().softmax(-1).numpy() for a in out["pred_attributes"]])
+    masks = np.concatenate(parts["m"])
+    attrs = [np.concatenate([a[k] for a in parts["a"]]) for k in range(len(parts["a"][0]))]
+    frac = nucleus_fraction(torch.from_numpy(masks[:, 1]), torch.from_numpy(masks[:, 0])).numpy()
+    pred = Predictions(np.concatenate(parts["p"]), np.concatenate(parts["b"]), masks, attrs, frac)
+    return ({k: v / len(data) for k, v in sums.items()} if with_loss else None), pred
+
+
+def _validate(model: HemaX, data: HemaXData, batch_size: int, precision: str,
+              features: FeatureCache | None = None) -> tuple[dict[str, float], Predictions]:
+    """The validation loss terms and predictions of one epoch, from one forward pass."""
+    terms, pred = _evaluate(model, data, batch_size, precision, features, with_loss=True)
+    assert terms is not None
+    return terms, pred
 
 
 def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights = LossWeights(),
@@ -279,7 +306,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
             flips = (rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5) if config.flips else (None, None)
             images, targets = make_targets(train, idx, *flips)
             with _autocast(precision):
-                out = model(images, train_cache.batch(idx, *flips) if train_cache is not None else None)
+                out = model(images) if train_cache is None else model(images, train_cache.batch(idx, *flips))
             loss = hemax_loss(out, targets, weights)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -293,9 +320,9 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
         row = {"epoch": epoch, "train_loss": total / len(train), "lr": optimizer.param_groups[0]["lr"]}
         if scheduler is not None:
             scheduler.step()
-        row.update({f"val_{k}" if k != "loss" else "val_loss": v
-                    for k, v in _validation_loss(model, val, config.batch_size, precision, val_cache).items()})
-        scores = hemax_metrics(predict_hemax(model, val, config.batch_size, precision, val_cache), val)
+        terms, val_pred = _validate(model, val, config.batch_size, precision, val_cache)
+        row.update({f"val_{k}" if k != "loss" else "val_loss": v for k, v in terms.items()})
+        scores = hemax_metrics(val_pred, val)
         row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
                     "val_mask_dice": scores["mask_dice"], "val_attribute_accuracy": np.nanmean(
                         [scores[f"{a}_accuracy"] for a in ATTRIBUTES])})
@@ -319,27 +346,7 @@ def predict_hemax(model: HemaX, data: HemaXData, batch_size: int = 64, precision
 
     ``features``: the images' cached backbone features (:func:`cache_features`), when the backbone is fixed.
     """
-    model.eval()
-    size = data.images.shape[1]
-    parts: dict[str, list] = {"p": [], "b": [], "m": [], "a": []}
-    for start in range(0, len(data), batch_size):
-        images = torch.from_numpy(np.ascontiguousarray(data.images[start:start + batch_size]))
-        idx = np.arange(start, start + len(images))
-        with _autocast(precision):
-            out = model(images, features.batch(idx) if features is not None else None)
-        prob = out["pred_logits"].float().softmax(-1)[..., :-1]
-        q = prob.max(-1).values.argmax(1)
-        rows = torch.arange(len(q))
-        p = prob[rows, q]
-        parts["p"].append((p / p.sum(-1, keepdim=True)).numpy())
-        parts["b"].append(out["pred_boxes"][rows, q].float().numpy())
-        masks = F.interpolate(out["pred_masks"][rows, q].float(), size=(size, size), mode="bilinear", align_corners=False)
-        parts["m"].append((masks > 0).numpy())
-        parts["a"].append([a[rows, q].float().softmax(-1).numpy() for a in out["pred_attributes"]])
-    masks = np.concatenate(parts["m"])
-    attrs = [np.concatenate([a[k] for a in parts["a"]]) for k in range(len(parts["a"][0]))]
-    frac = nucleus_fraction(torch.from_numpy(masks[:, 1]), torch.from_numpy(masks[:, 0])).numpy()
-    return Predictions(np.concatenate(parts["p"]), np.concatenate(parts["b"]), masks, attrs, frac)
+    return _evaluate(model, data, batch_size, precision, features)[1]
 
 
 def box_iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:

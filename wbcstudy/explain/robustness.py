@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "IDENTITY_LEVELS",
+__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "SWEEP_LEVELS", "IDENTITY_LEVELS",
            "severity_sweep", "perturbed_predictions", "sweep_table", "opencv_sigma", "laplacian_energy"]
 
 
@@ -68,6 +68,10 @@ PERTURBATIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 }
 #: The README's single settings, marked on the severity curves.
 README_LEVELS: dict[str, float] = {"gaussian_noise": 0.05, "gaussian_blur": 5, "brightness": 1.3}
+#: The severity sweep around them (the trust chapter's curves and the summary's robustness panel): each contains the
+#: README's setting and the identity level.
+SWEEP_LEVELS: dict[str, list[float]] = {"gaussian_noise": [0.0, 0.02, 0.05, 0.1, 0.2], "gaussian_blur": [1, 3, 5, 7, 9],
+                                        "brightness": [0.6, 0.8, 1.0, 1.3, 1.6]}
 
 
 #: The level at which each perturbation leaves the images unchanged.

@@ -148,4 +148,50 @@ class WeightedBCECenterLoss(torch.nn.Module):
         return loss
 
 
-__all__ += ["class_shares", "weighted_bce", "CenterLoss", "WeightedBCECenterLoss"]
+class OneVsRestWeightedBCECenterLoss(torch.nn.Module):
+    """ResNeXt-CC's loss for K classes: one-vs-rest weighted BCE on the softmax probabilities + β·center loss.
+
+    For each class k, p_k is its softmax probability and s_k its share of the training cells; the BCE term is
+    −[(1 − s_k)·y_k·log p_k + s_k·(1 − y_k)·log(1 − p_k)], averaged over the K classes and the batch, so each class's
+    positives are weighted by the share of the rest. With K = 2 this is exactly the chapter's
+    ``weighted_bce`` (both classes' terms equal it). The center term is the chapter's
+    ``CenterLoss`` with K centres on the model's pooled features.
+    """
+
+    def __init__(self, shares: torch.Tensor, feature_dim: int, bce_weight: float = 1.0, center_weight: float = 0.05,
+                 alpha: float = 0.5) -> None:
+        super().__init__()
+        shares = torch.as_tensor(shares, dtype=torch.float32)
+        if shares.ndim != 1 or len(shares) < 2 or (shares < 0).any():
+            raise ValueError(f"shares must be K >= 2 non-negative class fractions, got {shares.tolist()}")
+        self.register_buffer("shares", shares)
+        self.bce_weight, self.center_weight = bce_weight, center_weight
+        self.center = CenterLoss(len(shares), feature_dim, alpha) if center_weight else None
+
+    def bce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The one-vs-rest weighted BCE of (N, K) logits (in float32, from log-sum-exps)."""
+        logits = logits.float()
+        k = logits.shape[1]
+        if k != len(self.shares):
+            raise ValueError(f"{k} logits per cell for {len(self.shares)} class shares")
+        target = torch.as_tensor(target, dtype=torch.long, device=logits.device)
+        log_z = torch.logsumexp(logits, dim=1, keepdim=True)
+        log_p = logits - log_z
+        diagonal = torch.eye(k, dtype=torch.bool, device=logits.device)
+        others = logits[:, None, :].expand(-1, k, -1).masked_fill(diagonal, float("-inf"))
+        log_not_p = torch.logsumexp(others, dim=2) - log_z  # log(1 − p_k) = log Σ_{j≠k} e^{z_j} − log Σ_j e^{z_j}
+        y = F.one_hot(target, k).float()
+        s = self.shares.to(logits.device)
+        return -((1 - s) * y * log_p + s * (1 - y) * log_not_p).mean()
+
+    def forward(self, outputs: object, target: torch.Tensor) -> torch.Tensor:
+        """The combined loss of one batch (updating the centres when gradients are enabled)."""
+        loss = self.bce_weight * self.bce(logits_of(outputs), target)
+        if self.center is not None:
+            if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
+                raise ValueError("the center loss needs model outputs (logits, features)")
+            loss = loss + self.center_weight * self.center(outputs[1].float(), target)
+        return loss
+
+
+__all__ += ["class_shares", "weighted_bce", "CenterLoss", "WeightedBCECenterLoss", "OneVsRestWeightedBCECenterLoss"]
