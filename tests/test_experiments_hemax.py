@@ -238,16 +238,16 @@ def test_run_variants_in_worker_processes_match_one_process(one_thread):
 
 
 def test_variant_difference_averages_seeds_per_cell():
-    from wbcstudy.experiments.hemax import seed_mean_hits, variant_difference
+    from wbcstudy.experiments.hemax import variant_difference, variant_hits
 
     data = _data()  # labels 0, 1, 1, 2
     # 0 hidden: seed 0 gets cells 0-3 right, seed 1 cells 0-1; 4 hidden: both seeds get cell 0 only
     variants = {"predictions": {(0, 0): _pred(data, (0, 1, 1, 2)), (0, 1): _pred(data, (0, 1, 0, 0)),
                                 (4, 0): _pred(data, (0, 0, 0, 0)), (4, 1): _pred(data, (0, 0, 0, 0))}}
-    assert seed_mean_hits(variants, data, 0, "classification_accuracy").tolist() == [1, 1, 0.5, 0.5]
+    assert variant_hits(variants, data, 0, "classification_accuracy").tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     d, (lo, hi) = variant_difference(variants, data, 0, 4, "classification_accuracy", n_boot=200)
     assert d == pytest.approx((0 + 1 + 0.5 + 0.5) / 4) and 0 <= lo <= d <= hi <= 1
     # nucleus shape is labelled on cell 2 only (true 2; every prediction says 2): no difference, one cell
     assert variant_difference(variants, data, 0, 4, "nucleus_shape_accuracy", n_boot=50) == (0.0, [0.0, 0.0])
     with pytest.raises(ValueError, match="no run with 2 attribute hidden layers"):
-        seed_mean_hits(variants, data, 2, "classification_accuracy")
+        variant_hits(variants, data, 2, "classification_accuracy")

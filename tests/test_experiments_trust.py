@@ -154,6 +154,25 @@ def test_train_trust_model_learns_colour_and_records_plateau(one_thread):
     assert run.mean[0] > run.mean[1]  # from-scratch normalisation: the training images' own channel statistics
 
 
+def test_train_trust_models_in_workers_match_one_process(one_thread):
+    from functools import partial
+
+    from wbcstudy.augment import keras_affine
+    from wbcstudy.experiments.trust import train_trust_models
+
+    x, y = _colour_images(8, size=16)
+    specs = {"cnn": (ModelSpec("cnn", 16, epochs=2, lr=3e-3, optimizer="adam", weight_decay=0.0), (x, y)),
+             "effnet_lite0_frozen": (ModelSpec("effnet_lite0_frozen", 16, epochs=1, lr=1e-3), (x[:8], y[:8]))}
+    augment = partial(keras_affine, mode="bicubic")
+    alone = train_trust_models(specs, (x, y), x, 2, batch_size=8, seed=0, augment=augment)
+    parallel = train_trust_models(specs, (x, y), x, 2, batch_size=8, seed=0, augment=augment, workers=2)
+    assert list(alone) == list(parallel) == ["cnn", "effnet_lite0_frozen"]
+    assert parallel["effnet_lite0_frozen"].train_size == 8 and len(parallel["cnn"].result.history) == 2
+    for key in specs:
+        np.testing.assert_allclose(parallel[key].test_probs, alone[key].test_probs, atol=1e-5)
+        np.testing.assert_allclose(parallel[key].result.history.train_loss, alone[key].result.history.train_loss, rtol=1e-5)
+
+
 def test_fisher_comparison_trace_is_readme_times_feature_norm():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 3)).eval()

@@ -142,3 +142,25 @@ def test_evaluate_one_hot():
     y = np.array([0, 1, 2, 1])
     pred = np.array([0, 1, 1, 1])
     assert ev.classification_metrics(y, pred, ev.one_hot(pred, 3))["accuracy"] == 0.75
+
+
+def test_seed_cell_difference_holds_the_seed_spread():
+    from wbcstudy.intervals import seed_cell_difference
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    a_same = np.tile(rng.random(n) < 0.8, (3, 1)).astype(float)  # three identical runs of A
+    b = (rng.random((1, n)) < 0.8).astype(float)
+    value, (lo, hi) = seed_cell_difference(a_same, b, n_boot=400, seed=1)
+    assert value == pytest.approx(a_same[0].mean() - b[0].mean())
+    assert lo <= value <= hi and hi - lo < 0.06  # identical seeds: only the cells' sampling
+    # A's three runs differ by ±0.05 in accuracy on the same cells: the interval must widen to hold that spread
+    a_spread = np.stack([(rng.random(n) < p).astype(float) for p in (0.75, 0.80, 0.85)])
+    _, (lo2, hi2) = seed_cell_difference(a_spread, b, n_boot=400, seed=1)
+    assert hi2 - lo2 > 1.5 * (hi - lo)
+    # NaN cells (no label) are left out of both sides
+    a_nan = a_same.copy()
+    a_nan[:, :10] = np.nan
+    assert seed_cell_difference(a_nan, b, n_boot=50)[0] == pytest.approx(a_same[0, 10:].mean() - b[0, 10:].mean())
+    with pytest.raises(ValueError, match="share their cells"):
+        seed_cell_difference(a_same, b[:, :5])

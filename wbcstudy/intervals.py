@@ -10,6 +10,8 @@ Every interval a chapter reports comes from here (``wbcstudy.evaluate.bootstrap_
   stratified by class when ``strata`` is given;
 - ``bootstrap_difference(metric_fn, y_true, pred_a, pred_b)`` — metric(A) − metric(B) for two
   models scored on the *same* cells, each resample drawing the same cells for both (paired);
+- ``seed_cell_difference(hits_a, hits_b)`` — A − B when each side was trained with several seeds: cells and
+  seeds both redrawn, so the interval holds the run-to-run spread as well as the cell sampling;
 - ``metric_range(key)`` — the range a metric's values (and so its interval) must lie in,
   read from the metric's name; ``wbcstudy check`` uses it on every published interval.
 
@@ -26,7 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["wilson", "bootstrap_metric", "bootstrap_difference", "metric_range", "resample_indices", "percentile_interval"]
+__all__ = ["wilson", "bootstrap_metric", "bootstrap_difference", "metric_range", "resample_indices", "percentile_interval",
+           "seed_cell_difference"]
 
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -148,6 +151,32 @@ def bootstrap_difference(metric_fn: MetricFn, y_true: ArrayLike, pred_a: ArrayLi
 _UNIT_SUFFIXES = ("accuracy", "auroc", "auc", "f1", "precision", "recall", "ece", "agreement",
                   "sensitivity", "specificity")
 _SIGNED = re.compile(r"(^|_)(difference|gain)$|(^|_)minus(_|$)|^delta_|spearman|correlation")
+
+
+def seed_cell_difference(hits_a: ArrayLike, hits_b: ArrayLike, n_boot: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Mean over cells of A's seed-mean score minus B's, and an interval that holds the run-to-run spread too.
+
+    ``hits_a`` is (seeds of A, cells), ``hits_b`` (seeds of B, cells): per-cell scores (e.g. 1/0 hits) of every
+    training run of each side on the *same* cells; a cell that is NaN in any run is left out. Each bootstrap
+    replicate draws the cells with replacement and, independently for A and for B, the runs (seeds) with
+    replacement, so that the interval holds the test-cell sampling *and* the seed-to-seed spread — a cell-only
+    bootstrap of seed-averaged scores would leave the second out. With few seeds the seed draw understates that
+    spread by the factor (S − 1)/S in variance; a side with one run contributes none.
+    """
+    a, b = np.atleast_2d(_as_numpy(hits_a).astype(float)), np.atleast_2d(_as_numpy(hits_b).astype(float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the two sides are scored on {a.shape[1]} and {b.shape[1]} cells: they must share their cells")
+    keep = ~(np.isnan(a).any(0) | np.isnan(b).any(0))
+    a, b = a[:, keep], b[:, keep]
+    if not keep.any():
+        raise ValueError("no cell has a score in every run of both sides")
+    rng = np.random.default_rng(seed)
+    weights = [rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=n_boot) / len(x) for x in (a, b)]
+    per_cell = weights[0] @ a - weights[1] @ b  # (n_boot, cells): each replicate's seed draw
+    idx = resample_indices(a.shape[1], n_boot, seed + 1)
+    samples = np.take_along_axis(per_cell, idx, axis=1).mean(1)
+    return float(a.mean(0).mean() - b.mean(0).mean()), percentile_interval(samples, level)
 
 
 def metric_range(key: str) -> tuple[float, float] | None:

@@ -25,7 +25,7 @@ __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATE
            "backbone_is_fixed", "make_targets", "build_model", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
            "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals", "seed_mean_hits",
+           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals", "variant_hits",
            "variant_difference"]
 
 
@@ -725,28 +725,27 @@ def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
 _HIT_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
 
 
-def seed_mean_hits(variants: dict, test: HemaXData, hidden: int, metric: str) -> np.ndarray:
-    """(cells,) one variant's hit rate per test cell, averaged over its seeds (NaN where the cell lacks the label)."""
+def variant_hits(variants: dict, test: HemaXData, hidden: int, metric: str) -> np.ndarray:
+    """(seeds, cells) one variant's per-cell hits for a metric, one row per seed (NaN where the cell lacks the label)."""
     column = _HIT_COLUMNS[metric]
     hits = [per_cell_scores(pred, test)[column].to_numpy(float)
             for (h, _), pred in variants["predictions"].items() if h == hidden]
     if not hits:
         raise ValueError(f"no run with {hidden} attribute hidden layers among {sorted(variants['predictions'])}")
-    return np.mean(hits, axis=0)
+    return np.stack(hits)
 
 
 def variant_difference(variants: dict, test: HemaXData, a: int, b: int, metric: str, n_boot: int = 1000,
                        seed: int = 0) -> tuple[float, list[float]]:
-    """Accuracy of the a-hidden-layer variant minus the b-hidden-layer one, each averaged over its seeds, with a
-    paired bootstrap interval over the test cells that carry the label (a resampled cell brings every seed's
-    prediction — the ResNeXt-CC chapter's convention — so seeds give the run-to-run spread, not extra cells).
+    """Accuracy of the a-hidden-layer variant minus the b-hidden-layer one, each averaged over its seeds, with an
+    interval that redraws both the test cells that carry the label and each variant's seeds
+    (:func:`wbcstudy.intervals.seed_cell_difference`): it holds the run-to-run spread as well as the cell sampling.
     """
-    from wbcstudy.intervals import percentile_interval, resample_indices
+    from wbcstudy.intervals import seed_cell_difference
 
-    diff = seed_mean_hits(variants, test, a, metric) - seed_mean_hits(variants, test, b, metric)
-    diff = diff[~np.isnan(diff)]
-    idx = resample_indices(len(diff), n_boot, seed)
-    return float(diff.mean()), list(percentile_interval(diff[idx].mean(1)))
+    value, interval = seed_cell_difference(variant_hits(variants, test, a, metric), variant_hits(variants, test, b, metric),
+                                           n_boot, seed)
+    return value, list(interval)
 
 
 def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict, classifier: dict,
@@ -755,12 +754,19 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
 
     Headline keys come from the ``best_hidden`` variant (first seed): Table I/II metrics,
     ``faithfulness_tv_mean``, ``attribute_auc_correct``/``_wrong`` (mean over categories) and
-    the HemaX − baseline differences on the same test cells; ``hidden{h}_*`` hold each variant's
-    seed-mean accuracies.
+    the HemaX − baseline differences on the same test cells (against the plain classifier: the headline variant's
+    seed mean, its seeds redrawn in the interval); ``hidden{h}_*`` hold each variant's seed-mean metrics and their
+    seed standard deviations, ``hidden0_minus_hidden4_*`` the paper's 0 − 4 comparison (:func:`variant_difference`).
     """
     from sklearn.metrics import f1_score
 
-    from wbcstudy.intervals import bootstrap_difference, bootstrap_metric, percentile_interval, resample_indices
+    from wbcstudy.intervals import (
+        bootstrap_difference,
+        bootstrap_metric,
+        percentile_interval,
+        resample_indices,
+        seed_cell_difference,
+    )
     from wbcstudy.train import reached_plateau
 
     key = min(k for k in variants["predictions"] if k[0] == best_hidden)
@@ -804,9 +810,11 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     pbc = test.source == "pbc"
     metrics["classifier_accuracy"] = acc(test.labels[pbc], classifier["pred"])
     ci["classifier_accuracy"] = list(bootstrap_metric(acc, test.labels[pbc], classifier["pred"], n_boot, seed))
-    metrics["hemax_minus_classifier_accuracy"] = acc(test.labels[pbc], pred.pred_class[pbc]) - metrics["classifier_accuracy"]
-    ci["hemax_minus_classifier_accuracy"] = list(bootstrap_difference(acc, test.labels[pbc], pred.pred_class[pbc],
-                                                                      classifier["pred"], n_boot, seed))
+    # every seed of the headline variant against the classifier's one run, cells and HemaX's seeds redrawn
+    hemax_hits = variant_hits(variants, test, best_hidden, "classification_accuracy")[:, pbc]
+    classifier_hits = (np.asarray(classifier["pred"]) == test.labels[pbc]).astype(float)[None]
+    diff, interval = seed_cell_difference(hemax_hits, classifier_hits, n_boot, seed)
+    metrics["hemax_minus_classifier_accuracy"], ci["hemax_minus_classifier_accuracy"] = diff, list(interval)
     macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro", zero_division=0))  # noqa: E731
     metrics["classifier_f1"] = macro_f1(test.labels[pbc], classifier["pred"])
     plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=run.config.plateau_tol)

@@ -19,6 +19,7 @@ from torch import nn
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "TrainedModel", "resize_images", "stratified_tensors", "train_trust_model",
+           "train_trust_models",
            "accuracy_table", "accuracy_difference", "RobustnessSweep", "robustness_sweeps", "readme_robustness",
            "augmentation_sharpness", "FisherComparison", "fisher_comparison", "LeaveOneOutCheck", "influence_vs_leave_one_out",
            "captum_cross_check", "training_similarity", "harmful_images_summary", "harmful_neighbours", "gradcam_checks"]
@@ -109,6 +110,35 @@ def train_trust_model(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor],
     probs = predict_proba(result.model, resize_images(test_x, spec.size))
     plateau = reached_plateau(result.history["val_accuracy"].tolist())
     return TrainedModel(spec, result, probs, [float(m) for m in mean], [float(s) for s in std], len(x_train), plateau)
+
+
+def _trust_job(job: tuple) -> TrainedModel:
+    """One model's training (a picklable unit of work for a worker process)."""
+    spec, train, val, test_x, n_classes, batch_size, seed, augment = job
+    run = train_trust_model(spec, train, val, test_x, n_classes, batch_size, seed, augment)
+    run.result.model = run.result.model.cpu()
+    return run
+
+
+def train_trust_models(specs: dict[str, tuple[ModelSpec, tuple[torch.Tensor, torch.Tensor]]],
+                       val: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, n_classes: int, batch_size: int = 64,
+                       seed: int = 0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                       workers: int = 1) -> dict[str, TrainedModel]:
+    """``train_trust_model`` for every ``key → (spec, training images)``, in the specs' order.
+
+    ``workers`` > 1 trains that many models at a time, each in a one-thread worker process (:mod:`wbcstudy.parallel`):
+    put the longest first, so that the others share the second worker meanwhile.
+    """
+    from wbcstudy.parallel import map_jobs, worker_pool
+
+    jobs = [(spec, train, val, test_x, n_classes, batch_size, seed, augment) for spec, train in specs.values()]
+    pool = worker_pool(min(workers, len(jobs)))
+    try:
+        runs = map_jobs(_trust_job, jobs, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return dict(zip(specs, runs))
 
 
 def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: int = 1000, seed: int = 0
