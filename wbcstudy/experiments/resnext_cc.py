@@ -7,7 +7,8 @@ Every run returns per-cell predictions in one long table (columns ``variant, fol
 ``row`` indexes the test cell in its data set, ``prob`` is the probability of the positive class), so that
 two variants are compared on exactly the same cells, pooled over folds and seeds. Intervals resample
 *cells*: a resampled cell brings its prediction from every seed, and a metric is averaged over the seeds,
-so the seeds give the run-to-run spread without being counted as extra cells.
+so the seeds are not counted as extra cells; the ablation differences redraw the seeds as well, so their
+intervals hold the run-to-run spread.
 
 The grid's runs are independent and seeded, so a ``worker_pool(2)`` (:mod:`wbcstudy.parallel`, re-exported
 here) trains two at a time in spawned processes of one thread each.
@@ -462,9 +463,11 @@ def ablation_differences(predictions: pd.DataFrame, variants: Sequence[str], ref
     """Reference minus each variant in ``metric_fn`` on the cells both predicted, with a 95% paired bootstrap interval.
 
     Only the (fold, seed) replicates that both ran are compared. The metric of each model is its mean over
-    those seeds (each seed a pass over the shared cells); every bootstrap resample draws cells, each with both
-    models' predictions under every seed, so the interval reflects the number of *cells*, and the seeds the
-    run-to-run noise. Columns: variant, cells, replicates ((fold, seed) pairs), seeds, reference, value (the
+    those seeds (each seed a pass over the shared cells). Every bootstrap resample draws cells, each with both
+    models' predictions under every seed, *and* draws the seeds with replacement — the same draw for both models,
+    whose runs of one seed share their split, initialisation and augmentation stream — so the interval holds the
+    run-to-run spread as well as the cell sampling (as ``wbcstudy.intervals.seed_cell_difference`` does for
+    unpaired runs). Columns: variant, cells, replicates ((fold, seed) pairs), seeds, reference, value (the
     variant's metric), difference, low, high, and the difference per seed (``seed_min``, ``seed_max``).
     """
     keys = ["fold", "seed", "row"]
@@ -486,8 +489,10 @@ def ablation_differences(predictions: pd.DataFrame, variants: Sequence[str], ref
         y = wide["y_ref"].iloc[:, 0].to_numpy().astype(np.int64)
         a, b = wide["prob_ref"].to_numpy(), wide["prob_var"].to_numpy()
         per_seed = [metric_fn(y, a[:, r]) - metric_fn(y, b[:, r]) for r in range(a.shape[1])]
-        diffs = [_replicate_mean(metric_fn, y[i], a[i]) - _replicate_mean(metric_fn, y[i], b[i])
-                 for i in resample_indices(len(y), n_boot, seed)]
+        n_seeds = a.shape[1]
+        seed_weights = np.random.default_rng(seed + 1).multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot)
+        diffs = [sum(w * (metric_fn(y[i], a[i, r]) - metric_fn(y[i], b[i, r])) for r, w in enumerate(weights) if w) / n_seeds
+                 for i, weights in zip(resample_indices(len(y), n_boot, seed), seed_weights)]
         low, high = percentile_interval(diffs)
         ref_value, value = _replicate_mean(metric_fn, y, a), _replicate_mean(metric_fn, y, b)
         rows.append({"variant": name, "cells": len(y), "replicates": len(both[["fold", "seed"]].drop_duplicates()),
