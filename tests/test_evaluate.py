@@ -248,3 +248,15 @@ def test_per_fold_metrics_hand_case():
     assert table.loc[1, "accuracy"] == 0.5
     # fold 1: precision a = 1/3, b = 1/1 → macro 2/3
     assert table.loc[1, "macro_precision"] == pytest.approx(2 / 3)
+
+
+def test_binary_auroc_is_sklearns_and_the_one_the_chapters_use():
+    from wbcstudy.benchmark import measure
+    from wbcstudy.experiments import resnext_cc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) + 0.3 * y, 2)  # rounded: ties count one half
+    assert ev.binary_auroc(y, scores) == pytest.approx(skm.roc_auc_score(y, scores))
+    assert np.isnan(ev.binary_auroc([1, 1], [0.2, 0.7]))
+    assert measure.auroc is resnext_cc.auroc is ev.binary_auroc

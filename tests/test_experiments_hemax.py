@@ -120,7 +120,7 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     from wbcstudy.experiments import hemax as ex
 
     losses = iter([3.0, 2.0, 1.50, 1.49, 1.495, 1.52, 1.0, 0.5])  # levelled off after epoch 5 (tol 0.02)
-    monkeypatch.setattr(ex, "_validate", lambda *a, **k: ({"loss": next(losses)}, None))
+    monkeypatch.setattr(ex, "_evaluate", lambda *a, **k: ({"loss": next(losses)}, None))
     monkeypatch.setattr(ex, "hemax_metrics", lambda *a, **k: {"classification_accuracy": 0.5, "box_jaccard": 0.5,
                                                                "mask_dice": 0.5, **{f"{n}_accuracy": 0.5 for n in ATTRIBUTES}})
     data = _data(s=32)

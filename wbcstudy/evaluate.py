@@ -42,6 +42,7 @@ __all__ = [
     "paired_difference_ci",
     "mean_and_spread",
     "auroc_ovr",
+    "binary_auroc",
 ]
 
 ArrayLike = Any  # numpy arrays, lists, torch tensors on the CPU
@@ -186,6 +187,14 @@ def _auroc_bootstrap(true_idx: np.ndarray, prob: np.ndarray, indices: np.ndarray
     )
     defined = ~np.isnan(per_class)
     return _safe_divide(np.where(defined, per_class, 0.0).sum(axis=-1), defined.sum(axis=-1), np.nan)
+
+
+def binary_auroc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """AUROC of ``scores`` for labels 1 (positive) against the rest, from ranks (Mann–Whitney; ties count one half);
+    NaN without both classes. The same value as ``sklearn.metrics.roc_auc_score``, at a fraction of its cost inside
+    a bootstrap loop."""
+    positive = _as_numpy(labels).ravel() == 1
+    return float(_auroc_from_scores(_as_numpy(scores).ravel().astype(np.float64), positive))
 
 
 def auroc_ovr(y_true: ArrayLike, y_prob: ArrayLike, labels: Sequence[Any] | None = None) -> float:

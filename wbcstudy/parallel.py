@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["worker_pool", "map_jobs"]
+__all__ = ["worker_pool", "map_jobs", "run_jobs"]
 
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> None:
@@ -45,3 +45,21 @@ def map_jobs(fn: Callable, jobs: list, pool=None) -> list:
     if pool is None:
         return [fn(job) for job in jobs]
     return list(pool.map(fn, jobs))
+
+
+def run_jobs(fn: Callable, jobs: list, workers: int = 1, initializer: Callable[..., None] | None = None,
+             initargs: Sequence[Any] = ()) -> list:
+    """``map_jobs`` in a pool of its own: ``min(workers, len(jobs))`` one-thread workers, shut down afterwards.
+
+    With one worker (or one job) the jobs run here, one after another, after ``initializer(*initargs)`` has run
+    here too — so a job reads the same shared state either way.
+    """
+    pool = worker_pool(min(workers, len(jobs)), initializer, initargs)
+    if pool is None:
+        if initializer is not None:
+            initializer(*initargs)
+        return map_jobs(fn, jobs)
+    try:
+        return map_jobs(fn, jobs, pool)
+    finally:
+        pool.shutdown()

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from wbcstudy.benchmark.base import ANOMALY_CLASSES, WBC5, BenchmarkModel
+from wbcstudy.evaluate import binary_auroc as auroc
 from wbcstudy.explain import SWEEP_LEVELS
 
 __all__ = ["LEVELS", "README_LEVELS_ONLY", "README_SETTINGS", "SHIFT_SETS", "benchmark_images", "test_cells", "fixed_subset",
@@ -240,19 +241,6 @@ def domain_shift(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, limit
 
 
 # ------------------------------------------------------------------------------------------------------ anomaly
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mann-Whitney AUROC of ``scores`` for ``labels`` 1 (positive) against 0, ties counted one half; NaN without
-    both."""
-    from scipy.stats import rankdata
-
-    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def anomaly(model: BenchmarkModel, normal_images: np.ndarray, n_boot: int = 1000, seed: int = 0, limit: int = 0,
             classes: Sequence[str] = ANOMALY_CLASSES, normal_scores: np.ndarray | None = None
             ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:

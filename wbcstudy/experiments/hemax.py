@@ -254,14 +254,6 @@ def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, fe
     return ({k: v / len(data) for k, v in sums.items()} if with_loss else None), pred
 
 
-def _validate(model: HemaX, data: HemaXData, batch_size: int, precision: str,
-              features: FeatureCache | None = None) -> tuple[dict[str, float], Predictions]:
-    """The validation loss terms and predictions of one epoch, from one forward pass."""
-    terms, pred = _evaluate(model, data, batch_size, precision, features, with_loss=True)
-    assert terms is not None
-    return terms, pred
-
-
 def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights = LossWeights(),
                 max_steps: int | None = None,
                 features: tuple[FeatureCache | None, FeatureCache | None] | None = None) -> HemaXRun:
@@ -320,7 +312,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
         row = {"epoch": epoch, "train_loss": total / len(train), "lr": optimizer.param_groups[0]["lr"]}
         if scheduler is not None:
             scheduler.step()
-        terms, val_pred = _validate(model, val, config.batch_size, precision, val_cache)
+        terms, val_pred = _evaluate(model, val, config.batch_size, precision, val_cache, with_loss=True)
         row.update({f"val_{k}" if k != "loss" else "val_loss": v for k, v in terms.items()})
         scores = hemax_metrics(val_pred, val)
         row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
@@ -472,7 +464,7 @@ def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXC
     Returns ``{"runs": {(h, seed): HemaXRun}, "predictions": {(h, seed): Predictions}, "metrics": DataFrame,
     "baselines": {name: result}}`` (one metrics row per variant and seed).
     """
-    from wbcstudy.parallel import map_jobs, worker_pool
+    from wbcstudy.parallel import run_jobs
 
     unknown = set(baselines or {}) - {"fasterrcnn", "classifier"}
     if unknown:
@@ -487,16 +479,10 @@ def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXC
     configs = [dataclasses.replace(base, attribute_hidden_layers=h, seed=seed, precision=precision)
                for h in hidden_layers for seed in seeds]
     jobs = [("hemax", cfg) for cfg in configs] + list((baselines or {}).items())
-    inputs = (train, val, test, caches)
-    pool = worker_pool(min(workers, len(jobs)), _share_variant_inputs, inputs)
     try:
-        if pool is None:
-            _share_variant_inputs(*inputs)
-        outputs = map_jobs(_variant_job, jobs, pool)
+        outputs = run_jobs(_variant_job, jobs, workers, _share_variant_inputs, (train, val, test, caches))
     finally:
-        _VARIANT_INPUTS.clear()
-        if pool is not None:
-            pool.shutdown()
+        _VARIANT_INPUTS.clear()  # set here when the jobs ran in this process
     runs, preds, rows = {}, {}, []
     for cfg, (run, pred) in zip(configs, outputs):
         key = (cfg.attribute_hidden_layers, cfg.seed)

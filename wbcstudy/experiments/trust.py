@@ -129,16 +129,10 @@ def train_trust_models(specs: dict[str, tuple[ModelSpec, tuple[torch.Tensor, tor
     ``workers`` > 1 trains that many models at a time, each in a one-thread worker process (:mod:`wbcstudy.parallel`):
     put the longest first, so that the others share the second worker meanwhile.
     """
-    from wbcstudy.parallel import map_jobs, worker_pool
+    from wbcstudy.parallel import run_jobs
 
     jobs = [(spec, train, val, test_x, n_classes, batch_size, seed, augment) for spec, train in specs.values()]
-    pool = worker_pool(min(workers, len(jobs)))
-    try:
-        runs = map_jobs(_trust_job, jobs, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return dict(zip(specs, runs))
+    return dict(zip(specs, run_jobs(_trust_job, jobs, workers)))
 
 
 def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: int = 1000, seed: int = 0
