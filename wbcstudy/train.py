@@ -68,11 +68,9 @@ class TrainResult:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is measured 1.5-3x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    from wbcstudy.results import cpu_flags
+
+    return any(cpu_flags(("avx512_bf16", "amx_bf16")).values())
 
 
 def select_device(requested: str = "auto") -> torch.device:
