@@ -57,6 +57,11 @@ class BenchmarkModel:
         return 1.0 - np.asarray(self.predict(images), dtype=np.float64).max(axis=1)
 
 
+def unset_predict(images: np.ndarray) -> np.ndarray:
+    """The ``predict`` a model holds until :func:`attach_predictors` builds the real one from its factory."""
+    raise RuntimeError("predict is not attached yet")
+
+
 def pbc5_split(split: str, size: int, crop: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Images and labels (indices into :data:`WBC5`) of one split of ``pbc5`` at ``size`` px."""
     images, labels, _ = load_split_arrays("pbc5", split, size, classes=WBC5, crop=crop)

@@ -21,7 +21,16 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from wbcstudy.benchmark.base import WBC5, BenchmarkModel, attach_predictors, chapter_recipe, check_images, pbc5_split, pick_parameters
+from wbcstudy.benchmark.base import (
+    WBC5,
+    BenchmarkModel,
+    attach_predictors,
+    chapter_recipe,
+    check_images,
+    pbc5_split,
+    pick_parameters,
+    unset_predict,
+)
 
 __all__ = ["classifier_predictors", "train_wnet", "train_trust_cnn", "train_resnet18", "train_efficientnet_lite0",
            "RESNET18_SIZE", "FACTORY"]
@@ -68,15 +77,6 @@ def _precision(precision: str) -> Iterator[None]:
             os.environ["WBCSTUDY_PRECISION"] = before
 
 
-def _finish(model: BenchmarkModel, precision: str) -> BenchmarkModel:
-    """The model with its predict functions built by the factory the store will rebuild them with."""
-    return attach_predictors(model, precision)
-
-
-def _unset(images: np.ndarray) -> np.ndarray:
-    raise RuntimeError("predict is not attached yet")
-
-
 def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A stratified subset of about ``limit`` rows (all rows for 0), as the chapters draw them."""
     from wbcstudy.data import stratified_subset
@@ -117,7 +117,7 @@ def train_wnet(profile: str, seed: int = 0, precision: str = "auto") -> Benchmar
     note = (f"W-Net at {size} px, wnet crop; trained once on pbc5's training split ({len(y_tr)} cells; the chapter "
             f"cross-validates on 5 folds), {len(result.history)} of at most {r['wnet_max_epochs']} epochs, best epoch "
             f"{result.best_epoch} on {len(y_va)} validation cells")
-    return _finish(BenchmarkModel("wnet", "W-Net", "wnet", size, crop, _unset, result.seconds, plateau, r,
+    return attach_predictors(BenchmarkModel("wnet", "W-Net", "wnet", size, crop, unset_predict, result.seconds, plateau, r,
                                   result.history, note, module=result.model, factory=FACTORY), precision)
 
 
@@ -147,7 +147,7 @@ def _trust_model(key: str, arch: str, name: str, size: int, epochs: int, lr: flo
     note = (f"{run.name} at {size} px as in the trust chapter: {len(history)} epochs, best epoch {run.result.best_epoch} "
             f"on {len(val[1])} validation cells; {run.train_size} training cells; augmentation resampled "
             f"{r['augment_resampling']}")
-    return _finish(BenchmarkModel(key, name, "trust", size, "none", _unset, run.result.seconds, bool(run.plateau), r,
+    return attach_predictors(BenchmarkModel(key, name, "trust", size, "none", unset_predict, run.result.seconds, bool(run.plateau), r,
                                   history, note, module=run.model, factory=FACTORY), precision)
 
 
@@ -205,5 +205,5 @@ def train_resnet18(profile: str, seed: int = 0, precision: str = "auto") -> Benc
     note = (f"ResNet-18 from scratch at {size} px, seed {seed} (the chapter's headline is the mean of 3 seeds on PBC-8); "
             f"{len(result.history)} epochs, best epoch {result.best_epoch} on {len(y_va)} validation cells; "
             f"{len(y_tr)} training cells")
-    return _finish(BenchmarkModel("resnet18", "ResNet-18", "baseline", size, "none", _unset, result.seconds, plateau, r,
+    return attach_predictors(BenchmarkModel("resnet18", "ResNet-18", "baseline", size, "none", unset_predict, result.seconds, plateau, r,
                                   result.history, note, module=result.model, factory=FACTORY), precision)

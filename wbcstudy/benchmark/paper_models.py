@@ -34,6 +34,7 @@ from wbcstudy.benchmark.base import (
     check_images,
     pbc5_split,
     pick_parameters,
+    unset_predict,
 )
 from wbcstudy.data.transforms import stratified_subset
 
@@ -117,15 +118,11 @@ def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> Be
             f"centres. {len(train_y)} pbc5 training cells, {config.epochs} epochs (the chapter's, on 208 ALL-IDB2 "
             f"cells), best of {len(val_y)} validation cells' accuracy kept (epoch {result.best_epoch}; the chapter "
             f"keeps its last epoch).")
-    model = BenchmarkModel("resnext_cc", "ResNeXt-CC", "resnext_cc", size, "none", _unset, float(result.seconds),
+    model = BenchmarkModel("resnext_cc", "ResNeXt-CC", "resnext_cc", size, "none", unset_predict, float(result.seconds),
                            bool(reached_plateau(result.history["val_accuracy"].tolist())), r, result.history, note,
                            module={"net": result.model.cpu().eval(), "meta": facts},
                            factory=f"{__name__}:predictor_resnext_cc")
     return attach_predictors(model, precision)
-
-
-def _unset(images: np.ndarray) -> np.ndarray:
-    raise RuntimeError("predict is not attached yet")
 
 
 # ----------------------------------------------------------------------------------------------------------- HemaX
@@ -250,7 +247,7 @@ def train_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Benchma
             f"before the chapter's caps were drawn. Probabilities: the most confident query's class softmax with the "
             f"no-object column dropped and the five classes renormalised (predict_hemax), in WBC5 order.")
     plateau = bool(reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=config.plateau_tol))
-    model = BenchmarkModel("hemax", "HemaX (class head)", "hemax", size, "none", _unset, float(run.seconds), plateau, r,
+    model = BenchmarkModel("hemax", "HemaX (class head)", "hemax", size, "none", unset_predict, float(run.seconds), plateau, r,
                            run.history, note, module={"net": run.model.cpu().eval(), "meta": facts},
                            factory=f"{__name__}:predictor_hemax")
     return attach_predictors(model, precision)
@@ -371,7 +368,7 @@ def train_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") ->
             f"pruning. Probabilities: softmax of minus the normalised per-class errors at temperature "
             f"{temperature:.3g}, fitted (least NLL) on {len(calib_rows)} other validation cells; anomaly score: minus "
             f"the chapter's confidence (the gap between the two smallest normalised errors).")
-    model = BenchmarkModel("cytodiffusion", "CytoDiffusion", "cytodiffusion", CYTODIFFUSION_INPUT_SIZE, "none", _unset,
+    model = BenchmarkModel("cytodiffusion", "CytoDiffusion", "cytodiffusion", CYTODIFFUSION_INPUT_SIZE, "none", unset_predict,
                            float(seconds), bool(cd.diffusion_plateau(run)), r, run.history, note,
                            module={"net": net, "meta": facts}, factory=f"{__name__}:predictor_cytodiffusion")
     return attach_predictors(model, precision)

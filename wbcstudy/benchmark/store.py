@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wbcstudy.benchmark.base import BenchmarkModel, attach_predictors, chapter_recipe, model_meta
+from wbcstudy.benchmark.base import BenchmarkModel, attach_predictors, chapter_recipe, model_meta, unset_predict
 
 __all__ = ["STORE_FORMAT", "model_path", "save_model", "load_model", "stored_mismatch", "load_or_train", "probe_images"]
 
@@ -132,7 +132,7 @@ def _from_payload(payload: dict, path: Path, precision: str, check_probe: bool) 
     meta = dict(payload["meta"])
     history = payload.get("history")
     model = BenchmarkModel(key=meta["key"], name=meta["name"], chapter=meta["chapter"], image_size=int(meta["image_size"]),
-                           crop=meta["crop"], predict=_unset_predict, train_seconds=float(meta["train_seconds"]),
+                           crop=meta["crop"], predict=unset_predict, train_seconds=float(meta["train_seconds"]),
                            plateau=bool(meta["plateau"]), recipe=dict(meta.get("recipe") or {}),
                            history=None if history is None else pd.DataFrame(history), note=meta.get("note", ""),
                            module=payload["module"], factory=meta["factory"])
@@ -146,10 +146,6 @@ def _from_payload(payload: dict, path: Path, precision: str, check_probe: bool) 
                              f"saved (largest difference {diff:.2g} > {PROBE_TOLERANCE:g}); its factory "
                              f"{meta['factory']!r} or the code it uses has changed")
     return model
-
-
-def _unset_predict(images: np.ndarray) -> np.ndarray:
-    raise RuntimeError("predict is not attached yet")
 
 
 def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, precision: str = "auto",
