@@ -25,7 +25,7 @@ __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATE
            "backbone_is_fixed", "make_targets", "build_model", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
            "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "build_results", "attribute_auc_intervals", "variant_hits",
+           "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals", "variant_hits",
            "variant_difference"]
 
 
@@ -359,6 +359,11 @@ def mask_dice(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.where(total > 0, 2 * inter / np.where(total > 0, total, 1), 1.0)
 
 
+#: metric → the column of :func:`per_cell_scores` whose mean over the labelled cells it is
+CELL_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", "box_jaccard": "box_iou", "mask_dice": "mask_dice",
+                                "nc_ratio_mse": "nc_sq_error", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
+
+
 def per_cell_scores(pred: Predictions, data: HemaXData) -> pd.DataFrame:
     """One row per cell: source, true and predicted class, box IoU, mask Dice, N:C squared error, attribute hits (NaN where no label)."""
     df = pd.DataFrame({"source": data.source, "true": data.labels, "pred": pred.pred_class})
@@ -410,9 +415,7 @@ def metric_intervals(pred: Predictions, data: HemaXData, n_boot: int = 1000, see
 
     cells = per_cell_scores(pred, data)
     out: dict[str, list[float]] = {}
-    columns = {"classification_accuracy": "correct", "box_jaccard": "box_iou", "mask_dice": "mask_dice",
-               "nc_ratio_mse": "nc_sq_error", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
-    for key, col in columns.items():
+    for key, col in CELL_COLUMNS.items():
         v = cells[col].dropna().to_numpy()
         if len(v):
             idx = resample_indices(len(v), n_boot, seed)
@@ -707,13 +710,9 @@ def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: per-cell columns of :func:`per_cell_scores` behind the seed-pooled variant accuracies
-_HIT_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
-
-
 def variant_hits(variants: dict, test: HemaXData, hidden: int, metric: str) -> np.ndarray:
     """(seeds, cells) one variant's per-cell hits for a metric, one row per seed (NaN where the cell lacks the label)."""
-    column = _HIT_COLUMNS[metric]
+    column = CELL_COLUMNS[metric]
     hits = [per_cell_scores(pred, test)[column].to_numpy(float)
             for (h, _), pred in variants["predictions"].items() if h == hidden]
     if not hits:
