@@ -20,6 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from wbcstudy.hardware import cpu_has_native_bf16
+
 Augment = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[object, torch.Tensor], torch.Tensor]
 
@@ -64,13 +66,6 @@ class TrainResult:
     device: str
     precision: str
     completed: bool
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is measured 1.5-3x faster."""
-    from wbcstudy.results import cpu_flags
-
-    return any(cpu_flags(("avx512_bf16", "amx_bf16")).values())
 
 
 def select_device(requested: str = "auto") -> torch.device:

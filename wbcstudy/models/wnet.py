@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from wbcstudy.hardware import needs_fp32
 from wbcstudy.losses import multiclass_hinge_loss
 
 __all__ = ["WNet", "WNetSVM", "RowLSTM", "alexnet", "vgg16", "wnet_parameter_count"]
@@ -123,7 +124,11 @@ class RowLSTM(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[3] != self.image_size:
             raise ValueError(f"expected (N, 3, H, {self.image_size}) input, got {tuple(x.shape)}")
         rows = x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)  # (N, H, W·3)
-        _, (h_last, _) = self.lstm(rows)
+        if needs_fp32("lstm", rows):  # no bf16 LSTM kernel on this CPU (AVX2): the LSTM alone runs in fp32
+            with torch.autocast("cpu", enabled=False):
+                _, (h_last, _) = self.lstm(rows.float())
+        else:
+            _, (h_last, _) = self.lstm(rows)
         return self.fc(h_last[-1])
 
 
