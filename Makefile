@@ -56,3 +56,14 @@ lab: venv
 
 clean:
 	rm -rf build data/cache
+
+.PHONY: browser-check publish
+
+## The browser check of the book `make book-html` built: every page in headless Chromium at 1,400 px (load and console
+## errors, images, a visible stderr block, a machine path, a table wider than the page); the planted tests prove it fails
+browser-check: venv
+	WBCSTUDY_BOOK_HTML=build/_build/html $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q
+
+## Build, check and push the book to the gh-pages branch by hand (ghp-import); CI deploys it with .github/workflows/book.yml
+publish: book-html browser-check
+	$(BIN)/ghp-import --no-jekyll --push --force --message "book from $$(git rev-parse --short HEAD)" build/_build/html

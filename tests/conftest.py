@@ -35,12 +35,19 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> Path:
-    """The HTML book built once per test session from the committed chapters (Jupyter Book 1, warnings as errors)."""
+    """The HTML book built once per test session from the committed chapters (Jupyter Book 1, warnings as errors);
+    with ``WBCSTUDY_BOOK_HTML`` set (``make browser-check``), the book already built there, the one that is deployed."""
     import subprocess
     import sys
 
     from wbcstudy.paths import project_root
 
+    given = os.environ.get("WBCSTUDY_BOOK_HTML")
+    if given:
+        html = Path(given).resolve()
+        if not (html / "index.html").is_file():
+            pytest.fail(f"WBCSTUDY_BOOK_HTML={given} holds no built book (run `make book-html` first)")
+        return html
     out = tmp_path_factory.mktemp("book")
     root = project_root()
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(out), "-W", "-n", "--keep-going"]

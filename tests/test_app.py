@@ -9,7 +9,16 @@ import torch
 from PIL import Image
 
 from wbcstudy.app import SCRIPT, CheckpointError, ImageRejected, load_checkpoint, predict, save_checkpoint, validate_image
-from wbcstudy.app.core import MAX_PIXELS, calibrate_ood, find_checkpoints, ood_warning, to_model_input
+from wbcstudy.app.core import (
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    calibrate_ood,
+    find_checkpoints,
+    ood_warning,
+    provenance_warning,
+    refusal,
+    to_model_input,
+)
 from wbcstudy.models.trust_cnn import build_model
 
 CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
@@ -155,8 +164,27 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be loaded"):
+    with pytest.raises(CheckpointError, match="cannot be loaded") as info:
         load_checkpoint(bad)
+    message = str(info.value)
+    assert "not an app checkpoint" in message and "wbcstudy run trust --profile cpu" in message
+    assert "weights_only" not in message and "will likely succeed" not in message  # never advise unsafe loading
+    assert "\n" not in message
+
+
+def _model_meta(**info) -> dict:
+    return {"arch": "trust_cnn", "classes": CLASSES, "image_size": 32, **info}
+
+
+def test_a_pipeline_tests_checkpoint_is_refused_and_an_unrecorded_one_flagged():
+    smoke = refusal(_model_meta(profile="smoke", test_accuracy=0.23))
+    assert "smoke profile" in smoke and "not a classifier" in smoke and "0.230" in smoke
+    assert "wbcstudy run trust --profile cpu" in smoke and "minutes" in smoke
+    near_chance = refusal(_model_meta(profile="cpu", test_accuracy=0.39))  # chance 0.2; below twice chance
+    assert "twice chance" in near_chance and "not a classifier" in near_chance
+    assert refusal(_model_meta(profile="cpu", test_accuracy=0.98)) is None
+    assert refusal(_model_meta()) is None and "does not record the profile" in provenance_warning(_model_meta())
+    assert provenance_warning(_model_meta(profile="cpu", test_accuracy=0.98)) is None
 
 
 def test_predict_returns_probabilities_and_a_map(checkpoint, one_thread):
@@ -166,6 +194,7 @@ def test_predict_returns_probabilities_and_a_map(checkpoint, one_thread):
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert result.label == max(result.probabilities, key=result.probabilities.get)
     assert result.cam.shape == (32, 32) and result.overlay.shape == (32, 32, 3)
+    assert result.cam.max() > 0 and result.cam_notice is None
 
 
 # ---------------------------------------------------------------- out-of-distribution rule
@@ -233,7 +262,8 @@ def test_app_without_a_checkpoint_says_how_to_make_one(monkeypatch, tmp_path):
     monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
     at = _app(monkeypatch, tmp_path / "missing.pt")
     assert not at.exception
-    assert "`wbcstudy run trust --profile smoke`" in at.error[0].value and "build/trust/app_model.pt" in at.error[0].value
+    assert "`wbcstudy run trust --profile cpu`" in at.error[0].value and "build/trust/app_model.pt" in at.error[0].value
+    assert "minutes" in at.error[0].value
     assert "found" not in at.error[0].value
 
 
@@ -250,15 +280,58 @@ def test_app_without_its_checkpoint_lists_the_ones_it_found(monkeypatch, tmp_pat
     assert not at.exception
     message = at.error[0].value
     assert str(tmp_path / "build" / "trust" / "app_model.pt") in message
-    assert "wbcstudy run trust --profile smoke" in message
+    assert "wbcstudy run trust --profile cpu" in message
     assert "build/smoke/trust/app_model.pt" in message and "wbcstudy app --checkpoint build/smoke/trust/app_model.pt" in message
 
 
 def test_app_states_the_real_upload_limit(monkeypatch, checkpoint):
+    """In the unit the widget shows it in: Streamlit's "Limit 20MB per file" counts 10^6 bytes (outside Windows)."""
     at = _app(monkeypatch, checkpoint[0])
     uploader = at.file_uploader[0]
-    assert "20 MiB" in uploader.label and "200" not in uploader.label
-    assert uploader.proto.max_upload_size_mb == 20
+    assert "20 MB" in uploader.label and "MiB" not in uploader.label and "200" not in uploader.label
+    assert "20 MB" in uploader.help and "MiB" not in uploader.help
+    assert uploader.proto.max_upload_size_mb == 20 and MAX_UPLOAD_BYTES == 20 * 10**6
+    with pytest.raises(ImageRejected, match=r"is 20\.0 MB; the limit is 20 MB\.$"):
+        validate_image(b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert "MiB" not in (SCRIPT.parents[2] / ".streamlit" / "config.toml").read_text()
+
+
+def _saved(tmp_path, name="m.pt", zero_classifier=False, **info):
+    torch.manual_seed(0)
+    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    if zero_classifier:  # logits = bias alone: no gradient reaches the last conv layer, so Grad-CAM is 0 everywhere
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        torch.nn.init.zeros_(last.weight)
+    return save_checkpoint(tmp_path / name, model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, **info)
+
+
+def test_app_refuses_a_smoke_checkpoint(monkeypatch, tmp_path):
+    at = _app(monkeypatch, _saved(tmp_path, profile="smoke", test_accuracy=0.23, chapter="trust"))
+    assert not at.exception and len(at.error) == 1
+    assert "smoke profile" in at.error[0].value and "not a classifier" in at.error[0].value
+    assert "wbcstudy run trust --profile cpu" in at.error[0].value
+    assert not at.file_uploader  # nothing to classify with: no upload box
+
+
+def test_app_flags_a_checkpoint_that_does_not_say_how_it_was_trained(monkeypatch, tmp_path, one_thread):
+    at = _app(monkeypatch, _saved(tmp_path))  # an older run's checkpoint: no profile, no test accuracy
+    assert not at.exception and not at.error
+    assert any("does not record the profile" in w.value for w in at.warning)
+    at.file_uploader[0].set_value(("cell.png", _png(_cell(80)), "image/png")).run()
+    assert any(s.value.startswith("Predicted: ") for s in at.subheader)
+
+
+def test_an_all_zero_gradcam_map_is_reported_not_drawn(monkeypatch, tmp_path, one_thread):
+    path = _saved(tmp_path, zero_classifier=True, profile="test", test_accuracy=0.5)
+    model, meta = load_checkpoint(path)
+    result = predict(model, meta, _cell(64))
+    assert not result.cam.any() and result.overlay is None
+    assert "zero everywhere" in result.cam_notice and result.label in result.cam_notice
+    at = _app(monkeypatch, path)
+    at.file_uploader[0].set_value(("cell.png", _png(_cell(80)), "image/png")).run()
+    assert not at.exception and not at.error
+    assert any("zero everywhere" in i.value for i in at.info)
+    assert len(at.get("image")) == 1  # the model input only: no flat tint labelled Grad-CAM
 
 
 def test_app_warns_on_an_out_of_distribution_upload(monkeypatch, tmp_path, one_thread):

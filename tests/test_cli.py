@@ -66,6 +66,52 @@ def test_bad_profile_file(capsys, tmp_path, monkeypatch):
     (root / "notebooks" / "params" / "data" / "smoke.yml").write_text("- a list\n")
     assert cli.main(["run", "data", "--profile", "smoke"]) == 2
     _one_line(capsys, "smoke.yml", "mapping")
+    (root / "notebooks" / "params" / "data" / "smoke.yml").write_text("seed: 1\ncells_per_class: [1, 2\nseed: 2\n")
+    assert cli.main(["run", "data", "--profile", "smoke"]) == 2
+    _one_line(capsys, "smoke.yml", "not valid YAML", "at line 3")
+
+
+def _command(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*WBCSTUDY, *argv], capture_output=True, text=True, env={**os.environ, **env},
+                          cwd=project_root(), timeout=300)
+
+
+def test_malformed_profile_and_unknown_parameter_end_with_one_line_not_a_traceback(tmp_path):
+    """As the user sees it: the command's exit status and stderr (no papermill run: both are refused before)."""
+    root = tmp_path / "project"
+    (root / "notebooks" / "params" / "data").mkdir(parents=True)
+    shutil.copyfile(project_root() / "notebooks" / "data.md", root / "notebooks" / "data.md")
+    (root / "notebooks" / "params" / "data" / "smoke.yml").write_text("seed: [1\n  eval_limit: 3\n")
+    for out, word in ((_command("run", "data", "--profile", "smoke", WBCSTUDY_ROOT=str(root)), "not valid YAML"),
+                      (_command("run", "baseline", "-p", "no_such_param", "1"), "no_such_param")):
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith("wbcstudy: ") and word in out.stderr
+
+
+def test_parameter_overrides_are_checked_like_profile_values(capsys, monkeypatch):
+    from wbcstudy import run
+
+    assert cli.main(["run", "baseline", "-p", "lr", "fast"]) == 2
+    _one_line(capsys, "-p", "lr='fast'", "type str", "float")
+    assert cli.main(["run", "baseline", "-p", "seeds", "2", "-p", "seeds", "true"]) == 2  # the last one counts
+    _one_line(capsys, "seeds=True", "bool")
+    assert cli.main(["run", "baseline", "-p", "profile", "cpu"]) == 2
+    _one_line(capsys, "-p profile", "--profile")
+    assert cli.main(["run", "baseline", "-p", "lr", "0.01", "--publish"]) == 2
+    _one_line(capsys, "-p and --publish")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "baseline", "-p", "lr"])
+    assert info.value.code == 2
+    _one_line(capsys, "-p", "expected 2 arguments")
+    seen = {}
+    monkeypatch.setattr(run, "run_chapter", lambda *a, **k: seen.update(k) or Path("out.ipynb"))
+    assert cli.main(["run", "baseline", "--profile", "smoke", "-p", "lr", "0.01", "-p", "seeds", "2",
+                     "-p", "deterministic", "false"]) == 0
+    assert seen["overrides"] == {"lr": 0.01, "seeds": 2, "deterministic": False}
+    params = run.check_profile("baseline", "smoke", seen["overrides"])
+    assert params["lr"] == 0.01 and params["seeds"] == 2 and params["deterministic"] is False
+    assert params["train_limit"] == run.load_profile("baseline", "smoke")["train_limit"]  # the profile's other values
 
 
 def test_unknown_dataset(capsys):
@@ -101,6 +147,24 @@ def test_verify_partial_data(capsys, tmp_path, monkeypatch):
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(not (data_root() / "all_idb2").is_dir(), reason="needs the data mirror")
+def test_verify_names_corrupted_and_missing_datasets_in_its_last_line(capsys, tmp_path, monkeypatch):
+    shutil.copytree(data_root() / "all_idb2", tmp_path / "all_idb2")
+    victim = tmp_path / "all_idb2" / "images" / "Im001_1.png"
+    victim.chmod(0o644)
+    victim.write_bytes(victim.read_bytes()[:-10] + bytes(10))  # corrupted, still there
+    monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
+    assert cli.main(["data", "verify"]) == 2  # every dataset: four missing, one corrupted
+    out, err = capsys.readouterr()
+    assert "all_idb2: 1 problem(s)" in out and "changed: all_idb2/images/Im001_1.png" in out
+    assert err.count("\n") == 1
+    for word in ("differ from their inventories: all_idb2 (1)", "not found under the data root", str(tmp_path),
+                 "WBCSTUDY_DATA", "wbcstudy data verify"):
+        assert word in err, (word, err)
+    missing = err.split("dataset(s) ")[2].split(" not found")[0]
+    assert sorted(missing.split(", ")) == ["bccd", "pbc", "wbcatt", "zheng2018"]
+
+
 def test_fetch_without_download_or_hash(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
     assert cli.main(["data", "fetch", "all_idb2"]) == 2
@@ -130,7 +194,9 @@ def test_check_is_wired_lazily(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, address", [([], "127.0.0.1"), (["--address", "0.0.0.0"], "0.0.0.0")])
-def test_app_binds_to_this_machine_unless_told(monkeypatch, argv, address):
+def test_app_binds_to_this_machine_unless_told(monkeypatch, argv, address, tmp_path):
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))  # no build/trust/app_model.pt: the page says how to make one
+    monkeypatch.delenv("WBCSTUDY_APP_CHECKPOINT", raising=False)
     seen = {}
     monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: seen.update(cmd=cmd, env=env) or 0)
     assert cli.main(["app", *argv]) == 0
@@ -141,7 +207,35 @@ def test_app_binds_to_this_machine_unless_told(monkeypatch, argv, address):
 
 def test_app_with_a_missing_checkpoint(capsys, tmp_path):
     assert cli.main(["app", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
-    _one_line(capsys, "no checkpoint", "wbcstudy run trust --profile smoke")
+    _one_line(capsys, "no checkpoint", "wbcstudy run trust --profile cpu")
+
+
+def _app_checkpoint(path: Path, **info) -> Path:
+    from wbcstudy.app import save_checkpoint
+    from wbcstudy.models.trust_cnn import build_model
+
+    model = build_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
+    return save_checkpoint(path, model, "trust_cnn", list("abcde"), 32, [0.5] * 3, [0.25] * 3, **info)
+
+
+def test_app_refuses_a_smoke_checkpoint_and_a_garbage_file(capsys, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append(env) or 0)
+    smoke = _app_checkpoint(tmp_path / "smoke.pt", profile="smoke", test_accuracy=0.23)
+    assert cli.main(["app", "--checkpoint", str(smoke)]) == 2
+    _one_line(capsys, "smoke profile", "not a classifier", "wbcstudy run trust --profile cpu")
+    monkeypatch.setenv("WBCSTUDY_APP_CHECKPOINT", str(smoke))  # the default checkpoint is checked too
+    assert cli.main(["app"]) == 2
+    _one_line(capsys, "smoke profile")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert cli.main(["app", "--checkpoint", str(garbage)]) == 2
+    err = _one_line(capsys, "cannot be loaded", "not an app checkpoint")
+    assert "weights_only" not in err and "will likely succeed" not in err
+    assert not calls  # Streamlit never started
+    trained = _app_checkpoint(tmp_path / "cpu.pt", profile="cpu", test_accuracy=0.97)
+    assert cli.main(["app", "--checkpoint", str(trained)]) == 0
+    assert calls[0]["WBCSTUDY_APP_CHECKPOINT"] == str(trained.resolve())
 
 
 def test_chapter_run_on_an_empty_data_root_ends_with_one_line(tmp_path):

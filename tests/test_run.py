@@ -50,6 +50,31 @@ def test_unknown_name_in_a_profile_file_is_an_error(tmp_path, monkeypatch):
         run.check_profile("data", "smoke")
 
 
+def test_parameter_overrides_are_read_as_yaml_and_checked_like_profile_values():
+    overrides = run.parse_overrides([("scratch_models", "[vgg16, resnet50]"), ("cnn_lr", "1e-3"), ("seed", "4"),
+                                     ("precision", "fp32"), ("augment_resampling", "a: b: c"), ("seed", "5")])
+    assert overrides == {"scratch_models": ["vgg16", "resnet50"], "cnn_lr": 0.001, "seed": 5, "precision": "fp32",
+                         "augment_resampling": "a: b: c"}  # 1e-3 a float, as papermill reads it; invalid YAML stays text
+    with pytest.raises(run.ChapterError, match=r"-p: cnn_lr='fast' has type str"):
+        run.check_profile("trust", "smoke", {**overrides, "cnn_lr": "fast"})
+    params = run.check_profile("trust", "smoke", overrides)
+    assert params["scratch_models"] == ["vgg16", "resnet50"] and params["seed"] == 5
+    with pytest.raises(run.ChapterError, match=r"-p sets \['no_such_param'\]"):
+        run.check_profile("trust", "smoke", {"no_such_param": 1})
+    with pytest.raises(run.ChapterError, match="not published"):  # refused before papermill starts
+        run.run_chapter("trust", "smoke", publish=True, overrides={"seed": 1})
+
+
+def test_malformed_profile_yaml_is_a_chapter_error(tmp_path, monkeypatch):
+    params = tmp_path / "notebooks" / "params" / "data"
+    params.mkdir(parents=True)
+    (tmp_path / "notebooks" / "data.md").write_text(run.notebook_path("data").read_text())
+    (params / "smoke.yml").write_text("seed: 1\n\tcells_per_class: 3\n")
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    with pytest.raises(run.ChapterError, match=r"smoke.yml is not valid YAML \(.* at line 2, column 1\)"):
+        run.check_profile("data", "smoke")
+
+
 def test_unknown_chapter_and_profile_are_errors():
     with pytest.raises(run.ChapterError, match="unknown chapter"):
         run.notebook_path("hemax2")
@@ -86,3 +111,35 @@ def test_results_contract_round_trip(tmp_path, monkeypatch):
     assert table.loc["demo_acc", "verdict"] == "not reproduced"  # 0.93 < 0.97 - 0.02
     with pytest.raises(ValueError, match="not measured"):
         write_results("demo", "smoke", 1.0, {"acc": 0.9}, {"f1": (0, 1)}, results_dir=str(tmp_path))
+
+
+def test_sync_prose_brings_mended_text_over_and_keeps_code_outputs(tmp_path, monkeypatch):
+    import nbformat
+
+    from wbcstudy.run import ChapterError, sync_prose
+
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    (tmp_path / "notebooks").mkdir()
+    header = ("---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
+              "  name: python3\n---\n\n")
+    text = header + "# Data\n\nOld sentence.\n\n```{code-cell}\n:tags: [parameters]\n\nn = 1\n```\n\n```{code-cell}\nprint(n)\n```\n"
+    (tmp_path / "notebooks" / "data.md").write_text(text)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Data\n\nOld sentence.", id="data-00"),
+        nbformat.v4.new_code_cell("n = 1", id="data-01", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("n = 2", id="inj", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(n)", id="data-02",
+                                  outputs=[nbformat.v4.new_output("stream", name="stdout", text="2\n")]),
+    ])
+    copy = tmp_path / "data.ipynb"
+    nbformat.write(nb, copy)
+    assert sync_prose("data", copy) is False  # nothing to bring over
+    (tmp_path / "notebooks" / "data.md").write_text(text.replace("Old sentence.", "New sentence.\n\nA second paragraph."))
+    assert sync_prose("data", copy) is True
+    cells = nbformat.read(copy, as_version=4).cells
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code", "code"]
+    assert "New sentence." in cells[0].source and "Old" not in cells[0].source
+    assert cells[2].source == "n = 2" and cells[3].outputs[0]["text"] == "2\n"  # the run's injected cell and output stay
+    (tmp_path / "notebooks" / "data.md").write_text(text.replace("print(n)", "print(n + 1)"))
+    with pytest.raises(ChapterError, match="re-run the chapter"):
+        sync_prose("data", copy)

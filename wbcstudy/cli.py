@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--publish", action="store_true",
                      help="on success, copy the notebook to the book (cpu) or tests/regression (smoke) and the results to book/results")
     run.add_argument("--allow-dirty", action="store_true", help="publish at cpu even with uncommitted changes")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=None,
+                     help="set one of the notebook's parameters over the profile's value (repeatable; the value is read "
+                          "as YAML, as papermill reads its -y values: 3, 0.1, true, [a, b], text); such a run is not published")
 
     book = sub.add_parser("book", help="run every chapter (cpu) and build the HTML book")
     book.add_argument("--profile", default="cpu", choices=PROFILES)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     book.add_argument("--allow-dirty", action="store_true", help="publish even with uncommitted changes")
 
     sub.add_parser("regression", help="re-run every chapter at the smoke profile into tests/regression/")
+    sub.add_parser("judge", help="re-render the claims tables, the scoreboard and the summary's claim counts from the "
+                                 "claims files and the published results (no training)")
 
     # `wbcstudy check ARGS...` goes to wbcstudy.check.main(ARGS) untouched (see below); listed here for --help
     sub.add_parser("check", help="check the committed artefacts of the book (`wbcstudy check --help`)", add_help=False)
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     data = sub.add_parser("data", help="dataset construction")
     data.add_argument("action", choices=["build", "verify", "fetch", "sources"])
     data.add_argument("dataset", nargs="?", default=None)
+    data.add_argument("--all", action="store_true", dest="every_public",
+                      help="with fetch: every public dataset, with a progress bar")
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
@@ -84,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.chapter, args.profile, args.output, args.publish, args.allow_dirty)
+            return _run(args.chapter, args.profile, args.output, args.publish, args.allow_dirty, args.parameter)
         if args.command == "book":
             return _book(args)
         if args.command == "regression":
             return _regression()
+        if args.command == "judge":
+            return _judge()
         if args.command == "data":
-            return _data(args.action, args.dataset)
+            return _data(args.action, args.dataset, args.every_public)
         if args.command == "app":
             return _app(args.checkpoint, args.port, args.address)
     except CLIError as exc:
@@ -158,21 +167,27 @@ def _kernel_stderr():
             lines += [line for line in text.splitlines() if not any(n in line for n in _KERNEL_NOISE)]
 
 
-def _run(chapter: str, profile: str, output: str | None, publish: bool, allow_dirty: bool) -> int:
-    """``wbcstudy run``: check the chapter and profile, execute, and report a failure in one line."""
+def _run(chapter: str, profile: str, output: str | None, publish: bool, allow_dirty: bool,
+         parameters: list[tuple[str, str]] | None = None) -> int:
+    """``wbcstudy run``: check the chapter, profile and ``-p`` overrides, execute, and report a failure in one line."""
     from wbcstudy import run as runner
 
     known = (*runner.CHAPTERS, *getattr(runner, "DRAFTS", ()))
     if chapter not in known:
         raise CLIError(f"unknown chapter {chapter!r}; chapters are: {', '.join(known)} (e.g. `wbcstudy run data --profile smoke`)")
+    overrides = runner.parse_overrides(parameters)
+    if overrides and publish:
+        raise CLIError("-p and --publish do not go together: published runs come from the profile files alone "
+                       "(put the values in the profile file, or run without --publish)")
     try:
-        runner.check_profile(chapter, profile)
+        runner.check_profile(chapter, profile, overrides)
     except Exception as exc:
         raise _chapter_error(exc) from None
     notebook = Path(output) if output else runner.work_path(chapter, profile)
     try:
         with _kernel_stderr() as kernel_lines:
-            result = runner.run_chapter(chapter, profile, output, publish=publish, allow_dirty=allow_dirty)
+            result = runner.run_chapter(chapter, profile, output, publish=publish, allow_dirty=allow_dirty,
+                                        overrides=overrides)
     except Exception as exc:
         if type(exc).__name__ == "PapermillExecutionError":
             line, status = _papermill_failure(exc, chapter, notebook)
@@ -207,6 +222,21 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge() -> int:
+    """``wbcstudy judge``: bring mended prose into the executed copies and re-render the judgement files; print each
+    file that changed."""
+    from wbcstudy.judgement import write_judgement
+    from wbcstudy.paths import project_root
+    from wbcstudy.run import sync_all_prose
+
+    written = sync_all_prose() + write_judgement()
+    for path in written:
+        print(f"re-rendered {path.relative_to(project_root())}")
+    print("the claims tables, the scoreboard and the summary's claim counts are current" if not written else
+          f"{len(written)} file(s) re-rendered")
+    return 0
+
+
 def _regression() -> int:
     """``wbcstudy regression``: every chapter at smoke, published into tests/regression/ when it succeeds."""
     from wbcstudy import run as runner
@@ -230,39 +260,54 @@ def _check(argv: list[str]) -> int:
 
 
 def streamlit_command(script: Path, port: int, address: str) -> list[str]:
-    """The ``streamlit run`` command line of the app: this machine only unless told, the app's own upload limit."""
+    """The ``streamlit run`` command line of the app: this machine only unless told, the app's own upload limit (MB)."""
     from wbcstudy.app.core import MAX_UPLOAD_BYTES
 
     return [sys.executable, "-m", "streamlit", "run", str(script),
             "--server.address", address, "--server.port", str(port),
-            "--server.maxUploadSize", str(MAX_UPLOAD_BYTES // 2**20),
+            "--server.maxUploadSize", str(MAX_UPLOAD_BYTES // 10**6),
             "--browser.gatherUsageStats", "false"]
 
 
 def _app(checkpoint: str | None, port: int, address: str) -> int:
-    """``wbcstudy app``: ``streamlit run`` the app script, with the checkpoint passed in ``WBCSTUDY_APP_CHECKPOINT``."""
+    """``wbcstudy app``: ``streamlit run`` the app script, with the checkpoint passed in ``WBCSTUDY_APP_CHECKPOINT``.
+
+    A checkpoint that is there is checked first: one that cannot be loaded, or a pipeline test's model (the smoke
+    profile, a test accuracy near chance), ends with one line instead of a page that classifies with it.
+    """
     import os
     import subprocess
 
     from wbcstudy.app import SCRIPT
+    from wbcstudy.app.core import MAKE_CHECKPOINT, CheckpointError, default_checkpoint, read_meta, refusal
 
     env = dict(os.environ)
+    path = Path(checkpoint).resolve() if checkpoint else default_checkpoint()
+    if checkpoint and not path.is_file():
+        raise CLIError(f"no checkpoint at {path}: run `{MAKE_CHECKPOINT}` to write build/trust/app_model.pt, "
+                       "or give the path of an existing one")
+    if path.is_file():  # a missing default one: the page says how to make it and lists the ones it finds
+        try:
+            reason = refusal(read_meta(path))
+        except CheckpointError as exc:
+            raise CLIError(_first_line(str(exc))) from None
+        if reason:
+            raise CLIError(f"{path}: {reason}")
     if checkpoint:
-        path = Path(checkpoint).resolve()
-        if not path.is_file():
-            raise CLIError(f"no checkpoint at {path}: run `wbcstudy run trust --profile smoke` to write "
-                           "build/trust/app_model.pt, or give the path of an existing one")
         env["WBCSTUDY_APP_CHECKPOINT"] = str(path)
     return subprocess.call(streamlit_command(SCRIPT, port, address), env=env)
 
 
-def _data(action: str, dataset: str | None) -> int:
+def _data(action: str, dataset: str | None, every_public: bool = False) -> int:
     """The ``wbcstudy data`` actions."""
     from wbcstudy.data import construct, sources
     from wbcstudy.paths import data_root
 
     if dataset is not None and dataset not in sources.SOURCES:
         raise CLIError(sources.unknown_dataset_message(dataset))
+    if every_public and (dataset is not None or action != "fetch"):
+        raise CLIError("--all goes with `wbcstudy data fetch` and no dataset: `wbcstudy data fetch --all` fetches "
+                       "every public dataset")
     keys = [dataset] if dataset else list(sources.SOURCES)
     if action == "build":
         try:
@@ -276,43 +321,74 @@ def _data(action: str, dataset: str | None) -> int:
             print(f"{key}: {src.title}\n  {src.homepage}\n  licence: {src.licence}\n  cite: {src.citation}\n"
                   f"  layout: {src.layout}")
     elif action == "fetch":
-        for key in keys:
-            try:
-                print(sources.fetch(key))
-            except sources.DatasetMissing as exc:
-                raise CLIError(exc.summary) from None
+        return _fetch(keys, sources, data_root(), every_public, single=dataset is not None)
     elif action == "verify":
         return _verify(keys, sources, data_root())
     return 0
 
 
+def _fetch(keys: list[str], sources, root: Path, every_public: bool, single: bool) -> int:
+    """``wbcstudy data fetch``: one dataset (its folder, or one line on stderr), or every one, each reported on its
+    own line; the last line, on stderr, names those that could not be fetched."""
+    progress = every_public or sys.stderr.isatty()
+    if single:
+        try:
+            print(sources.fetch(keys[0], progress=progress))
+        except sources.DatasetMissing as exc:
+            raise CLIError(exc.summary) from None
+        return 0
+    failed: list[str] = []
+    for key in keys:
+        src = sources.SOURCES[key]
+        if every_public and src.download_url is None and not (root / src.folder).is_dir():
+            print(f"{key}: skipped, {sources.what_to_do(key)}")
+            continue
+        try:
+            print(f"{key}: {sources.fetch(key, progress=progress)}")
+        except sources.DatasetMissing as exc:
+            failed.append(key)
+            print(f"{key}: not fetched: {exc.summary}")
+    if failed:
+        raise CLIError(f"dataset(s) {', '.join(failed)} not fetched into the data root {root}: each one's line above "
+                       "says why and what to do (`wbcstudy data sources <dataset>` says where each is published)")
+    return 0
+
+
 def _verify(keys: list[str], sources, root: Path) -> int:
-    """``wbcstudy data verify``: each dataset against its inventory; problems listed, then one line on stderr."""
+    """``wbcstudy data verify``: each dataset against its inventory; problems listed, then one line on stderr that
+    names every dataset that is missing or differs."""
     missing: list[str] = []
     broken: dict[str, int] = {}
     for key in keys:
         try:
-            found = sources.verify(key)
+            report = sources.verify_report(key)
         except sources.DatasetMissing:
             missing.append(key)
             print(f"{key}: not found")
             continue
         except FileNotFoundError as exc:  # no inventory
             raise CLIError(_first_line(str(exc))) from None
-        print(f"{key}: {'ok' if not found else f'{len(found)} problem(s)'}")
+        found = report.problems
+        print(f"{key}: {'ok' if not found else f'{len(found)} problem(s)'} ({report.describe()})")
         for line in found[:20]:
             print(f"  {line}")
         if found:
             broken[key] = len(found)
-    if missing and len(keys) == 1:
+    if missing and not broken and len(keys) == 1:
         raise CLIError(sources.missing_message(keys[0]).splitlines()[0])
-    if missing:
-        raise CLIError(f"dataset(s) {', '.join(missing)} not found under the data root {root}: set WBCSTUDY_DATA to "
-                       "the folder that holds them, or place them there (`wbcstudy data sources` says where each is published)")
+    parts = []
     if broken:
-        listing = ", ".join(f"{k} ({n})" for k, n in broken.items())
-        raise CLIError(f"dataset(s) differ from their inventories: {listing}: restore or re-download those files "
-                       f"(`wbcstudy data sources <dataset>` says where), then run `wbcstudy data verify` again")
+        parts.append("dataset(s) differ from their inventories: " + ", ".join(f"{k} ({n})" for k, n in broken.items()))
+    if missing:
+        parts.append(f"dataset(s) {', '.join(missing)} not found under the data root {root}")
+    if parts:
+        todo = []
+        if broken:
+            todo.append("restore or re-download the files listed above")
+        if missing:
+            todo.append("set WBCSTUDY_DATA to the folder that holds the missing ones, or place them there")
+        raise CLIError("; ".join(parts) + ": " + " and ".join(todo) + " (`wbcstudy data sources <dataset>` says where "
+                       "each is published), then run `wbcstudy data verify` again")
     return 0
 
 

@@ -34,6 +34,10 @@ def setup() -> None:
         os.environ["WBCSTUDY_DATA"] = COLAB_DATA
         _fetch_public_data()
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by accelerate outside Jupyter
+    # pandas 3 (copy-on-write) hands out read-only arrays from ``Series.to_numpy()``; a chapter that wraps one in
+    # ``torch.from_numpy`` (W-Net's labels) only reads the tensor, and torch's warning, with the kernel's temporary cell
+    # path, would be printed into the book
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
     plots.set_style()
     pd.set_option("display.precision", 3)
     pd.set_option("display.float_format", "{:.3f}".format)  # never 9.640e-02: three decimals in every table

@@ -56,6 +56,55 @@ def read_notebook(chapter: str):
     return nb
 
 
+def executed_copies(chapter: str) -> list[Path]:
+    """The committed executed copies of a chapter that exist: the book's (cpu) and the regression copy (smoke)."""
+    root = project_root()
+    return [p for p in (root / "book" / "chapters" / f"{chapter}.ipynb", root / "tests" / "regression" / f"{chapter}.ipynb")
+            if p.is_file()]
+
+
+def sync_prose(chapter: str, copy: Path) -> bool:
+    """Give an executed copy its MyST source's current text cells, keeping its code cells and their outputs.
+
+    Text is not executed, so a sentence mended in ``notebooks/<chapter>.md`` reaches the published chapter without a
+    re-run. The code cells must be the source's, cell for cell (papermill's injected cell stays where it is); when they
+    are not, the copy needs a re-run and ``ChapterError`` says so. Returns whether the copy changed.
+    """
+    import nbformat
+
+    source = read_notebook(chapter).cells
+    executed = nbformat.read(copy, as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in (c.metadata.get("tags") or [])]
+    want = [c.source for c in source if c.cell_type == "code"]
+    if [c.source for c in code] != want:
+        raise ChapterError(f"{copy.name}: its code cells are not notebooks/{chapter}.md's: re-run the chapter")
+    injected_after: dict[int, list] = {}
+    last = None
+    for cell in executed.cells:
+        if "injected-parameters" in (cell.metadata.get("tags") or []):
+            injected_after.setdefault(id(last), []).append(cell)
+        elif cell.cell_type == "code":
+            last = cell
+    cells, code_cells = [], iter(code)
+    for cell in source:
+        if cell.cell_type == "code":
+            done = next(code_cells)
+            cells += [done, *injected_after.get(id(done), [])]
+        else:
+            cells.append(nbformat.from_dict({"cell_type": cell.cell_type, "id": cell["id"], "metadata": dict(cell.metadata),
+                                             "source": cell.source}))
+    if [(c.cell_type, c.source) for c in cells] == [(c.cell_type, c.source) for c in executed.cells]:
+        return False
+    executed.cells = cells
+    nbformat.write(executed, copy)
+    return True
+
+
+def sync_all_prose() -> list[Path]:
+    """``sync_prose`` for every executed copy of every chapter; the copies that changed."""
+    return [copy for chapter in CHAPTERS for copy in executed_copies(chapter) if sync_prose(chapter, copy)]
+
+
 def profile_path(chapter: str, profile: str) -> Path:
     """The papermill parameter file of a chapter at a profile."""
     if profile not in PROFILES:
@@ -90,7 +139,14 @@ def load_profile(chapter: str, profile: str) -> dict:
     path = profile_path(chapter, profile)
     if not path.is_file():
         raise ChapterError(f"no profile file {path} for chapter {chapter!r} at profile {profile!r}")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ChapterError(f"{path} is not valid YAML ({problem}{where}): fix it to a mapping of parameter names to "
+                           "values, as in the other profile files") from None
     if not isinstance(params, dict):
         raise ChapterError(f"{path} must hold a mapping of parameter names to values")
     return params
@@ -114,26 +170,58 @@ def parameters_cell(chapter: str) -> dict[str, object]:
     return values
 
 
-def check_profile(chapter: str, profile: str) -> dict:
-    """A profile's parameters, after checking that each one is defined by the notebook with a compatible type."""
-    params = load_profile(chapter, profile)
+#: Parameters that ``wbcstudy run`` sets itself (from ``--profile`` and the output place); no ``-p`` sets them.
+RUNNER_PARAMETERS: tuple[str, ...] = ("profile", "results_dir")
+
+
+def check_parameters(chapter: str, params: dict, where: str) -> dict:
+    """``params``, after checking that the notebook's parameters cell defines each name with a compatible type.
+
+    ``where`` names the source in the error (a profile file, or ``-p``); the notebook's ``None`` defaults take anything.
+    """
     defaults = parameters_cell(chapter)
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ChapterError(
-            f"{profile_path(chapter, profile)} sets {unknown}, which the parameters cell of "
-            f"{notebook_path(chapter)} does not define"
-        )
+        raise ChapterError(f"{where} sets {unknown}, which the parameters cell of {notebook_path(chapter)} does not define")
     for name, value in params.items():
         default = defaults[name]
         if default is None or value is None:
             continue
         same = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
         if not same or (isinstance(default, int) and isinstance(value, bool) != isinstance(default, bool)):
-            raise ChapterError(
-                f"{profile_path(chapter, profile)}: {name}={value!r} has type {type(value).__name__}, "
-                f"the notebook's default {default!r} is {type(default).__name__}"
-            )
+            raise ChapterError(f"{where}: {name}={value!r} has type {type(value).__name__}, "
+                               f"the notebook's default {default!r} is {type(default).__name__}")
+    return params
+
+
+def parse_overrides(pairs: list[tuple[str, str]] | None) -> dict:
+    """``-p NAME VALUE`` pairs as parameters: each value read as YAML (``3`` an int, ``0.1`` a float, ``true`` a
+    bool, ``[a, b]`` a list, anything else a string; ``1e-3``, text to YAML 1.1, a float as papermill's ``-p`` reads
+    it), the last of a repeated name winning."""
+    import re
+
+    params: dict = {}
+    for name, text in pairs or ():
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)
+        params[name] = value
+    return params
+
+
+def check_profile(chapter: str, profile: str, overrides: dict | None = None) -> dict:
+    """A profile's parameters, after checking that each one is defined by the notebook with a compatible type; with
+    ``overrides`` (``wbcstudy run -p``), checked the same way, replacing the profile's values."""
+    params = check_parameters(chapter, load_profile(chapter, profile), str(profile_path(chapter, profile)))
+    if overrides:
+        fixed = sorted(set(overrides) & set(RUNNER_PARAMETERS))
+        if fixed:
+            raise ChapterError(f"-p {fixed[0]}: `wbcstudy run` sets {fixed[0]} itself (choose the profile with "
+                               "--profile; an unpublished run writes under build/runs/<profile>/)")
+        params = {**params, **check_parameters(chapter, dict(overrides), "-p")}
     return params
 
 
@@ -153,13 +241,17 @@ def _environment(values: dict[str, str]):
 
 
 def _tidy_papermill_metadata(path: Path, chapter: str, profile: str) -> None:
-    """Record the source and the published place as repository paths (papermill stores a passed-in notebook whole)."""
+    """Record the source and the published place as repository paths (papermill stores a passed-in notebook whole),
+    tag the cells the book hides and drop this machine's paths from the outputs (``wbcstudy.publish.tidy_notebook``)."""
     import nbformat
+
+    from wbcstudy.publish import tidy_notebook
 
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     meta["input_path"] = f"notebooks/{chapter}.md"
     meta["output_path"] = str(output_path(chapter, profile).relative_to(project_root()))
+    tidy_notebook(nb, root=project_root())
     nbformat.write(nb, path)
 
 
@@ -168,13 +260,14 @@ class DirtyTreeError(ChapterError):
 
 
 def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, publish: bool = False,
-                allow_dirty: bool = False) -> Path:
+                allow_dirty: bool = False, overrides: dict | None = None) -> Path:
     """Execute one chapter with papermill at a profile; returns the executed notebook's path.
 
     The notebook runs into ``build/runs/<profile>/`` and writes its results there. Only a ``publish`` run that
     succeeds copies the notebook to its published place (the book at cpu, the regression copies at smoke), the
     results JSON to ``book/results/`` (cpu) and its wall-clock to the timings table; a failed run replaces nothing.
     Publishing at cpu refuses a work tree with uncommitted changes unless ``allow_dirty``: the results record a commit.
+    ``overrides`` replace the profile's values (checked like them); a run with any is never published.
     """
     import shutil
 
@@ -182,7 +275,9 @@ def run_chapter(chapter: str, profile: str = "cpu", output: Path | None = None, 
 
     from wbcstudy.results import git_commit
 
-    params = check_profile(chapter, profile)
+    params = check_profile(chapter, profile, overrides)
+    if publish and overrides:
+        raise ChapterError("a run with -p overrides is not published: published runs come from the profile files alone")
     params["profile"] = profile
     if publish and profile == "cpu" and not allow_dirty and git_commit().endswith("+dirty"):
         raise DirtyTreeError(
@@ -244,8 +339,8 @@ def slow_cpu_seconds(entry: float | dict) -> float:
 
 def record_timing(chapter: str, profile: str, seconds: float) -> None:
     """Keep the latest wall-clock time of each chapter and profile, and the CPU it ran on, in ``book/results/timings.json``."""
-    from wbcstudy.results import cpu_model
-    from wbcstudy.train import cpu_has_native_bf16, forced_precision
+    from wbcstudy.hardware import cpu_has_native_bf16, cpu_model
+    from wbcstudy.train import forced_precision
 
     forced = SMOKE_ENV["WBCSTUDY_PRECISION"] if profile == "smoke" else forced_precision() or "auto"  # what the run was forced to
 
@@ -289,10 +384,11 @@ def timings_table(timings: dict[str, dict[str, float | dict]]) -> str:
 
 def build_book(strict: bool = True) -> Path:
     """Build the HTML book with Jupyter Book 1 (warnings are errors when ``strict``)."""
-    from wbcstudy.scoreboard import write_scoreboard
+    from wbcstudy.judgement import write_judgement
 
     root = project_root()
-    write_scoreboard(root)  # the introduction's scoreboard, from the claims files and the published results
+    sync_all_prose()  # mended text reaches the executed chapters without a re-run
+    write_judgement(root)  # claims tables, scoreboard, the summary's counts: from the claims files and the results
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(root / "build")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]

@@ -6,7 +6,8 @@ the architecture name (one of ``wbcstudy.models.trust_cnn.ARCHITECTURES``), the 
 the normalisation mean/std, how the model was trained (chapter, profile, test accuracy) and, when the chapter
 calibrated one, the out-of-distribution rule ``"ood": {"score": "max_softmax", "threshold": t, "auroc": a, ...}``
 (see ``calibrate_ood``): a prediction whose top probability is below ``t`` is flagged as not looking like any of
-the classes.
+the classes. A checkpoint of a pipeline test (the smoke profile, or a test accuracy near chance) is refused
+(``refusal``); one that does not say how it was trained (older runs) is flagged (``provenance_warning``).
 """
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ from wbcstudy.paths import project_root
 __all__ = ["ImageRejected", "CheckpointError", "validate_image", "to_model_input", "save_checkpoint",
            "load_checkpoint", "default_checkpoint", "find_checkpoints", "Prediction", "predict", "calibrate_ood",
            "max_softmax", "ood_warning", "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MIN_SIDE", "CHECKPOINT_FORMAT",
-           "DEFAULT_CHECKPOINT", "MAKE_CHECKPOINT", "OOD_TPR"]
+           "DEFAULT_CHECKPOINT", "MAKE_CHECKPOINT", "OOD_TPR", "PIPELINE_TEST_PROFILES", "read_meta", "refusal",
+           "provenance_warning", "empty_gradcam_notice"]
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB of file
+#: 20 MB (10^6 bytes) of file. Streamlit's upload widget takes its limit in "MB" and, in a browser outside Windows,
+#: counts and shows it in 10^6 bytes ("Limit 20MB per file", "File must be 20.0MB or smaller"): the app says MB too.
+MAX_UPLOAD_BYTES = 20_000_000
 #: Declared pixels above which an upload is refused from its header, before decoding (a decompression-bomb guard
 #: far below PIL's own 89 MP warning): 16 MP holds a whole 4096×3072 microscope-camera frame; a single cell needs
 #: far less (PBC: 360×363).
@@ -38,8 +42,12 @@ MIN_SIDE = 16  # px: smaller images carry no cell to classify
 CHECKPOINT_FORMAT = "wbcstudy-trust-app/1"
 #: Where the trustworthiness chapter writes the app's model (rebuildable: `wbcstudy run trust`), at any profile.
 DEFAULT_CHECKPOINT = "build/trust/app_model.pt"
-#: The one command that writes it (a quick, weak model; `--profile cpu` for the book's).
-MAKE_CHECKPOINT = "wbcstudy run trust --profile smoke"
+#: The one command that writes a usable one: the book's cpu profile (smoke trains a pipeline test, not a classifier).
+MAKE_CHECKPOINT = "wbcstudy run trust --profile cpu"
+#: How long that takes (book/results/timings.json: 528 s on a CPU with native bf16, ≈ 2.5× that without).
+MAKE_CHECKPOINT_TIME = "about 9 minutes on a CPU with native bf16, about 22 without"
+#: Profiles whose checkpoint is a test that the chapter runs end to end, not a classifier: the app refuses them.
+PIPELINE_TEST_PROFILES = ("smoke",)
 #: The share of in-distribution cells the out-of-distribution threshold keeps (true-positive rate).
 OOD_TPR = 0.95
 
@@ -64,7 +72,7 @@ def validate_image(data: bytes) -> tuple[np.ndarray, list[str]]:
     if not data:
         raise ImageRejected("The file is empty.")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ImageRejected(f"The file is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
+        raise ImageRejected(f"The file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
     notes: list[str] = []
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -249,8 +257,8 @@ def find_checkpoints(folder: str | Path | None = None, limit: int = 20) -> list[
 def missing_checkpoint_message(path: Path) -> str:
     """What to do when the app's model is not at ``path``: the command that writes it, and what was found instead."""
     found = [p for p in find_checkpoints() if p.resolve() != path.resolve()]
-    lines = [f"No trained model at {path}. Make one with `{MAKE_CHECKPOINT}` (a few minutes; `--profile cpu` for "
-             f"the book's model): it writes {DEFAULT_CHECKPOINT}."]
+    lines = [f"No trained model at {path}. Make one with `{MAKE_CHECKPOINT}` (the book's model; "
+             f"{MAKE_CHECKPOINT_TIME}): it writes {DEFAULT_CHECKPOINT}."]
     if found:
         root = project_root()
         shown = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in found]
@@ -259,11 +267,21 @@ def missing_checkpoint_message(path: Path) -> str:
     return "\n\n".join(lines)
 
 
-def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
-    """The model (eval mode, float32, CPU) and metadata from an app checkpoint, loaded with ``weights_only=True``."""
-    from wbcstudy.models.trust_cnn import build_model
+def _load_failure(exc: Exception) -> str:
+    """Why a checkpoint did not load, in one phrase (not torch's advice to load it with ``weights_only=False``:
+    that would run whatever code the file holds)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else ""
+        detail = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        return ("it does not load as plain tensors and values, so it is not an app checkpoint"
+                + (f": {detail.rstrip('.')}" if detail else ""))
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
-    path = Path(path) if path else default_checkpoint()
+
+def _read_blob(path: Path) -> tuple[dict, dict]:
+    """The checkpoint's dict and its metadata, loaded with ``weights_only=True``, or ``CheckpointError``."""
     if not path.is_file():
         raise CheckpointError(missing_checkpoint_message(path))
     try:
@@ -271,25 +289,79 @@ def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, di
         if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a {CHECKPOINT_FORMAT} checkpoint")
         meta = json.loads(blob["meta_json"])
+    except Exception as exc:
+        raise CheckpointError(f"The checkpoint {path} cannot be loaded ({_load_failure(exc)}). "
+                              f"Run `{MAKE_CHECKPOINT}` to write it again.") from None
+    return blob, meta
+
+
+def read_meta(path: str | Path | None = None) -> dict:
+    """An app checkpoint's metadata (architecture, classes, how it was trained), without building the model."""
+    return _read_blob(Path(path) if path else default_checkpoint())[1]
+
+
+def refusal(meta: dict) -> str | None:
+    """Why the app must not classify with this checkpoint (None when it may): a pipeline test's model (the smoke
+    profile), or one whose recorded test accuracy is below twice chance, is not a classifier."""
+    profile, accuracy = meta.get("profile"), meta.get("test_accuracy")
+    n = len(meta.get("classes", ())) or 1
+    scored = f" (test accuracy {float(accuracy):.3f}; chance is {1 / n:.3f})" if accuracy is not None else ""
+    if profile in PIPELINE_TEST_PROFILES:
+        why = (f"This model was trained at the trust chapter's {profile} profile{scored}: a test that the chapter "
+               "runs end to end, not a classifier, so the app does not classify with it.")
+    elif accuracy is not None and float(accuracy) < 2 / n:
+        why = (f"This model's test accuracy is {float(accuracy):.3f}, less than twice chance ({1 / n:.3f} for "
+               f"{n} classes): it is not a classifier, so the app does not classify with it.")
+    else:
+        return None
+    return (f"{why} Make the book's model with `{MAKE_CHECKPOINT}` ({MAKE_CHECKPOINT_TIME}; it writes "
+            f"{DEFAULT_CHECKPOINT}), then start the app again.")
+
+
+def provenance_warning(meta: dict) -> str | None:
+    """The warning for a checkpoint that does not record the profile it was trained at (older runs), else None."""
+    if meta.get("profile"):
+        return None
+    return ("This checkpoint does not record the profile it was trained at or its test accuracy (an older run wrote "
+            "it), so it may be a pipeline test rather than a classifier: do not trust its answers. "
+            f"`{MAKE_CHECKPOINT}` writes a model that records both ({MAKE_CHECKPOINT_TIME}).")
+
+
+def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """The model (eval mode, float32, CPU) and metadata from an app checkpoint, loaded with ``weights_only=True``."""
+    from wbcstudy.models.trust_cnn import build_model
+
+    path = Path(path) if path else default_checkpoint()
+    blob, meta = _read_blob(path)
+    try:
         model = build_model(meta["arch"], len(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
         model.load_state_dict(blob["state_dict"])
     except Exception as exc:
-        raise CheckpointError(f"The checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}). "
-                              "Re-run `wbcstudy run trust` to write it again.") from None
+        raise CheckpointError(f"The checkpoint {path} cannot be loaded ({_load_failure(exc)}). "
+                              f"Run `{MAKE_CHECKPOINT}` to write it again.") from None
     return model.float().eval(), meta
+
+
+def empty_gradcam_notice(label: str) -> str:
+    """What the app shows instead of an all-zero Grad-CAM map (which, drawn, is a flat tint that explains nothing)."""
+    return (f"No Grad-CAM map for '{label}': the map is zero everywhere (no location in the last convolutional "
+            "layer raises this class's score), so there is nothing to draw. A trained model rarely gives this; an "
+            "untrained or collapsed one often does.")
 
 
 @dataclass
 class Prediction:
-    """What the app shows: the class, every class's probability, the model's input and its Grad-CAM overlay, and
-    the out-of-distribution warning (None when the checkpoint has no OOD rule or the cell passes it)."""
+    """What the app shows: the class, every class's probability, the model's input and its Grad-CAM overlay (None,
+    with ``cam_notice`` saying so, when the map is zero everywhere), and the out-of-distribution warning (None when
+    the checkpoint has no OOD rule or the cell passes it)."""
 
     label: str
     probabilities: dict[str, float]
     model_input: np.ndarray
     cam: np.ndarray
-    overlay: np.ndarray
+    overlay: np.ndarray | None
     warning: str | None = None
+    cam_notice: str | None = None
 
 
 def predict(model: torch.nn.Module, meta: dict, rgb: np.ndarray) -> Prediction:
@@ -305,5 +377,7 @@ def predict(model: torch.nn.Module, meta: dict, rgb: np.ndarray) -> Prediction:
     cam = gradcam_maps(model, gradcam_layer(model, meta["arch"]), batch, targets=[k])[0]
     classes = list(meta["classes"])
     probabilities = {c: float(p) for c, p in zip(classes, probs)}
-    return Prediction(label=classes[k], probabilities=probabilities, model_input=x, cam=cam, overlay=overlay(x, cam),
-                      warning=ood_warning(meta, probabilities))
+    empty = not bool((cam > 0).any())  # Grad-CAM's ReLU left nothing: the scaled map is 0 everywhere
+    return Prediction(label=classes[k], probabilities=probabilities, model_input=x, cam=cam,
+                      overlay=None if empty else overlay(x, cam), warning=ood_warning(meta, probabilities),
+                      cam_notice=empty_gradcam_notice(classes[k]) if empty else None)

@@ -15,10 +15,13 @@ from wbcstudy.app.core import (
     default_checkpoint,
     load_checkpoint,
     predict,
+    provenance_warning,
+    refusal,
     validate_image,
 )
 
-MAX_UPLOAD_MIB = MAX_UPLOAD_BYTES // 2**20
+#: The upload limit in MB (10^6 bytes), the unit Streamlit's widget shows it in ("Limit 20MB per file").
+MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // 10**6
 
 st.set_page_config(page_title="WBC classifier (wbcstudy)", layout="centered")
 st.title("White-blood-cell classifier")
@@ -39,6 +42,14 @@ except CheckpointError as exc:
     st.error(str(exc))
     st.stop()
 
+refused = refusal(meta)
+if refused:  # a pipeline test's model is not shown as a classifier
+    st.error(refused)
+    st.stop()
+unknown = provenance_warning(meta)
+if unknown:
+    st.warning(unknown)
+
 st.write(f"Model: **{meta['arch']}** at {meta['image_size']} px, classes: {', '.join(meta['classes'])}"
          + (f"; test accuracy {meta['test_accuracy']:.3f} ({meta.get('profile', '?')} profile)" if "test_accuracy" in meta else ""))
 
@@ -49,9 +60,9 @@ if ood:
 else:
     st.caption("This model carries no out-of-distribution check: it gives every image one of its classes.")
 
-uploaded = st.file_uploader(f"Upload one image of a single stained white blood cell (at most {MAX_UPLOAD_MIB} MiB)",
-                            key="upload", max_upload_size=MAX_UPLOAD_MIB,
-                            help=f"PNG, JPEG, BMP, TIFF, GIF or WebP, up to {MAX_UPLOAD_MIB} MiB and "
+uploaded = st.file_uploader(f"Upload one image of a single stained white blood cell (at most {MAX_UPLOAD_MB} MB)",
+                            key="upload", max_upload_size=MAX_UPLOAD_MB,
+                            help=f"PNG, JPEG, BMP, TIFF, GIF or WebP, up to {MAX_UPLOAD_MB} MB and "
                                  f"{MAX_PIXELS / 1e6:.0f} megapixels.")
 if uploaded is None:
     st.info("Upload an image (PNG, JPEG, BMP, TIFF…) to classify it.")
@@ -79,6 +90,9 @@ st.bar_chart(probs, x="class", y="probability")
 st.dataframe(probs.sort_values("probability", ascending=False).reset_index(drop=True), hide_index=True)
 left, right = st.columns(2)
 left.image(result.model_input, caption=f"model input ({meta['image_size']} px)", width="stretch")
-right.image(result.overlay, caption=f"Grad-CAM for '{result.label}'", width="stretch")
+if result.overlay is None:  # an all-zero map drawn is a flat tint that explains nothing
+    right.info(result.cam_notice)
+else:
+    right.image(result.overlay, caption=f"Grad-CAM for '{result.label}'", width="stretch")
 st.caption("Grad-CAM shows where the last convolutional layer's evidence for the predicted class lies; the chapter "
            "checks with deletion curves and randomised weights that such maps track what the model uses.")

@@ -148,6 +148,17 @@ def _from_payload(payload: dict, path: Path, precision: str, check_probe: bool) 
     return model
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a log line shows it: relative to the project root where it lies under it (a chapter's output is
+    published, and this machine's folders are nobody else's business), else as it is."""
+    from wbcstudy.paths import project_root
+
+    try:
+        return str(Path(path).resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, precision: str = "auto",
                   root: str | Path | None = None, recipe: dict | None = None, retrain: bool = False,
                   log: Callable[[str], None] | None = print) -> BenchmarkModel:
@@ -168,13 +179,13 @@ def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, prec
             reason = stored_mismatch(payload["meta"], key, profile, seed, recipe)
             if reason is None:
                 model = _from_payload(payload, path, precision, check_probe=True)
-                say(f"{key}: loaded from {path} (trained in {model.train_seconds:.0f} s)")
+                say(f"{key}: loaded from {shown_path(path)} (trained in {model.train_seconds:.0f} s)")
                 return model
         except ValueError as err:
-            reason = str(err)
+            reason = str(err).replace(str(path), shown_path(path))
     elif not retrain:
         reason = "no stored model"
-    say(f"{key}: training ({reason}; {path})")
+    say(f"{key}: training ({reason}; {shown_path(path)})")
     start = time.perf_counter()
     model = train_fn(profile, seed, precision)
     model.train_seconds = time.perf_counter() - start
@@ -184,5 +195,5 @@ def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, prec
         say(f"{key}: trained in {model.train_seconds:.0f} s; not stored (the adapter sets no module/factory)")
         return model
     save_model(model, profile, seed, path)
-    say(f"{key}: trained in {model.train_seconds:.0f} s, stored at {path}")
+    say(f"{key}: trained in {model.train_seconds:.0f} s, stored at {shown_path(path)}")
     return model
