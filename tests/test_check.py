@@ -201,27 +201,31 @@ def _one_claim_chapter(root, value, interval):
     (root / "book" / "results" / "wnet.json").write_text(json.dumps(record))
 
 
-def test_a_stale_scoreboard_is_reported(tmp_path):
-    from wbcstudy.scoreboard import write_scoreboard
+def test_stale_judgement_is_reported_and_rerendered_without_retraining(tmp_path):
+    from wbcstudy.judgement import write_judgement
 
     _one_claim_chapter(tmp_path, 0.5, [0.4, 0.6])
-    assert check.check_scoreboard(tmp_path) and "out of date" in check.check_scoreboard(tmp_path)[0]
-    write_scoreboard(tmp_path)
-    assert check.check_scoreboard(tmp_path) == []
-
-
-def test_a_summary_with_an_out_of_date_claims_audit_is_reported(tmp_path):
-    _one_claim_chapter(tmp_path, 0.5, [0.4, 0.6])
-    assert check.check_summary_audit(tmp_path) == []  # no summary published yet
-    totals = {"claims_total": 1, "claims_reproduced": 0, "claims_exceeded": 0, "claims_not_reproduced": 1,
-              "claims_contradicted": 0, "claims_inconclusive": 0, "claims_not_comparable": 0}
+    found = check.check_judgement(tmp_path)
+    # nothing rendered yet: the W-Net table and the scoreboard are missing, the results lack the paper's number
+    assert sorted(line.split(" ")[0] for line in found) == ["book/claims_tables/wnet.md", "book/results/wnet.json",
+                                                            "book/scoreboard.md"]
     summary = tmp_path / "book" / "results" / "summary.json"
-    summary.write_text(json.dumps({"chapter": "summary", "metrics": totals}))
-    assert check.check_summary_audit(tmp_path) == []
-    # the W-Net chapter re-published: its claim is now reproduced, the summary still counts it as not reproduced
+    summary.write_text(json.dumps({"chapter": "summary", "metrics": {"claims_total": 1, "claims_reproduced": 1}}))
+    write_judgement(tmp_path)
+    assert check.check_judgement(tmp_path) == []
+    metrics = json.loads(summary.read_text())["metrics"]
+    assert (metrics["claims_total"], metrics["claims_not_reproduced"], metrics["claims_reproduced"]) == (1, 1, 0)
+    assert (metrics["paper_claims_total"], metrics["paper_claims_not_reproduced"]) == (1, 1)
+    table = (tmp_path / "book" / "claims_tables" / "wnet.md").read_text()
+    assert "| `acc`: 97% (T3) | 0.970 | 0.500 [0.400, 0.600] | **not reproduced** |" in table
+    # the W-Net chapter re-published: its claim is now reproduced; every rendered file is stale until re-rendered
     _one_claim_chapter(tmp_path, 0.975, [0.965, 0.985])
-    found = check.check_summary_audit(tmp_path)
-    assert len(found) == 1 and "claims_not_reproduced 1 -> 0" in found[0] and "claims_reproduced 0 -> 1" in found[0]
+    found = check.check_judgement(tmp_path)
+    assert sorted(line.split(" ")[0] for line in found) == [
+        "book/claims_tables/wnet.md", "book/results/summary.json", "book/results/wnet.json", "book/scoreboard.md"]
+    write_judgement(tmp_path)
+    assert check.check_judgement(tmp_path) == []
+    assert json.loads(summary.read_text())["metrics"]["claims_reproduced"] == 1
 
 
 def test_illegible_figures_are_reported(tmp_path):
@@ -246,9 +250,24 @@ def test_copies_run_from_an_older_source_are_reported(tmp_path):
     (root / "tests" / "regression" / "beta.ipynb").write_text(json.dumps(_executed("print(epochs + 1)")))
     (root / "notebooks" / "alpha.md").write_text(_SOURCE.replace("# A chapter", "# A chapter, retitled"))
     assert check.check_copies_fresh(root, CHAPTERS) == [
-        "alpha: book/chapters/alpha.ipynb was executed from an older notebooks/alpha.md "
-        "(re-run `wbcstudy run alpha --profile cpu --publish`)",
-        "alpha: tests/regression/alpha.ipynb was executed from an older notebooks/alpha.md "
-        "(re-run `wbcstudy run alpha --profile smoke --publish`)",
+        "alpha: book/chapters/alpha.ipynb has older text than notebooks/alpha.md (`wbcstudy judge` brings it over; "
+        "no re-run needed)",
+        "alpha: tests/regression/alpha.ipynb has older text than notebooks/alpha.md (`wbcstudy judge` brings it "
+        "over; no re-run needed)",
         "beta: tests/regression/beta.ipynb was executed from an older notebooks/beta.md "
         "(re-run `wbcstudy run beta --profile smoke --publish`)"]
+
+
+def test_a_typed_prose_number_that_the_results_do_not_hold_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr("wbcstudy.run.CHAPTERS", ("wnet",))
+    _one_claim_chapter(tmp_path, 0.876, [0.86, 0.89])
+    (tmp_path / "wbcstudy").mkdir()
+    (tmp_path / "wbcstudy" / "m.py").write_text("betas = (0.9, 0.999)\n")
+    (tmp_path / "notebooks").mkdir()
+    md = tmp_path / "notebooks" / "wnet.md"
+    md.write_text("# W-Net\n\nAccuracy 0.876 [0.86, 0.89] against the paper's 97.00% (chance 0.20), Adam's 0.999.\n")
+    assert check.check_prose_numbers(tmp_path, ["wnet"]) == []
+    md.write_text("# W-Net\n\nAccuracy 0.883, mean of 3 seeds.\n")  # HemaX's prose beside its table: not a results number
+    assert check.check_prose_numbers(tmp_path, ["wnet"]) == [
+        "notebooks/wnet.md: the prose number 0.883 is in neither book/results/wnet.json nor its claims file: take it "
+        "from the results (glue) or drop it"]

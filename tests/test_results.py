@@ -178,23 +178,138 @@ def test_verdict_gates_before_the_rule():
     assert verdict(claim, *good) == Verdict("exceeded", verdict(claim, *good).why)
     assert verdict(_claim("higher", 0.9, 0.02, comparable=False, reason="other stain"), *good) == \
         Verdict("not comparable", "other stain")
-    assert verdict(claim, None, (0.9, 0.95)) == Verdict("inconclusive", "not measured")
-    assert verdict(claim, float("nan"), (0.9, 0.95)) == Verdict("inconclusive", "not measured")
-    assert verdict(claim, 0.95, None) == Verdict("inconclusive", "no interval")
-    assert verdict(claim, 0.95, [None, None]) == Verdict("inconclusive", "no interval")
-    assert verdict(claim, *good, converged=False) == Verdict("inconclusive", "cnn did not reach its plateau")
-    assert verdict(claim, *good, converged={"cnn": False}) == Verdict("inconclusive", "cnn did not reach its plateau")
-    assert verdict(claim, *good, converged={}) == Verdict("inconclusive", "cnn did not reach its plateau")
+    assert verdict(claim, None, (0.9, 0.95)) == Verdict("inconclusive", "not measured", cause="missing")
+    assert verdict(claim, float("nan"), (0.9, 0.95)) == Verdict("inconclusive", "not measured", cause="missing")
+    assert verdict(claim, 0.95, None) == Verdict("inconclusive", "no interval", cause="missing")
+    assert verdict(claim, 0.95, [None, None]) == Verdict("inconclusive", "no interval", cause="missing")
     assert verdict(claim, *good, converged={"cnn": True}).outcome == "exceeded"
     # a claim that lists no models does not depend on the plateau record
     assert verdict(_claim("higher", 0.90, 0.02), *good, converged={}).outcome == "exceeded"
     # an interval that does not contain its value cannot carry a verdict
-    assert verdict(claim, 0.99, (0.93, 0.97), {"cnn": True}).outcome == "inconclusive"
-    assert set(OUTCOMES) == {"reproduced", "exceeded", "not reproduced", "contradicted", "inconclusive", "not comparable"}
+    assert verdict(claim, 0.99, (0.93, 0.97), {"cnn": True})[::3] == ("inconclusive", "invalid")
+    assert set(OUTCOMES) == {"reproduced", "smaller effect", "exceeded", "not reproduced", "contradicted",
+                             "inconclusive", "not comparable"}
+
+
+# --------------------------------------------------------------------------- v2: plateau by direction
+def test_unconverged_model_past_a_higher_bar_is_a_lower_bound():
+    """trust_cnn_accuracy 0.979 [0.970, 0.986] against 0.95 ± 0.02, CNN short of its plateau: training only adds."""
+    claim = _claim("higher", 0.95, 0.02, models=["cnn"])
+    for converged in (False, {"cnn": False}, {}):
+        got = verdict(claim, 0.979, (0.970, 0.986), converged)
+        assert (got.outcome, got.bound, got.cause) == ("reproduced", "lower bound", "")
+        assert "cnn short of its plateau" in got.why and "[0.970, 0.986]" in got.why
+
+
+def test_unconverged_model_below_its_bar_stays_inconclusive():
+    claim = _claim("higher", 0.90, 0.02, models=["cnn"])
+    for case in [(0.80, (0.78, 0.85)), (0.87, (0.84, 0.90))]:  # not reproduced / straddling when converged
+        got = verdict(claim, *case, converged={"cnn": False})
+        assert (got.outcome, got.cause, got.bound) == ("inconclusive", "plateau", "")
+    assert verdict(claim, 0.80, (0.78, 0.85), {"cnn": True}).outcome == "not reproduced"  # the rule can say no
+
+
+def test_unconverged_winner_keeps_its_verdict_and_unconverged_loser_does_not():
+    # trust_frozen_imagenet_beats_cnn: frozen − CNN = −0.148 [−0.171, −0.125]; the CNN (the B side) is the
+    # unconverged *winner*: more training only widens the gap, so the claim stays contradicted
+    claim = _claim("beats", None, 0.02, key="frozen_minus_cnn_accuracy", models=["cnn", "frozen"], against=["cnn"])
+    got = verdict(claim, -0.148, (-0.171, -0.125), {"cnn": False, "frozen": True})
+    assert (got.outcome, got.bound) == ("contradicted", "upper bound")
+    # the unconverged side is the loser (A = frozen, losing): more training could close the gap → inconclusive
+    got = verdict(claim, -0.148, (-0.171, -0.125), {"cnn": True, "frozen": False})
+    assert (got.outcome, got.cause) == ("inconclusive", "plateau") and "could make it" in got.why
+    # A wins and is the one short of its plateau: the win stands, as a lower bound
+    got = verdict(claim, 0.05, (0.02, 0.08), {"cnn": True, "frozen": False})
+    assert (got.outcome, got.bound) == ("reproduced", "lower bound")
+    # A wins, the loser B is short of its plateau: training B could erase the win
+    assert verdict(claim, 0.05, (0.02, 0.08), {"cnn": False, "frozen": True}).cause == "plateau"
+    # both sides short of their plateau: the number may move either way
+    got = verdict(claim, -0.148, (-0.171, -0.125), {})
+    assert (got.outcome, got.cause) == ("inconclusive", "plateau") and "either way" in got.why
+
+
+def test_lower_is_better_number_of_an_unconverged_model_is_an_upper_bound():
+    claim = _claim("lower", 0.10, 0.02, key="x_error", models=["m"])
+    got = verdict(claim, 0.09, (0.07, 0.11), {"m": False})  # hi 0.11 ≤ 0.12: reproduced, training only lowers it
+    assert (got.outcome, got.bound) == ("reproduced", "upper bound")
+    assert verdict(claim, 0.20, (0.15, 0.25), {"m": False}).cause == "plateau"  # above the bar: could come down
+
+
+def test_a_number_that_may_move_either_way_stays_inconclusive_when_unconverged():
+    claim = _claim("lower", 0.05, 0.02, key="x_ece", models=["m"], monotone=False)
+    assert verdict(claim, 0.03, (0.02, 0.04), {"m": True}).outcome == "reproduced"
+    got = verdict(claim, 0.03, (0.02, 0.04), {"m": False})
+    assert (got.outcome, got.cause) == ("inconclusive", "plateau") and "either way" in got.why
+
+
+def test_close_claim_unconverged_inside_its_window_is_open_above_it_is_not_reproduced():
+    claim = _claim("close", 0.44, 0.05, models=["vgg16"])  # W-Net's paper: VGG16 reaches only 0.44
+    assert verdict(claim, 0.45, (0.42, 0.47), {"vgg16": False}).cause == "plateau"  # could rise out of the window
+    got = verdict(claim, 0.90, (0.88, 0.92), {"vgg16": False})  # already above it: training only rises further
+    assert (got.outcome, got.bound) == ("not reproduced", "lower bound")
+
+
+# --------------------------------------------------------------------------- v2: the paper's effect size
+EFFECTS = [  # key A − B, paper's effect d = 0.10, margin 0.02
+    ((0.10, (0.07, 0.13)), "reproduced"),       # above 0, holds 0.10
+    ((0.05, (0.03, 0.07)), "smaller effect"),   # above 0, excludes 0.10 from below
+    ((0.20, (0.15, 0.25)), "exceeded"),         # lo 0.15 > 0.12
+    ((0.01, (-0.02, 0.04)), "not reproduced"),  # includes 0, excludes 0.10
+    ((0.05, (-0.01, 0.11)), "inconclusive"),    # includes 0 and 0.10
+    ((-0.05, (-0.08, -0.02)), "contradicted"),  # below 0
+]
+
+
+@pytest.mark.parametrize("case,outcome", EFFECTS)
+def test_beats_judged_against_the_papers_effect(case, outcome):
+    assert verdict(_claim("beats", 0.10, 0.02, key="a_minus_b_accuracy"), *case).outcome == outcome
+
+
+def test_effect_size_cases_from_the_issue():
+    # W-Net over ResNet50: +0.042 [0.023, 0.063] against the paper's gap of about 0.46: the sign, not the effect
+    wnet = _claim("beats", 0.46, 0.02, key="wnet_minus_resnet50_balanced_accuracy", models=["wnet", "resnet50"],
+                  against=["resnet50"])
+    assert verdict(wnet, 0.042, (0.023, 0.063), {"wnet": True, "resnet50": True}).outcome == "smaller effect"
+    assert verdict(wnet, 0.042, (0.023, 0.063), {"wnet": True, "resnet50": False}).cause == "plateau"
+    # ResNeXt-CC fusion 5-1 over 5-2: −0.001 [−0.013, 0.013] holds the paper's +0.0059: inconclusive, not "not reproduced"
+    fusion = _claim("beats", 0.0059, 0.02, key="fusion_minus_fusion52_balanced_accuracy")
+    assert verdict(fusion, -0.001, (-0.013, 0.013)).outcome == "inconclusive"
+    # ECA over pooling: −0.009 [−0.028, 0.010], both at plateau: the paper's +0.0199 is excluded → not reproduced
+    eca = _claim("beats", 0.0199, 0.02, key="eca_minus_pool_balanced_accuracy", models=["full", "pool"], against=["pool"])
+    got = verdict(eca, -0.009, (-0.028, 0.010), {"full": True, "pool": True})
+    assert got.outcome == "not reproduced" and "0.020" in got.why
+
+
+NONINFERIOR = [  # "A as well as B": key A − B, non-inferiority margin 0.02
+    ((0.00, (-0.015, 0.02)), "reproduced"),      # lo −0.015 > −0.02
+    ((0.03, (0.01, 0.05)), "reproduced"),        # superior is also non-inferior
+    ((-0.05, (-0.08, -0.03)), "not reproduced"),  # hi −0.03 < −0.02: inferior
+    ((-0.01, (-0.04, 0.01)), "inconclusive"),    # straddles −0.02
+]
+
+
+@pytest.mark.parametrize("case,outcome", NONINFERIOR)
+def test_noninferiority(case, outcome):
+    assert verdict(_claim("noninferior", None, 0.02, key="a_minus_b_balanced_accuracy"), *case).outcome == outcome
+
+
+def test_claims_file_validates_against_and_monotone(tmp_path):
+    beats_margin = "    margin: 0.01\n"
+    _write_claims(tmp_path, EXAMPLE.replace(beats_margin, beats_margin + "    models: [demo, resnet50]\n"
+                                            "    against: [vgg16]\n", 1))
+    with pytest.raises(ClaimsError, match="against must list some of the claim's models"):
+        load_claims("demo", tmp_path)
+    _write_claims(tmp_path, EXAMPLE.replace(beats_margin, beats_margin + "    monotone: maybe\n", 1))
+    with pytest.raises(ClaimsError, match="monotone must be true or false"):
+        load_claims("demo", tmp_path)
+    _write_claims(tmp_path, EXAMPLE.replace(beats_margin, beats_margin + "    models: [demo, resnet50]\n"
+                                            "    against: [resnet50]\n", 1))
+    beats = {c.id: c for c in load_claims("demo", tmp_path)}["demo_beats"]
+    assert (beats.against, beats.monotone) == (["resnet50"], True)
 
 
 def test_verdict_why_carries_the_numbers():
-    outcome, why = verdict(_claim("higher", 0.90, 0.02), 0.80, (0.78, 0.85))
+    outcome, why = verdict(_claim("higher", 0.90, 0.02), 0.80, (0.78, 0.85))[:2]
     assert outcome == "not reproduced" and "[0.780, 0.850]" in why and "0.880" in why
     assert "\n" not in why
 
@@ -202,7 +317,7 @@ def test_verdict_why_carries_the_numbers():
 def test_three_mislabelled_cases_from_the_issue():
     # W-Net paper: AlexNet reaches 0.84; we measured 0.290 with a t-interval over folds [-0.46, 1.04]
     alexnet = _claim("higher", 0.84, 0.03, key="alexnet_balanced_accuracy")
-    outcome, why = verdict(alexnet, 0.290, (-0.46, 1.04))
+    outcome, why = verdict(alexnet, 0.290, (-0.46, 1.04))[:2]
     assert outcome == "inconclusive" and "range" in why
     # CytoDiffusion: a two-sample test at chance (0.523) means indistinguishable; 1.000 means fully distinguishable
     c2st = _claim("close", 0.523, 0.05, key="c2st_accuracy")
@@ -224,7 +339,8 @@ def test_claims_table_and_write_results_take_the_paper_from_the_claims(tmp_path,
     assert res["paper"] == {"demo_balanced_accuracy": 0.97, "c2st_accuracy": 0.523}
     assert res["plateau"] == {"demo_model": True}
     table = claims_table("demo", res)
-    assert list(table.columns) == ["claim", "where", "paper", "reproduction", "95% CI", "verdict", "why", "substitution"]
+    assert list(table.columns) == ["claim", "where", "paper", "reproduction", "95% CI", "verdict", "why", "substitution",
+                                   "bound", "cause"]
     assert list(table.index) == ["demo_balanced_accuracy", "demo_c2st", "demo_beats", "demo_hardware"]
     row = table.loc["demo_balanced_accuracy"]
     assert (row["paper"], row["reproduction"], row["95% CI"], row["verdict"]) == ("0.970", "0.955", "[0.951, 0.959]", "reproduced")
@@ -232,11 +348,16 @@ def test_claims_table_and_write_results_take_the_paper_from_the_claims(tmp_path,
     assert table.loc["demo_c2st", "verdict"] == "not reproduced"
     assert (table.loc["demo_beats", "paper"], table.loc["demo_beats", "verdict"]) == ("—", "contradicted")
     assert (table.loc["demo_hardware", "verdict"], table.loc["demo_hardware", "reproduction"]) == ("not comparable", "—")
-    # without the plateau record the claim that needs it is inconclusive; read from results_dir when results is None
+    # without the plateau record a passing number is a lower bound (training only raises it), a failing one is
+    # inconclusive; read from results_dir when results is None
     write_results("demo", "smoke", 2.0, metrics, ci, results_dir=str(tmp_path / "res"))
     table = claims_table("demo", results_dir=str(tmp_path / "res"))
-    assert table.loc["demo_balanced_accuracy", "verdict"] == "inconclusive"
-    assert table.loc["demo_balanced_accuracy", "why"] == "demo_model did not reach its plateau"
+    assert tuple(table.loc["demo_balanced_accuracy", ["verdict", "bound"]]) == ("reproduced", "lower bound")
+    write_results("demo", "smoke", 2.0, {**metrics, "demo_balanced_accuracy": 0.90},
+                  {**ci, "demo_balanced_accuracy": (0.88, 0.92)}, results_dir=str(tmp_path / "res"))
+    table = claims_table("demo", results_dir=str(tmp_path / "res"))
+    assert tuple(table.loc["demo_balanced_accuracy", ["verdict", "cause"]]) == ("inconclusive", "plateau")
+    assert table.loc["demo_balanced_accuracy", "why"].startswith("demo_model short of its plateau")
     # an explicit paper dict still wins; a chapter without a claims file gets an empty one
     write_results("demo", "smoke", 1.0, metrics, paper={"x": 1.0}, results_dir=str(tmp_path / "res"))
     assert load_results("demo", str(tmp_path / "res"))["paper"] == {"x": 1.0}
@@ -276,11 +397,52 @@ def test_reached_plateau_for_losses_and_windows():
         reached_plateau([1, 2, 3, 4], mode="best")
 
 
+def test_a_claim_awaiting_its_run_says_so_and_check_wants_awaits_dropped_once_measured(tmp_path):
+    from wbcstudy.check import check_claims
 
-def test_cpu_flags_read_the_flags_line():
-    from wbcstudy.results import cpu_flags
+    claim = _claim("higher", 0.6, 0.05, awaits="HemaX's re-run")
+    got = verdict(claim, None, None)
+    assert (got.outcome, got.why, got.cause) == ("inconclusive", "not measured yet: awaits HemaX's re-run", "missing")
+    text = EXAMPLE.replace("    models: [demo_model]\n", "    models: [demo_model]\n    awaits: a re-run\n", 1)
+    _write_claims(tmp_path, text)
+    results = tmp_path / "book" / "results" / "demo.json"
+    results.parent.mkdir(parents=True)
+    measured = {"c2st_accuracy": 0.5, "demo_minus_resnet50_balanced_accuracy": 0.0}
+    results.write_text(json.dumps({"metrics": measured, "paper": {}, "plateau": {"demo_model": True}}))
+    assert check_claims(tmp_path, ["demo"]) == []  # the awaited key may be missing
+    results.write_text(json.dumps({"metrics": {**measured, "demo_balanced_accuracy": 0.9}, "paper": {},
+                                   "plateau": {"demo_model": True}}))
+    assert check_claims(tmp_path, ["demo"]) == [
+        "book/claims/demo.yml: claim 'demo_balanced_accuracy': key 'demo_balanced_accuracy' is measured now: drop its "
+        "`awaits`"]
 
-    text = "processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
-    assert cpu_flags(("avx2", "avx512_bf16", "amx_bf16"), cpuinfo=text) == {"avx2": True, "avx512_bf16": True,
-                                                                             "amx_bf16": False}
-    assert cpu_flags(("avx2",), cpuinfo="") == {"avx2": False}
+
+def test_a_number_pooled_over_folds_needs_a_hierarchical_interval(tmp_path, monkeypatch):
+    from wbcstudy.check import check_claims
+
+    # W-Net's CV balanced accuracy 0.956 [0.951, 0.961] from five folds (SD 0.022): a cells-only interval
+    claim = _claim("higher", 0.97, 0.02, key="wnet_cv_balanced_accuracy", runs=5)
+    got = verdict(claim, 0.956, (0.951, 0.961), interval_kind="cells")
+    assert (got.outcome, got.cause) == ("inconclusive", "invalid") and "5 runs" in got.why
+    assert verdict(claim, 0.956, (0.951, 0.961)).cause == "invalid"  # not recorded: not trusted either
+    assert verdict(claim, 0.956, (0.935, 0.971), interval_kind="hierarchical").outcome == "inconclusive"  # width
+    assert verdict(claim, 0.975, (0.955, 0.985), interval_kind="hierarchical").outcome == "reproduced"
+    assert verdict(_claim("higher", 0.97, 0.02), 0.975, (0.965, 0.985)).outcome == "reproduced"  # one run: any kind
+    # write_results records the kinds; check fails on a pooled number whose recorded interval is over cells alone
+    monkeypatch.setenv("WBCSTUDY_ROOT", str(tmp_path))
+    _write_claims(tmp_path, EXAMPLE.replace("    models: [demo_model]\n", "    models: [demo_model]\n    runs: 5\n", 1))
+    metrics = {"demo_balanced_accuracy": 0.955, "c2st_accuracy": 1.0, "demo_minus_resnet50_balanced_accuracy": 0.0}
+    ci = {"demo_balanced_accuracy": (0.951, 0.959)}
+    with pytest.raises(ValueError, match="interval kind 'folds'"):
+        write_results("demo", "cpu", 1.0, metrics, ci, interval_kinds={"demo_balanced_accuracy": "folds"},
+                      results_dir=str(tmp_path / "book" / "results"))
+    write_results("demo", "cpu", 1.0, metrics, ci, plateau={"demo_model": True},
+                  interval_kinds={"demo_balanced_accuracy": "cells"}, results_dir=str(tmp_path / "book" / "results"))
+    assert check_claims(tmp_path, ["demo"]) == [
+        "book/claims/demo.yml: claim 'demo_balanced_accuracy': 'demo_balanced_accuracy' pools 5 runs but its interval "
+        "in book/results/demo.json is made over cells: bootstrap the runs, then the cells (wbcstudy.intervals)"]
+    write_results("demo", "cpu", 1.0, metrics, ci, plateau={"demo_model": True},
+                  interval_kinds={"demo_balanced_accuracy": "hierarchical"}, results_dir=str(tmp_path / "book" / "results"))
+    assert check_claims(tmp_path, ["demo"]) == []
+    assert claims_table("demo", results_dir=str(tmp_path / "book" / "results")).loc[
+        "demo_balanced_accuracy", "verdict"] == "reproduced"

@@ -68,11 +68,27 @@ def test_best_epoch_is_the_one_returned():
     assert float(loss) == pytest.approx(best["val_loss"], rel=1e-5)
 
 
-def test_patience_stops_early():
+def test_patience_stops_early_but_never_at_chance():
     x_val, y_val = _blobs(seed=1)
     wrong = (x_val, (y_val + 1) % 3)  # validation labels contradict training: val loss rises as training fits
-    result = fit(_mlp(), _blobs(), wrong, _config(epochs=30, patience=2, monitor="val_loss"))
+    # with the chance guard off, patience ends the run two epochs after its best
+    result = fit(_mlp(), _blobs(), wrong, _config(epochs=30, patience=2, monitor="val_loss", chance_gap=-1.0))
     assert len(result.history) == result.best_epoch + 2 < 30
+    # by default a run whose validation accuracy never left chance (1/3 here, it stays near 0) is not stopped
+    result = fit(_mlp(), _blobs(), wrong, _config(epochs=12, patience=2, monitor="val_loss"))
+    assert result.history["val_balanced_accuracy"].max() < 1 / 3 + 0.1 and len(result.history) == 12
+
+
+def test_may_stop_early_by_hand():
+    from wbcstudy.train import may_stop_early
+
+    cfg = _config(min_epochs=3)
+    at_chance = [{"val_balanced_accuracy": 0.30}] * 4  # 5 classes: chance 0.2, within 0.1 of it
+    learning = at_chance[:3] + [{"val_balanced_accuracy": 0.45}]
+    assert not may_stop_early(at_chance, cfg, 5)
+    assert may_stop_early(learning, cfg, 5)
+    assert not may_stop_early(learning[:2], cfg, 5)  # fewer than min_epochs
+    assert may_stop_early([{"val_loss": 1.0}] * 3, cfg, 5)  # no accuracy measured: only min_epochs applies
 
 
 def test_stop_at_plateau_ends_the_run_where_reached_plateau_first_holds():

@@ -123,7 +123,8 @@ def _cell_sources(cells: Iterable[dict]) -> list[tuple[str, str]]:
 
 
 def check_copies_fresh(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
-    """Each executed copy (book and regression) was run from the chapter's current MyST source, cell for cell."""
+    """Each executed copy (book and regression) was run from the chapter's current MyST source, code cell for code cell,
+    and carries its current text (text is not executed: `wbcstudy judge` brings mended prose over without a re-run)."""
     import jupytext
 
     problems = []
@@ -141,9 +142,58 @@ def check_copies_fresh(root: Path, chapters: Sequence[str] | None = None) -> lis
             if error or not isinstance(data, dict):
                 problems.append(f"{chapter}: {copy.relative_to(root)} is not a notebook")
                 continue
-            if _cell_sources(data.get("cells", [])) != want:
+            have = _cell_sources(data.get("cells", []))
+            if [c for c in have if c[0] == "code"] != [c for c in want if c[0] == "code"]:
                 problems.append(f"{chapter}: {copy.relative_to(root)} was executed from an older notebooks/{chapter}.md "
                                 f"(re-run `{command}`)")
+            elif have != want:
+                problems.append(f"{chapter}: {copy.relative_to(root)} has older text than notebooks/{chapter}.md "
+                                "(`wbcstudy judge` brings it over; no re-run needed)")
+    return problems
+
+
+#: A decimal number in prose (two or more decimals: 0.953, 87.46), not part of a name or a version.
+_PROSE_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{2,}(?![\w.])")
+
+
+def _numbers(value: object) -> list[float]:
+    """Every number in a JSON value (bools aside)."""
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def check_prose_numbers(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """Every number typed into a chapter's prose (its Markdown text, not a computed output) is one its results file or
+    claims file holds, at the precision printed (a percentage of a fraction counts), a chance level 1/k, or a setting
+    written as a literal in the package's code: a number a re-run can change is taken from the results, never typed."""
+    import jupytext
+    import yaml
+
+    settings = {float(m.group(0)) for path in (root / "wbcstudy").rglob("*.py")
+                for m in _PROSE_NUMBER.finditer(path.read_text(errors="replace"))}
+    problems = []
+    for chapter in _chapters(chapters):
+        source = root / "notebooks" / f"{chapter}.md"
+        if not source.is_file():
+            continue
+        known = _numbers(_read_json(root / "book" / "results" / f"{chapter}.json")[0] or {})
+        claims_file = root / "book" / "claims" / f"{chapter}.yml"
+        if claims_file.is_file():
+            known += _numbers([c.get("paper_value") for c in (yaml.safe_load(claims_file.read_text()) or {}).get("claims", [])])
+        known += [1.0 / k for k in range(2, 9)]
+        known += [100.0 * n for n in known]
+        for cell in jupytext.read(source, fmt="md:myst").cells:
+            if cell.cell_type != "markdown":
+                continue
+            for match in _PROSE_NUMBER.finditer(cell.source):
+                text = match.group(0)
+                digits = len(text.split(".")[1])
+                if float(text) not in settings and not any(round(n, digits) == float(text) for n in known):
+                    problems.append(f"notebooks/{chapter}.md: the prose number {text} is in neither book/results/"
+                                    f"{chapter}.json nor its claims file: take it from the results (glue) or drop it")
     return problems
 
 
@@ -255,9 +305,16 @@ def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]
             if claim.key is None:
                 continue
             if claim.key not in metrics:
-                if claim.comparable:
+                if claim.comparable and not claim.awaits:
                     problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is not in book/results/{chapter}.json metrics")
                 continue
+            if claim.awaits:
+                problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is measured now: drop its `awaits`")
+            kind = (results.get("interval_kinds") or {}).get(claim.key)
+            if claim.comparable and claim.runs > 1 and kind not in (None, "hierarchical"):
+                problems.append(f"{where}: claim {claim.id!r}: {claim.key!r} pools {claim.runs} runs but its interval in "
+                                f"book/results/{chapter}.json is made over {kind}: bootstrap the runs, then the cells "
+                                "(wbcstudy.intervals)")
             if claim.comparable and metrics[claim.key] is None:
                 problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is null in book/results/{chapter}.json")
             for model in claim.models:
@@ -328,41 +385,23 @@ def problems(root: Path | str | None = None, chapters: Sequence[str] | None = No
 
     base = Path(root) if root is not None else project_root()
     found: list[str] = []
-    for check in (check_chapter_files, check_copies_fresh, check_timings):
+    for check in (check_chapter_files, check_copies_fresh, check_prose_numbers, check_timings):
         found += check(base, chapters)
     found += check_intervals(base)
     found += check_claims(base, chapters)
     found += check_cytodiffusion_keys(base)
-    found += check_scoreboard(base)
-    found += check_summary_audit(base)
+    found += check_judgement(base)
     found += check_figures(base)
     return found
 
 
-def check_summary_audit(root: Path) -> list[str]:
-    """The summary's published claim counts are those the claims files and published results give now (a chapter
-    re-published after the summary changes its audit: the summary must be re-run)."""
-    from wbcstudy.scoreboard import audit, claim_totals
+def check_judgement(root: Path) -> list[str]:
+    """The rendered judgement (claims tables, scoreboard, the summary's claim counts) is what the claims files, the
+    verdict rule and the published results give now: a new rule or margin, or a chapter re-published, is re-rendered."""
+    from wbcstudy.judgement import stale_judgement
 
-    path = root / "book" / "results" / "summary.json"
-    if not path.is_file():
-        return []
-    published = json.loads(path.read_text()).get("metrics", {})
-    now = claim_totals(audit(root))
-    stale = sorted(k for k, v in now.items() if published.get(k) != v)
-    if stale:
-        shown = ", ".join(f"{k} {published.get(k)} -> {now[k]}" for k in stale)
-        return [f"book/results/summary.json: its claims audit is out of date ({shown}): re-run the summary at cpu"]
-    return []
-
-
-def check_scoreboard(root: Path) -> list[str]:
-    """The introduction's scoreboard is what the claims files and published results give now."""
-    from wbcstudy.scoreboard import stale_scoreboard
-
-    if stale_scoreboard(root):
-        return ["book/scoreboard.md is out of date with the claims files and results: `wbcstudy book --build-only` rewrites it"]
-    return []
+    return [f"{path} is out of date with the claims files, the verdict rule and the results: `wbcstudy judge` "
+            "re-renders it" for path in stale_judgement(root)]
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,6 +177,30 @@ def seed_cell_difference(hits_a: ArrayLike, hits_b: ArrayLike, n_boot: int = 100
     idx = resample_indices(a.shape[1], n_boot, seed + 1)
     samples = np.take_along_axis(per_cell, idx, axis=1).mean(1)
     return float(a.mean(0).mean() - b.mean(0).mean()), percentile_interval(samples, level)
+
+
+def hierarchical_bootstrap(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike]], n_boot: int = 1000,
+                           seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float], float]:
+    """A metric pooled over several runs (folds or seeds), its hierarchical-bootstrap interval, and the runs' SD.
+
+    ``groups`` holds each run's (labels, predictions) on its own test cells (folds) or on the same cells (seeds). The
+    value is ``metric_fn`` over all runs' cells pooled. Each replicate draws the runs with replacement, then the cells
+    within each drawn run with replacement, and scores the pooled draw (Saravanan et al. 2020), so that the interval
+    holds the run-to-run spread as well as the cell sampling; the SD is that of the per-run metric.
+    """
+    runs = [(_as_numpy(y), _as_numpy(p)) for y, p in groups]
+    if not runs or any(len(y) != len(p) or len(y) == 0 for y, p in runs):
+        raise ValueError("every run needs as many predictions as labels, and at least one cell")
+    rng = np.random.default_rng(seed)
+    value = float(metric_fn(np.concatenate([y for y, _ in runs]), np.concatenate([p for _, p in runs])))
+    samples = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = [runs[i] for i in rng.integers(0, len(runs), size=len(runs))]
+        cells = [rng.integers(0, len(y), size=len(y)) for y, _ in drawn]
+        samples[b] = metric_fn(np.concatenate([y[i] for (y, _), i in zip(drawn, cells)]),
+                               np.concatenate([p[i] for (_, p), i in zip(drawn, cells)]))
+    per_run = [float(metric_fn(y, p)) for y, p in runs]
+    return value, percentile_interval(samples, level), float(np.std(per_run, ddof=1)) if len(runs) > 1 else 0.0
 
 
 def metric_range(key: str) -> tuple[float, float] | None:

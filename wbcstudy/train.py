@@ -45,7 +45,8 @@ class TrainConfig:
     monitor: str = "val_accuracy"  # history column used to keep the best epoch ("val_loss" is minimised)
     patience: int | None = None  # stop when the monitored value has not improved for this many epochs
     stop_at_plateau: bool = False  # stop once the monitored history has reached its plateau (reached_plateau, defaults)
-    min_epochs: int = 0  # stop_at_plateau waits for at least this many epochs
+    min_epochs: int = 0  # early stopping (patience or stop_at_plateau) waits for at least this many epochs
+    chance_gap: float = 0.1  # ... and never fires while validation accuracy is within this of chance (1 / classes)
     checkpoint: str | Path | None = None  # checkpoint file written after every epoch; resumed from when present
     stop_after_epoch: int | None = None  # end the run after this epoch (simulates an interruption; for tests)
     eval_batch_size: int = 256
@@ -276,11 +277,12 @@ def fit(
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                         "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score}, tmp)
             tmp.replace(ckpt_path)
-        if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-            break
-        if cfg.stop_at_plateau and epoch >= cfg.min_epochs and reached_plateau(
-                [h.get(cfg.monitor, float("nan")) for h in history], mode="min" if cfg.monitor.endswith("loss") else "max"):
-            break
+        if may_stop_early(history, cfg, n_classes):
+            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                break
+            if cfg.stop_at_plateau and reached_plateau(
+                    [h.get(cfg.monitor, float("nan")) for h in history], mode="min" if cfg.monitor.endswith("loss") else "max"):
+                break
         if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs:
             completed = False
             break
@@ -291,6 +293,20 @@ def fit(
     return TrainResult(model=final, history=pd.DataFrame(history), best_epoch=best_epoch, best_score=best_score,
                        seconds=time.perf_counter() - start, device=str(accelerator.device), precision=precision,
                        completed=completed)
+
+
+def may_stop_early(history: Sequence[dict[str, float]], cfg: TrainConfig, n_classes: int) -> bool:
+    """Whether early stopping may fire after this epoch: at least ``min_epochs`` epochs, and the best validation
+    accuracy (balanced where measured) more than ``chance_gap`` above chance, 1 / ``n_classes``.
+
+    Early stopping ends a run; it is not the plateau test. A flat curve at chance (a network that has
+    not started to learn) would satisfy patience or the plateau rule, so it never stops a run there.
+    """
+    if len(history) < max(cfg.min_epochs, 1):
+        return False
+    scores = [h.get("val_balanced_accuracy", h.get("val_accuracy", float("nan"))) for h in history]
+    scores = [s for s in scores if s == s]
+    return not scores or max(scores) > 1.0 / n_classes + cfg.chance_gap
 
 
 @torch.inference_mode()
