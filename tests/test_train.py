@@ -168,3 +168,30 @@ def test_cross_validate_predicts_each_fold_once_with_a_fresh_model(one_thread):
     assert len(rows) == 10 and (folds[rows] == 0).all() and len(set(rows)) == 10
     with pytest.raises(ValueError, match="no images"):
         cross_validate(lambda: nn.Linear(2, 2), x, y, folds, cfg, fold_ids=[5])
+
+
+def test_wsd_schedule_by_hand():
+    from wbcstudy.train import wsd_factor
+
+    # 100 steps, 20 % cool-down: warm-up over 5 steps, constant to step 80, then linear to 0
+    assert [wsd_factor(s, 100, 0.2) for s in (0, 4, 5, 50, 79, 80, 90, 99)] == pytest.approx(
+        [0.2, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.05])
+    with pytest.raises(ValueError, match="cooldown"):
+        wsd_factor(0, 100, 1.5)
+
+
+def test_budget_sensitivity_branch_leaves_the_run_alone_and_can_fail():
+    cfg = dict(epochs=8, scheduler="wsd", cooldown=0.25, lr=0.05)
+    plain = fit(_mlp(), _blobs(), _blobs(seed=1), _config(**cfg))
+    checked = fit(_mlp(), _blobs(), _blobs(seed=1), _config(**cfg, budget_check=True))
+    a, b = plain.model.state_dict(), checked.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the half-budget branch does not disturb the run
+    assert plain.budget_scores == {} and plain.reached_plateau_by_budget(0.02) is None
+    assert set(checked.budget_scores) == {"half", "full"}
+    assert checked.budget_scores["full"] == checked.history["val_accuracy"].iloc[-1]
+    assert checked.reached_plateau_by_budget(0.02)  # easy blobs: half the budget already gets there
+    slow = fit(_mlp(), _blobs(), _blobs(seed=1), _config(**{**cfg, "lr": 3e-3}, budget_check=True))
+    assert slow.budget_scores["full"] - slow.budget_scores["half"] > 0.2  # still learning: doubling the budget helps
+    assert slow.reached_plateau_by_budget(0.02) is False
+    with pytest.raises(ValueError, match="budget_check needs the 'wsd' scheduler"):
+        fit(_mlp(), _blobs(), _blobs(seed=1), _config(budget_check=True))

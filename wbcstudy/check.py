@@ -7,7 +7,7 @@ Checks, each printing one line per problem (exit status 1 when there is any):
   results ``book/results/<c>.json`` (from the cpu profile) and an entry in ``_toc.yml``;
 - each executed copy was run from the chapter's current MyST source (same cells, same code);
 - the run times recorded in ``book/results/timings.json`` are within the profile budgets
-  (smoke < 90 s; cpu < 30 min, CytoDiffusion < 60 min; the whole book at cpu < 4 h);
+  (smoke < 90 s; cpu < 90 min, CytoDiffusion < 100 min; the whole book at cpu < 8 h, on a CPU without native bf16);
 - every interval in every ``book/results/*.json`` lies inside its metric's range
   (``wbcstudy.intervals.metric_range``), has low ≤ high and contains its point estimate;
 - every ``book/claims/*.yml`` loads, each claim's key is measured in its chapter's results,
@@ -32,12 +32,13 @@ import yaml
 from wbcstudy.intervals import metric_range
 from wbcstudy.run import slow_cpu_seconds
 
-#: Wall-clock budgets per chapter run, in seconds (DESIGN.md, "Profiles").
-BUDGETS: dict[str, float] = {"smoke": 90.0, "cpu": 1800.0}
+#: Wall-clock budgets per chapter run, in seconds on a CPU without native bf16 (a bf16 run's time is converted with
+#: ``run.slow_cpu_seconds``): the README's "Running chapters".
+BUDGETS: dict[str, float] = {"smoke": 90.0, "cpu": 90 * 60.0}
 #: Chapters granted a larger budget at a profile.
-BUDGET_EXCEPTIONS: dict[tuple[str, str], float] = {("cytodiffusion", "cpu"): 3600.0}
+BUDGET_EXCEPTIONS: dict[tuple[str, str], float] = {("cytodiffusion", "cpu"): 100 * 60.0}
 #: The whole book at the cpu profile.
-BOOK_CPU_BUDGET: float = 4 * 3600.0
+BOOK_CPU_BUDGET: float = 8 * 3600.0
 
 #: Headline numbers the CytoDiffusion chapter's issue asks for: metrics, paper numbers beside them, intervals.
 CYTODIFFUSION_METRICS: frozenset[str] = frozenset(

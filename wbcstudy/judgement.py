@@ -98,14 +98,14 @@ def rendered(root: str | Path | None = None) -> dict[Path, str]:
 
     root = Path(root or project_root())
     out = {TABLES_DIR / f"{c}.md": claims_table_markdown(c, root) for c in chapters_with_claims(root)}
-    out[TABLES_DIR / "summary.md"] = audit_markdown(root)
     out[SCOREBOARD_FILE] = scoreboard_markdown(root)
     for chapter in chapters_with_claims(root):
         results = root / "book" / "results" / f"{chapter}.json"
         if results.is_file():
             out[results.relative_to(root)] = _results_with_paper_values(results, chapter, root)
     summary = root / "book" / "results" / "summary.json"
-    if summary.is_file():
+    if summary.is_file():  # a book with a summary chapter: its audit and its claim counts
+        out[TABLES_DIR / "summary.md"] = audit_markdown(root)
         out[Path("book") / "results" / "summary.json"] = _summary_with_counts(summary, root)
     return out
 

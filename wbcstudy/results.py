@@ -1,7 +1,7 @@
 """The results contract, the claims files and the ONE verdict rule.
 
 - Each chapter writes ``<results_dir>/<chapter>.json`` (``write_results``; the contract is in
-  DESIGN.md): what it measured, the intervals, the paper's numbers, and which models reached
+  ARCHITECTURE.md): what it measured, the intervals, the paper's numbers, and which models reached
   their plateau.
 - Each paper's claims live once, as data, in ``book/claims/<chapter>.yml`` (``load_claims``).
 - ``verdict`` turns one claim, its measured value and interval, and the models' convergence
@@ -458,7 +458,7 @@ def _interval_kinds(kinds: dict[str, str], ci: dict) -> dict[str, str]:
 def write_results(chapter: str, profile: str, seconds: float, metrics: dict, ci: dict | None = None,
                   paper: dict | None = None, results_dir: str = "book/results", extra: dict | None = None,
                   plateau: dict[str, bool] | None = None, interval_kinds: dict[str, str] | None = None) -> Path:
-    """Write a chapter's results JSON (the contract in DESIGN.md) and return its path.
+    """Write a chapter's results JSON (the contract in ARCHITECTURE.md) and return its path.
 
     ``paper=None`` takes the paper's numbers from ``book/claims/<chapter>.yml`` (none without
     that file); ``plateau`` records, per model, whether it reached its plateau

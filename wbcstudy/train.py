@@ -35,7 +35,9 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # "adamw", "adam" or "sgd" (momentum 0.9, nesterov)
-    scheduler: str = "onecycle"  # "onecycle" (warm-up then cosine decay, per step), "cosine" or "constant"
+    scheduler: str = "onecycle"  # "onecycle" (warm-up then cosine decay, per step), "cosine", "constant" or "wsd"
+    cooldown: float = 0.2  # "wsd": the share of the steps spent decaying the learning rate linearly to 0 at the end
+    budget_check: bool = False  # "wsd": also cool a copy down from half the budget, for the budget-sensitivity plateau
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "mps"; an explicit GPU that is not there is an error
     precision: str = "auto"  # "auto" (bf16 where the hardware runs it natively), "bf16" or "fp32"
@@ -67,6 +69,15 @@ class TrainResult:
     device: str
     precision: str
     completed: bool
+    #: with ``budget_check``: the monitored value after a cool-down from half the budget and at the full budget
+    budget_scores: dict[str, float] = field(default_factory=dict)
+
+    def reached_plateau_by_budget(self, tol: float) -> bool | None:
+        """The budget-sensitivity plateau test: doubling the budget changed the monitored value by less than ``tol``
+        (None without ``budget_check``). Unlike a run's own history, it can fail under any fixed schedule."""
+        if not self.budget_scores:
+            return None
+        return abs(self.budget_scores["full"] - self.budget_scores["half"]) < tol
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -174,7 +185,26 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoc
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if cfg.scheduler == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}: use 'onecycle', 'cosine' or 'constant'")
+    if cfg.scheduler == "wsd":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: wsd_factor(step, total, cfg.cooldown))
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}: use 'onecycle', 'cosine', 'constant' or 'wsd'")
+
+
+#: The warm-up of the "wsd" schedule, as a share of its steps.
+WSD_WARMUP = 0.05
+
+
+def wsd_factor(step: int, total: int, cooldown: float) -> float:
+    """The warmup-stable-decay schedule's learning-rate factor at ``step`` of ``total`` (Hägele et al. 2024): linear
+    warm-up over the first 5 % of the steps, constant, then a linear decay to 0 over the last ``cooldown`` share."""
+    if not 0 < cooldown < 1:
+        raise ValueError(f"cooldown must be a share of the steps between 0 and 1, got {cooldown}")
+    warmup, decay_start = max(1, round(WSD_WARMUP * total)), total - max(1, round(cooldown * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    if step < decay_start:
+        return 1.0
+    return max(0.0, (total - step) / (total - decay_start))
 
 
 def _better(value: float, best: float, monitor: str) -> bool:
@@ -223,6 +253,7 @@ def fit(
         criterion.to(accelerator.device)
 
     history: list[dict[str, float]] = []
+    resumed_budget: dict[str, float] = {}
     start_epoch, best_epoch, best_score = 1, 0, float("nan")
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else None
@@ -234,37 +265,29 @@ def fit(
         history, best_state = state["history"], state["best_state"]
         best_epoch, best_score = state["best_epoch"], state["best_score"]
         start_epoch = state["epoch"] + 1
+        resumed_budget = state.get("budget_scores", {})
 
     completed = True
+    budget_scores: dict[str, float] = dict(resumed_budget)
+    half_epochs = 0
+    if cfg.budget_check:
+        if cfg.scheduler != "wsd" or not 0 < cfg.cooldown < 0.5 or cfg.epochs < 4:
+            raise ValueError("budget_check needs the 'wsd' scheduler, a cooldown under 0.5 and at least 4 epochs")
+        half_epochs = cfg.epochs // 2
     start = time.perf_counter()
     bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="epochs", disable=not cfg.progress or not accelerator.is_main_process,
                file=sys.stdout, initial=start_epoch - 1, total=cfg.epochs, mininterval=5, ascii=True, leave=False)
     for epoch in bar:
         epoch_start = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # shuffling, augmentation and dropout depend on (seed, epoch) only
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for xb, yb in loader:
-            if augment is not None:
-                xb = augment(xb)
-            with accelerator.autocast():
-                out = model(xb)
-                loss = loss_fn(out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((logits_of(out).argmax(1) == yb).sum())
-            seen += len(yb)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "lr": float(scheduler.get_last_lr()[0])}
+        row = {"epoch": epoch, **_train_epoch(accelerator, model, loader, optimizer, scheduler, loss_fn, augment, cfg)}
         if val is not None:
             row.update(_validate(accelerator, model, val, loss_fn, cfg.eval_batch_size, n_classes))
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
+        if half_epochs and epoch == half_epochs and val is not None:  # the budget-sensitivity branch, off the stable phase
+            budget_scores["half"] = _cooled_down_score(accelerator, model, optimizer, loader, loss_fn, augment, cfg, val,
+                                                       n_classes, max(1, round(cfg.cooldown * half_epochs)))
         score = row.get(cfg.monitor, float("nan"))
         if val is None or _better(score, best_score, cfg.monitor):
             best_epoch, best_score = epoch, float(score)
@@ -275,7 +298,8 @@ def fit(
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                        "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score}, tmp)
+                        "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score,
+                        "budget_scores": budget_scores}, tmp)
             tmp.replace(ckpt_path)
         if may_stop_early(history, cfg, n_classes):
             if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
@@ -287,12 +311,59 @@ def fit(
             completed = False
             break
     bar.close()
+    if budget_scores and completed and len(history) == cfg.epochs:
+        budget_scores["full"] = float(history[-1].get(cfg.monitor, float("nan")))
+    else:
+        budget_scores = {}  # stopped early or interrupted: no full budget to compare with
     final = accelerator.unwrap_model(model)
     if best_state is not None:
         final.load_state_dict(best_state)
     return TrainResult(model=final, history=pd.DataFrame(history), best_epoch=best_epoch, best_score=best_score,
                        seconds=time.perf_counter() - start, device=str(accelerator.device), precision=precision,
-                       completed=completed)
+                       completed=completed, budget_scores=budget_scores)
+
+
+def _train_epoch(accelerator, model: nn.Module, loader, optimizer, scheduler, loss_fn: LossFn, augment: Augment | None,
+                 cfg: TrainConfig) -> dict[str, float]:
+    """One pass over ``loader``: forward and loss under the run's autocast, backward, clipping, a step of the optimiser
+    and of the schedule per batch; returns the epoch's training loss, accuracy and last learning rate."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for xb, yb in loader:
+        if augment is not None:
+            xb = augment(xb)
+        with accelerator.autocast():
+            out = model(xb)
+            loss = loss_fn(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(yb)
+        correct += int((logits_of(out).argmax(1) == yb).sum())
+        seen += len(yb)
+    return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": float(scheduler.get_last_lr()[0])}
+
+
+def _cooled_down_score(accelerator, model: nn.Module, optimizer, loader, loss_fn: LossFn, augment: Augment | None,
+                       cfg: TrainConfig, val: tuple[torch.Tensor, torch.Tensor], n_classes: int, epochs: int) -> float:
+    """The monitored value of a copy of the run whose learning rate decays linearly to 0 over ``epochs`` epochs from
+    here: the half-budget run of a warmup-stable-decay schedule, branched off without disturbing the run itself."""
+    import copy
+
+    with torch.random.fork_rng():
+        branch = copy.deepcopy(accelerator.unwrap_model(model))
+        params = cfg.trainable(branch) if cfg.trainable else [p for p in branch.parameters() if p.requires_grad]
+        opt = _make_optimizer(params, cfg)
+        opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        steps = max(1, epochs * len(loader))
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, (steps - step) / steps))
+        for i in range(epochs):
+            torch.manual_seed(cfg.seed * 100_003 + 50_021 + i)
+            _train_epoch(accelerator, branch, loader, opt, decay, loss_fn, augment, cfg)
+        return float(_validate(accelerator, branch, val, loss_fn, cfg.eval_batch_size, n_classes).get(cfg.monitor, float("nan")))
 
 
 def may_stop_early(history: Sequence[dict[str, float]], cfg: TrainConfig, n_classes: int) -> bool:
