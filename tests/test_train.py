@@ -7,7 +7,16 @@ import torch
 from torch import nn
 
 from wbcstudy.augment import flips_and_rot90
-from wbcstudy.train import TrainConfig, _class_weight_tensor, fit, predict_proba, select_device, select_precision
+from wbcstudy.train import (
+    Step,
+    Task,
+    TrainConfig,
+    _class_weight_tensor,
+    fit,
+    predict_proba,
+    select_device,
+    select_precision,
+)
 
 
 def _blobs(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,3 +204,102 @@ def test_budget_sensitivity_branch_leaves_the_run_alone_and_can_fail():
     assert slow.reached_plateau_by_budget(0.02) is False
     with pytest.raises(ValueError, match="budget_check needs the 'wsd' scheduler"):
         fit(_mlp(), _blobs(), _blobs(seed=1), _config(budget_check=True))
+
+
+# --------------------------------------------------------------------------- the engine (run_task)
+class _LineTask(Task):
+    """y = 3x + 1 by least squares, one Step per batch; records what the engine did."""
+
+    def __init__(self, seed: int = 0, lr: float = 0.1) -> None:
+        torch.manual_seed(seed)
+        self.net = nn.Linear(1, 1)
+        self.modules = {"net": self.net}
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=lr)
+        self.x = torch.linspace(-1, 1, 32)[:, None]
+        self.y = 3 * self.x + 1
+        self.seen_autocast: list[bool] = []
+
+    def batches(self, epoch):
+        g = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(32, generator=g)
+        for b in range(0, 32, 8):
+            yield order[b:b + 8]
+
+    def training_step(self, idx):
+        def loss():
+            self.seen_autocast.append(torch.is_autocast_enabled("cpu"))
+            return ((self.net(self.x[idx]).float() - self.y[idx]) ** 2).mean()
+
+        return [Step(loss, self.opt)]
+
+    def end_epoch(self, epoch, seconds):
+        with torch.no_grad():
+            val = float(((self.net(self.x) - self.y) ** 2).mean())
+        return {"val_loss": val, "seconds": seconds}
+
+    def state_dict(self):
+        return {"opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.opt.load_state_dict(state["opt"])
+
+
+def test_run_task_trains_keeps_the_best_epoch_and_resumes_bitwise(tmp_path):
+    from wbcstudy.train import EngineConfig, run_task
+
+    cfg = dict(epochs=6, seed=0, device="cpu", precision="fp32", monitor="val_loss")
+    full = run_task(_LineTask, EngineConfig(**cfg))
+    assert list(full.history.columns) == ["epoch", "val_loss", "seconds"] and full.completed
+    assert full.history["val_loss"].iloc[-1] < full.history["val_loss"].iloc[0] / 10
+    assert full.best_epoch == int(full.history.loc[full.history["val_loss"].idxmin(), "epoch"])
+    ckpt = tmp_path / "line.pt"
+    part = run_task(_LineTask, EngineConfig(**cfg, checkpoint=ckpt, stop_after_epoch=2))
+    assert not part.completed and part.epochs_done == 2
+    resumed = run_task(_LineTask, EngineConfig(**cfg, checkpoint=ckpt))
+    assert resumed.completed and resumed.history["epoch"].tolist() == list(range(1, 7))
+    assert torch.equal(resumed.task.net.weight, full.task.net.weight)
+    assert resumed.history["val_loss"].tolist() == full.history["val_loss"].tolist()
+
+
+def test_run_task_autocasts_the_loss_only_and_clips(monkeypatch):
+    from wbcstudy.train import EngineConfig, run_task
+
+    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    run = run_task(_LineTask, EngineConfig(epochs=1, device="cpu", precision="bf16"))
+    assert run.precision == "bf16" and run.task.seen_autocast == [True] * 4
+    run = run_task(_LineTask, EngineConfig(epochs=1, device="cpu", precision="fp32"))
+    assert run.task.seen_autocast == [False] * 4
+    # a clip of 1e-3 on a gradient of norm > 1: each SGD step (lr 0.1) moves the weights by at most 1e-4
+    start = _LineTask().net.weight.detach().clone()
+    run = run_task(_LineTask, EngineConfig(epochs=1, device="cpu", precision="fp32", grad_clip=1e-3))
+    assert float((run.task.net.weight.detach() - start).abs().max()) <= 4 * 1e-4 + 1e-9
+
+
+def test_run_task_runs_a_batchs_steps_in_order():
+    """A GAN's two steps: the second loss is computed after the first optimiser step (it sees the new weights)."""
+    from wbcstudy.train import EngineConfig, run_task
+
+    class TwoSteps(Task):
+        def __init__(self):
+            self.a = nn.Linear(1, 1, bias=False)
+            nn.init.constant_(self.a.weight, 1.0)
+            self.modules = {"a": self.a}
+            self.opt = torch.optim.SGD(self.a.parameters(), lr=0.5)
+            self.weights_seen = []
+
+        def batches(self, epoch):
+            yield torch.ones(1, 1)
+
+        def training_step(self, x):
+            def first():
+                self.weights_seen.append(float(self.a.weight.detach()))
+                return self.a(x).sum()  # gradient 1: the step takes the weight from 1.0 to 0.5
+
+            def second():
+                self.weights_seen.append(float(self.a.weight.detach()))
+                return -self.a(x).sum()
+
+            return [Step(first, self.opt), Step(second, self.opt)]
+
+    run = run_task(TwoSteps, EngineConfig(epochs=1, device="cpu", precision="fp32"))
+    assert run.task.weights_seen == [1.0, 0.5] and float(run.task.a.weight.detach()) == 1.0

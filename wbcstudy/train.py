@@ -1,17 +1,26 @@
-"""One training loop for every classifier, built on Hugging Face Accelerate.
+"""One training loop for every model: ``run_task``, and ``fit`` for classifiers on top of it.
 
-The same call runs on one CPU, one GPU, or several GPUs under ``accelerate launch``.
-Runs are seeded per epoch, so a run interrupted after any epoch and resumed from its
-checkpoint ends with the same weights as an uninterrupted run.
+``run_task`` owns what every training run needs — seeding, device placement, precision (bf16
+autocast around each loss, never around the backward pass), the backward pass, clipping and the
+optimiser step, best-weight keeping, early stopping (which never fires before ``min_epochs`` or
+near chance) apart from the plateau test, history, timing, and checkpoint/resume. A model brings
+only its part, a ``Task`` (d2l's ``training_step``): its batches and its loss steps — a
+classifier's cross-entropy (``fit``), HemaX's set loss, Faster R-CNN's loss sum, the diffusion
+ε-loss (``models.diffusion``), the DCGAN's discriminator and generator steps (``models.dcgan``).
+
+``fit`` runs on Hugging Face Accelerate: the same call runs on one CPU, one GPU, or several GPUs
+under ``accelerate launch``. Runs are seeded per epoch, so a run interrupted after any epoch and
+resumed from its checkpoint ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -214,6 +223,204 @@ def _better(value: float, best: float, monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
+# --------------------------------------------------------------------------- the engine every model trains through
+@dataclass
+class Step:
+    """One optimiser step of a training step: ``loss()`` (run under the run's autocast), its optimiser, and the
+    parameters whose gradient norm ``grad_clip`` bounds (None: the optimiser's)."""
+
+    loss: Callable[[], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    clip: Callable[[], Iterable[nn.Parameter]] | None = None
+
+
+class Task:
+    """A model's part of training, in the spirit of d2l's ``training_step``: ``run_task`` owns the rest.
+
+    A subclass sets ``modules`` (name → module: placed on the run's device, put in training mode every epoch, and
+    kept at their best epoch) and defines ``batches`` (one epoch's batches, drawing its own random numbers) and
+    ``training_step`` (the ``Step``s of one batch: one for most models, the discriminator's then the generator's for a
+    GAN). The hooks ``after_step`` (bookkeeping, an EMA; True ends the run after this epoch), ``end_epoch`` (the
+    epoch's history row: validation, a schedule step) and ``state_dict``/``load_state_dict`` (what a checkpoint needs
+    beyond the modules: optimisers, EMA, counters) are optional. ``device`` and ``precision`` are set by the engine
+    before ``batches`` is first called; ``autocast()`` is the run's autocast, for the task's own evaluation passes.
+    """
+
+    modules: dict[str, nn.Module]
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    #: whether the engine adds an ``epoch`` column to the task's history rows
+    epoch_column: bool = True
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the run's device when the run is in bf16, else a disabled context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def batches(self, epoch: int) -> Iterable[object]:
+        raise NotImplementedError
+
+    def training_step(self, batch: object) -> Sequence[Step]:
+        raise NotImplementedError
+
+    def after_step(self, batch: object, losses: list[torch.Tensor]) -> bool:
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        return {"seconds": seconds}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+@dataclass
+class EngineConfig:
+    """How ``run_task`` runs a task: length, seeding, device and precision, clipping, best epoch, stopping, checkpoints."""
+
+    epochs: int
+    seed: int | None = 0  # seeds Python, NumPy and torch before the task is built; None: the caller has seeded
+    deterministic: bool | None = True  # torch's deterministic algorithms (warn only); None leaves the setting alone
+    device: str = "auto"
+    precision: str = "auto"  # "auto", "bf16" or "fp32" (select_precision: bf16 autocast around each loss only)
+    grad_clip: float | None = None
+    monitor: str | None = None  # history column that picks the best epoch ("…loss" is minimised); None: the last
+    patience: int | None = None  # early stopping: no improvement of ``monitor`` for this many epochs
+    stop_at_plateau: bool = False  # early stopping: ``monitor``'s history has levelled off (reached_plateau)
+    plateau_tol: float = 0.01
+    min_epochs: int = 0  # early stopping waits for at least this many epochs ...
+    chance_gap: float = 0.1  # ... and never fires while validation accuracy is within this of chance
+    n_classes: int | None = None  # for the chance level (None: no chance guard)
+    stop: Callable[[list[dict[str, float]]], bool] | None = None  # a task's own end condition, given the history
+    checkpoint: str | Path | None = None  # written every ``checkpoint_every`` epochs and at the end; resumed from
+    checkpoint_every: int = 1
+    stop_after_epoch: int | None = None  # end the run after this epoch (simulates an interruption; for tests)
+    progress: bool = False  # a progress bar over the epochs
+
+
+@dataclass
+class TaskResult:
+    """What ``run_task`` returns: the task (its modules at their best epoch), the history and the run's facts."""
+
+    task: Task
+    history: pd.DataFrame
+    best_epoch: int
+    best_score: float
+    seconds: float
+    device: str
+    precision: str
+    completed: bool
+    epochs_done: int
+
+
+def _clip_parameters(step: Step) -> list[nn.Parameter]:
+    if step.clip is not None:
+        return list(step.clip())
+    return [p for group in step.optimizer.param_groups for p in group["params"]]
+
+
+def run_task(make_task: Callable[[], Task], cfg: EngineConfig) -> TaskResult:
+    """Train the task ``make_task()`` builds (after seeding) for up to ``cfg.epochs`` epochs: the one training loop.
+
+    Per batch, each of the task's ``Step``s computes its loss under bf16 autocast where the run is in bf16 (the
+    backward pass, clipping and the optimiser step stay outside it), then zero-grad, backward, clip, step. Per epoch,
+    the task's row joins the history, the best epoch by ``cfg.monitor`` is kept (its modules' weights are restored at
+    the end), a checkpoint is written, and early stopping is asked (``may_stop_early`` first: never before
+    ``min_epochs`` or near chance). A run interrupted after an epoch and resumed from its checkpoint ends as an
+    uninterrupted one when the task's batches depend on (seed, epoch) alone and its state travels in ``state_dict``.
+    """
+    import copy
+
+    device = select_device(cfg.device)
+    precision = select_precision(cfg.precision, device)
+    if cfg.seed is not None:
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)
+    if cfg.deterministic is not None:
+        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    task = make_task()
+    task.device, task.precision = device, precision
+    for module in task.modules.values():
+        module.to(device)
+    monitor = cfg.monitor
+    history: list[dict[str, float]] = []
+    start_epoch, best_epoch, best_score, best_state = 1, 0, float("nan"), None
+    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        for name, module in task.modules.items():
+            module.load_state_dict(state["modules"][name])
+        task.load_state_dict(state["task"])
+        history, best_state = state["history"], state["best_state"]
+        best_epoch, best_score, start_epoch = state["best_epoch"], state["best_score"], state["epoch"] + 1
+
+    def save(epoch: int) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+        torch.save({"modules": {n: m.state_dict() for n, m in task.modules.items()}, "task": task.state_dict(),
+                    "history": history, "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score,
+                    "epoch": epoch}, tmp)
+        tmp.replace(ckpt)
+
+    completed, epoch = True, start_epoch - 1
+    start = time.perf_counter()
+    bar = tqdm(range(start_epoch, cfg.epochs + 1), desc=type(task).__name__.strip("_").lower(), disable=not cfg.progress,
+               file=sys.stdout, initial=start_epoch - 1, total=cfg.epochs, mininterval=5, ascii=True, leave=False)
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        for module in task.modules.values():
+            module.train()
+        ended = False
+        for batch in task.batches(epoch):
+            losses = []
+            for step in task.training_step(batch):
+                with task.autocast():
+                    loss = step.loss()
+                step.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(_clip_parameters(step), cfg.grad_clip)
+                step.optimizer.step()
+                losses.append(loss.detach())
+            if task.after_step(batch, losses):
+                ended = True
+                break
+        row = task.end_epoch(epoch, time.perf_counter() - epoch_start)
+        if row:
+            history.append({"epoch": epoch, **row} if task.epoch_column else dict(row))
+            score = float(history[-1].get(monitor, float("nan"))) if monitor is not None else float("nan")
+            if monitor is not None and _better(score, best_score, monitor):
+                best_epoch, best_score = epoch, score
+                best_state = {n: copy.deepcopy(m.state_dict()) for n, m in task.modules.items()}
+        if ckpt is not None and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or ended):
+            save(epoch)
+        if ended or (cfg.stop is not None and cfg.stop(history)):
+            break
+        if monitor is not None and may_stop_early(history, cfg, cfg.n_classes or 0):
+            scores = [h.get(monitor, float("nan")) for h in history]
+            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                break
+            if cfg.stop_at_plateau and reached_plateau(scores, mode="min" if monitor.endswith("loss") else "max",
+                                                       tol=cfg.plateau_tol):
+                break
+        if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs:
+            if ckpt is not None:
+                save(epoch)
+            completed = False
+            break
+    bar.close()
+    if best_state is not None:
+        for name, module in task.modules.items():
+            module.load_state_dict(best_state[name])
+    if monitor is None:
+        best_epoch = epoch  # nothing to choose by: the last epoch is the result
+    return TaskResult(task=task, history=pd.DataFrame(history), best_epoch=best_epoch, best_score=best_score,
+                      seconds=time.perf_counter() - start, device=str(device), precision=precision, completed=completed,
+                      epochs_done=epoch)
+
+
 def fit(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -223,7 +430,12 @@ def fit(
     loss_fn: LossFn | None = None,
     n_classes: int | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train`` (inputs, integer labels), keep the epoch best on ``val``, and return it loaded."""
+    """Train ``model`` on ``train`` (inputs, integer labels), keep the epoch best on ``val``, and return it loaded.
+
+    A classifier's part of ``run_task`` (``_ClassifierTask``, on Hugging Face Accelerate: the same call runs on one
+    CPU, one GPU or several under ``accelerate launch``); with ``budget_check`` a copy cooled down from half the
+    budget gives the budget-sensitivity plateau test (``TrainResult.reached_plateau_by_budget``).
+    """
     cfg = config
     x_train, y_train = train
     y_train = torch.as_tensor(y_train, dtype=torch.long)
@@ -232,143 +444,134 @@ def fit(
     if len(x_train) == 0:
         raise ValueError("the training set is empty")
     n_classes = n_classes or int(y_train.max()) + 1
-    device = select_device(cfg.device)
-    precision = select_precision(cfg.precision, device)
-    seed_everything(cfg.seed)
-    accelerator = _accelerator(device, precision)
-
-    weight = _class_weight_tensor(cfg.class_weights, y_train, n_classes)
-    criterion: nn.Module | None = None
-    if loss_fn is None:
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-        loss_fn = lambda out, y: criterion(logits_of(out), y)  # noqa: E731
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = cfg.trainable(model) if cfg.trainable else [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, cfg)
-    loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True, drop_last=len(x_train) > cfg.batch_size)
-    scheduler = _make_scheduler(optimizer, cfg, len(loader))
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    if criterion is not None:
-        criterion.to(accelerator.device)
-
-    history: list[dict[str, float]] = []
-    resumed_budget: dict[str, float] = {}
-    start_epoch, best_epoch, best_score = 1, 0, float("nan")
-    best_state: dict[str, torch.Tensor] | None = None
-    ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best_state = state["history"], state["best_state"]
-        best_epoch, best_score = state["best_epoch"], state["best_score"]
-        start_epoch = state["epoch"] + 1
-        resumed_budget = state.get("budget_scores", {})
-
-    completed = True
-    budget_scores: dict[str, float] = dict(resumed_budget)
     half_epochs = 0
     if cfg.budget_check:
         if cfg.scheduler != "wsd" or not 0 < cfg.cooldown < 0.5 or cfg.epochs < 4:
             raise ValueError("budget_check needs the 'wsd' scheduler, a cooldown under 0.5 and at least 4 epochs")
         half_epochs = cfg.epochs // 2
-    start = time.perf_counter()
-    bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="epochs", disable=not cfg.progress or not accelerator.is_main_process,
-               file=sys.stdout, initial=start_epoch - 1, total=cfg.epochs, mininterval=5, ascii=True, leave=False)
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # shuffling, augmentation and dropout depend on (seed, epoch) only
-        row = {"epoch": epoch, **_train_epoch(accelerator, model, loader, optimizer, scheduler, loss_fn, augment, cfg)}
-        if val is not None:
-            row.update(_validate(accelerator, model, val, loss_fn, cfg.eval_batch_size, n_classes))
-        row["seconds"] = time.perf_counter() - epoch_start
-        history.append(row)
-        if half_epochs and epoch == half_epochs and val is not None:  # the budget-sensitivity branch, off the stable phase
-            budget_scores["half"] = _cooled_down_score(accelerator, model, optimizer, loader, loss_fn, augment, cfg, val,
-                                                       n_classes, max(1, round(cfg.cooldown * half_epochs)))
-        score = row.get(cfg.monitor, float("nan"))
-        if val is None or _better(score, best_score, cfg.monitor):
-            best_epoch, best_score = epoch, float(score)
-            best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k.startswith("val_") or k == "train_loss"})
-        if ckpt_path is not None and accelerator.is_main_process:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                        "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score,
-                        "budget_scores": budget_scores}, tmp)
-            tmp.replace(ckpt_path)
-        if may_stop_early(history, cfg, n_classes):
-            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-                break
-            if cfg.stop_at_plateau and reached_plateau(
-                    [h.get(cfg.monitor, float("nan")) for h in history], mode="min" if cfg.monitor.endswith("loss") else "max"):
-                break
-        if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs:
-            completed = False
-            break
-    bar.close()
-    if budget_scores and completed and len(history) == cfg.epochs:
-        budget_scores["full"] = float(history[-1].get(cfg.monitor, float("nan")))
+    device = select_device(cfg.device)
+    precision = select_precision(cfg.precision, device)
+
+    def make_task() -> _ClassifierTask:
+        return _ClassifierTask(model, (x_train, y_train), val, cfg, augment, loss_fn, n_classes,
+                               _accelerator(device, precision), half_epochs)
+
+    run = run_task(make_task, EngineConfig(
+        epochs=cfg.epochs, seed=cfg.seed, deterministic=True, device=cfg.device, precision=cfg.precision,
+        grad_clip=cfg.grad_clip, monitor=cfg.monitor if val is not None else None, patience=cfg.patience,
+        stop_at_plateau=cfg.stop_at_plateau, min_epochs=cfg.min_epochs, chance_gap=cfg.chance_gap, n_classes=n_classes,
+        checkpoint=cfg.checkpoint, stop_after_epoch=cfg.stop_after_epoch, progress=cfg.progress))
+    task = run.task
+    budget_scores = dict(task.budget_scores)
+    if budget_scores and run.completed and len(run.history) == cfg.epochs:
+        budget_scores["full"] = float(run.history[cfg.monitor].iloc[-1])
     else:
         budget_scores = {}  # stopped early or interrupted: no full budget to compare with
-    final = accelerator.unwrap_model(model)
-    if best_state is not None:
-        final.load_state_dict(best_state)
-    return TrainResult(model=final, history=pd.DataFrame(history), best_epoch=best_epoch, best_score=best_score,
-                       seconds=time.perf_counter() - start, device=str(accelerator.device), precision=precision,
-                       completed=completed, budget_scores=budget_scores)
+    return TrainResult(model=task.accelerator.unwrap_model(task.model), history=run.history, best_epoch=run.best_epoch,
+                       best_score=run.best_score, seconds=run.seconds, device=str(task.accelerator.device),
+                       precision=run.precision, completed=run.completed, budget_scores=budget_scores)
 
 
-def _train_epoch(accelerator, model: nn.Module, loader, optimizer, scheduler, loss_fn: LossFn, augment: Augment | None,
-                 cfg: TrainConfig) -> dict[str, float]:
-    """One pass over ``loader``: forward and loss under the run's autocast, backward, clipping, a step of the optimiser
-    and of the schedule per batch; returns the epoch's training loss, accuracy and last learning rate."""
-    model.train()
-    loss_sum, correct, seen = 0.0, 0, 0
-    for xb, yb in loader:
-        if augment is not None:
-            xb = augment(xb)
-        with accelerator.autocast():
-            out = model(xb)
-            loss = loss_fn(out, yb)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        loss_sum += float(loss.detach()) * len(yb)
-        correct += int((logits_of(out).argmax(1) == yb).sum())
-        seen += len(yb)
-    return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": float(scheduler.get_last_lr()[0])}
+class _ClassifierTask(Task):
+    """A classifier's part of ``run_task``: shuffled batches (seeded per epoch), cross-entropy (or ``loss_fn``), a
+    schedule step per batch, a validation pass per epoch and, with ``budget_check``, the half-budget cool-down."""
+
+    def __init__(self, model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                 val: tuple[torch.Tensor, torch.Tensor] | None, cfg: TrainConfig, augment: Augment | None,
+                 loss_fn: LossFn | None, n_classes: int, accelerator, half_epochs: int,
+                 optimizer: torch.optim.Optimizer | None = None, scheduler=None, seed_offset: int = 0) -> None:
+        self.cfg, self.val, self.augment, self.n_classes, self.accelerator = cfg, val, augment, n_classes, accelerator
+        self.half_epochs, self.seed_offset = half_epochs, seed_offset
+        x_train, y_train = train
+        criterion: nn.Module | None = None
+        if loss_fn is None:
+            weight = _class_weight_tensor(cfg.class_weights, y_train, n_classes)
+            criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+            loss_fn = lambda out, y: criterion(logits_of(out), y)  # noqa: E731
+        self.loss_fn = loss_fn
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if optimizer is None:
+            optimizer = _make_optimizer(cfg.trainable(model) if cfg.trainable else
+                                        [p for p in model.parameters() if p.requires_grad], cfg)
+        loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True,
+                            drop_last=len(x_train) > cfg.batch_size)
+        self.scheduler = scheduler or _make_scheduler(optimizer, cfg, len(loader))
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        if criterion is not None:
+            criterion.to(accelerator.device)
+        self.modules = {"model": self.model}
+        self.budget_scores: dict[str, float] = {}
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def batches(self, epoch: int):
+        torch.manual_seed(self.cfg.seed * 100_003 + self.seed_offset + epoch)  # shuffling, augmentation, dropout
+        self.epoch_start, self.loss_sum, self.correct, self.seen = time.perf_counter(), 0.0, 0, 0
+        for xb, yb in self.loader:
+            yield (self.augment(xb) if self.augment is not None else xb), yb
+
+    def training_step(self, batch) -> list[Step]:
+        xb, yb = batch
+
+        def loss() -> torch.Tensor:
+            self.out = self.model(xb)
+            return self.loss_fn(self.out, yb)
+
+        return [Step(loss, self.optimizer, clip=self.model.parameters)]
+
+    def after_step(self, batch, losses: list[torch.Tensor]) -> bool:
+        yb = batch[1]
+        self.scheduler.step()
+        self.loss_sum += float(losses[0]) * len(yb)
+        self.correct += int((logits_of(self.out).argmax(1) == yb).sum())
+        self.seen += len(yb)
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        row = {"train_loss": self.loss_sum / self.seen, "train_accuracy": self.correct / self.seen,
+               "lr": float(self.scheduler.get_last_lr()[0])}
+        if self.val is not None:
+            row.update(_validate(self.accelerator, self.model, self.val, self.loss_fn, self.cfg.eval_batch_size,
+                                 self.n_classes))
+        row["seconds"] = time.perf_counter() - self.epoch_start
+        if self.half_epochs and epoch == self.half_epochs and self.val is not None:  # off the stable phase
+            self.budget_scores["half"] = self._cooled_down_score(max(1, round(self.cfg.cooldown * self.half_epochs)))
+        return row
+
+    def _cooled_down_score(self, epochs: int) -> float:
+        """The monitored value of a copy of the run whose learning rate decays linearly to 0 over ``epochs`` epochs
+        from here: the half-budget run of a warmup-stable-decay schedule, without disturbing the run itself."""
+        import copy
+
+        with torch.random.fork_rng():
+            branch = copy.deepcopy(self.accelerator.unwrap_model(self.model))
+            params = self.cfg.trainable(branch) if self.cfg.trainable else [p for p in branch.parameters() if p.requires_grad]
+            optimizer = _make_optimizer(params, self.cfg)
+            optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
+            steps = max(1, epochs * len(self.loader))
+            decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (steps - step) / steps))
+            cooled = _ClassifierTask(branch, self.loader.dataset.tensors, self.val, dataclasses.replace(self.cfg, channels_last=False),
+                                     self.augment, self.loss_fn, self.n_classes, self.accelerator, 0,
+                                     optimizer=optimizer, scheduler=decay, seed_offset=50_020)
+            run = run_task(lambda: cooled, EngineConfig(epochs=epochs, seed=None, deterministic=None, device=self.device.type,
+                                                        precision=self.precision, grad_clip=self.cfg.grad_clip))
+        return float(run.history[self.cfg.monitor].iloc[-1])
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "budget_scores": self.budget_scores}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.budget_scores = dict(state["budget_scores"])
 
 
-def _cooled_down_score(accelerator, model: nn.Module, optimizer, loader, loss_fn: LossFn, augment: Augment | None,
-                       cfg: TrainConfig, val: tuple[torch.Tensor, torch.Tensor], n_classes: int, epochs: int) -> float:
-    """The monitored value of a copy of the run whose learning rate decays linearly to 0 over ``epochs`` epochs from
-    here: the half-budget run of a warmup-stable-decay schedule, branched off without disturbing the run itself."""
-    import copy
-
-    with torch.random.fork_rng():
-        branch = copy.deepcopy(accelerator.unwrap_model(model))
-        params = cfg.trainable(branch) if cfg.trainable else [p for p in branch.parameters() if p.requires_grad]
-        opt = _make_optimizer(params, cfg)
-        opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-        steps = max(1, epochs * len(loader))
-        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, (steps - step) / steps))
-        for i in range(epochs):
-            torch.manual_seed(cfg.seed * 100_003 + 50_021 + i)
-            _train_epoch(accelerator, branch, loader, opt, decay, loss_fn, augment, cfg)
-        return float(_validate(accelerator, branch, val, loss_fn, cfg.eval_batch_size, n_classes).get(cfg.monitor, float("nan")))
-
-
-def may_stop_early(history: Sequence[dict[str, float]], cfg: TrainConfig, n_classes: int) -> bool:
+def may_stop_early(history: Sequence[dict[str, float]], cfg: TrainConfig | EngineConfig, n_classes: int) -> bool:
     """Whether early stopping may fire after this epoch: at least ``min_epochs`` epochs, and the best validation
-    accuracy (balanced where measured) more than ``chance_gap`` above chance, 1 / ``n_classes``.
+    accuracy (balanced where measured) more than ``chance_gap`` above chance, 1 / ``n_classes`` (0: no chance guard).
 
     Early stopping ends a run; it is not the plateau test. A flat curve at chance (a network that has
     not started to learn) would satisfy patience or the plateau rule, so it never stops a run there.
@@ -377,7 +580,7 @@ def may_stop_early(history: Sequence[dict[str, float]], cfg: TrainConfig, n_clas
         return False
     scores = [h.get("val_balanced_accuracy", h.get("val_accuracy", float("nan"))) for h in history]
     scores = [s for s in scores if s == s]
-    return not scores or max(scores) > 1.0 / n_classes + cfg.chance_gap
+    return not scores or not n_classes or max(scores) > 1.0 / n_classes + cfg.chance_gap
 
 
 @torch.inference_mode()

@@ -7,9 +7,8 @@ each source has) and masks each metric to the cells that carry its label.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from torch import nn
 from wbcstudy.data.hemax import ATTRIBUTES, CLASSES, HemaXData
 from wbcstudy.losses.set_prediction import LossWeights, Targets, hemax_loss
 from wbcstudy.models.hemax import HemaX, nucleus_fraction
+from wbcstudy.train import Step, Task
 
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
            "backbone_is_fixed", "make_targets", "build_model", "train_hemax", "predict_hemax",
@@ -148,9 +148,10 @@ def cache_features(model: HemaX, data: HemaXData, flips: bool, batch_size: int =
     if any(p.requires_grad for p in model.backbone.parameters()):
         raise ValueError("cache_features needs a frozen backbone (HemaX.freeze_backbone): a trained one changes every step")
     model.eval()
+    dev = _device_of(model)
     n, states = len(data), FLIP_STATES if flips else FLIP_STATES[:1]
-    with _autocast(precision):
-        probe = model.backbone_features(torch.from_numpy(np.ascontiguousarray(data.images[:1])))
+    with _autocast(precision, dev):
+        probe = model.backbone_features(torch.from_numpy(np.ascontiguousarray(data.images[:1])).to(dev))
     need = n * len(states) * sum(f[0].numel() * f.element_size() for f in probe)
     if need > FEATURE_CACHE_BYTES:
         return None
@@ -162,10 +163,10 @@ def cache_features(model: HemaX, data: HemaXData, flips: bool, batch_size: int =
                 images = images.flip(2)
             if v:
                 images = images.flip(1)
-            with _autocast(precision):
-                feats = model.backbone_features(images)
+            with _autocast(precision, dev):
+                feats = model.backbone_features(images.to(dev))
             for level, f in zip(levels, feats):
-                level[s, start:start + len(images)] = f
+                level[s, start:start + len(images)] = f.cpu()
     return FeatureCache(levels)
 
 
@@ -209,14 +210,28 @@ def build_model(config: HemaXConfig, num_classes: int = len(CLASSES)) -> HemaX:
     return model
 
 
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+def _autocast(precision: str, device: torch.device = torch.device("cpu")):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def _precision(requested: str) -> str:
-    from wbcstudy.train import select_precision
+    """The precision a run on this machine's training device resolves ``requested`` to (the engine's choice)."""
+    from wbcstudy.train import select_device, select_precision
 
-    return select_precision(requested, torch.device("cpu"))
+    return select_precision(requested, select_device("auto"))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of a module's parameters (the CPU for a module without any)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
+def _targets_to(targets: Targets, device: torch.device) -> Targets:
+    """The targets on ``device`` (the same object on the CPU)."""
+    if device.type == "cpu":
+        return targets
+    return dataclasses.replace(targets, **{f.name: getattr(targets, f.name).to(device)
+                                           for f in dataclasses.fields(targets)})
 
 
 @torch.no_grad()
@@ -224,6 +239,7 @@ def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, fe
               with_loss: bool = False) -> tuple[dict[str, float] | None, Predictions]:
     """One pass over data: its mean loss terms (with ``with_loss``; the data's labels) and its predictions."""
     model.eval()
+    dev = _device_of(model)
     size = data.images.shape[1]
     sums: dict[str, float] = {}
     parts: dict[str, list] = {"p": [], "b": [], "m": [], "a": []}
@@ -231,13 +247,17 @@ def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, fe
         idx = np.arange(start, min(start + batch_size, len(data)))
         if with_loss:
             images, targets = make_targets(data, idx)
+            targets = _targets_to(targets, dev)
         else:
             images = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
-        with _autocast(precision):
-            out = model(images) if features is None else model(images, features.batch(idx))
+        with _autocast(precision, dev):
+            images = images.to(dev)
+            out = model(images) if features is None else model(images, [f.to(dev) for f in features.batch(idx)])
         if with_loss:
             for k, v in hemax_loss(out, targets).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+        out = {k: v.cpu() if isinstance(v, torch.Tensor) else [a.cpu() for a in v] for k, v in out.items()
+               if k in ("pred_logits", "pred_boxes", "pred_masks", "pred_attributes")}
         prob = out["pred_logits"].float().softmax(-1)[..., :-1]
         q = prob.max(-1).values.argmax(1)
         rows = torch.arange(len(q))
@@ -268,67 +288,86 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     loss has levelled off (:func:`wbcstudy.train.reached_plateau`, ``config.plateau_tol``).
     ``max_steps`` stops after that many optimiser steps (for timing and tests).
     """
-    from wbcstudy.train import reached_plateau, seed_everything
+    from wbcstudy.train import EngineConfig, run_task, select_device
 
-    seed_everything(config.seed)
-    torch.use_deterministic_algorithms(False)
-    precision = _precision(config.precision)
-    model = build_model(config)
-    if features is None and backbone_is_fixed(config):
-        features = (cache_features(model, train, config.flips, config.batch_size, precision),
-                    cache_features(model, val, False, config.batch_size, precision))
-    train_cache, val_cache = features if features is not None else (None, None)
-    for cache, data, name in ((train_cache, train, "training"), (val_cache, val, "validation")):
-        if cache is not None and len(cache) != len(data):
-            raise ValueError(f"the {name} feature cache has {len(cache)} images, the {name} data {len(data)}")
-    backbone = {id(p) for p in model.backbone_parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
-              {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
-    groups = [g for g in groups if g["params"]]  # a frozen backbone has no trainable parameters
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_drop, gamma=0.1) if config.lr_drop else None
-    rng = np.random.default_rng(config.seed)
-    rows, best, best_state, best_epoch, steps = [], float("inf"), None, 0, 0
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order, total = rng.permutation(len(train)), 0.0
-        for b in range(0, len(order), config.batch_size):
-            idx = order[b:b + config.batch_size]
-            flips = (rng.random(len(idx)) < 0.5, rng.random(len(idx)) < 0.5) if config.flips else (None, None)
-            images, targets = make_targets(train, idx, *flips)
-            with _autocast(precision):
-                out = model(images) if train_cache is None else model(images, train_cache.batch(idx, *flips))
-            loss = hemax_loss(out, targets, weights)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
-        row = {"epoch": epoch, "train_loss": total / len(train), "lr": optimizer.param_groups[0]["lr"]}
-        if scheduler is not None:
-            scheduler.step()
-        terms, val_pred = _evaluate(model, val, config.batch_size, precision, val_cache, with_loss=True)
+    def make_task() -> _HemaXTask:
+        model = build_model(config)
+        model.to(select_device("auto"))
+        caches = features
+        if caches is None and backbone_is_fixed(config):
+            precision = _precision(config.precision)
+            caches = (cache_features(model, train, config.flips, config.batch_size, precision),
+                      cache_features(model, val, False, config.batch_size, precision))
+        return _HemaXTask(model, train, val, config, weights, max_steps, caches if caches is not None else (None, None))
+
+    run = run_task(make_task, EngineConfig(epochs=config.epochs, seed=config.seed, deterministic=False,
+                                           precision=config.precision, grad_clip=config.grad_clip or None,
+                                           monitor="val_loss", stop_at_plateau=config.stop_at_plateau,
+                                           plateau_tol=config.plateau_tol, n_classes=len(CLASSES)))
+    model = run.task.model
+    model.eval()
+    return HemaXRun(model, run.history, run.seconds, run.best_epoch, config)
+
+
+class _HemaXTask(Task):
+    """HemaX's part of ``run_task``: shuffled, randomly flipped batches; the set loss; a validation pass per epoch."""
+
+    def __init__(self, model: HemaX, train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights,
+                 max_steps: int | None, caches: tuple[FeatureCache | None, FeatureCache | None]) -> None:
+        self.model, self.train, self.val, self.config, self.weights, self.max_steps = model, train, val, config, weights, max_steps
+        self.train_cache, self.val_cache = caches
+        for cache, data, name in ((self.train_cache, train, "training"), (self.val_cache, val, "validation")):
+            if cache is not None and len(cache) != len(data):
+                raise ValueError(f"the {name} feature cache has {len(cache)} images, the {name} data {len(data)}")
+        self.modules = {"model": model}
+        backbone = {id(p) for p in model.backbone_parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
+                  {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
+        groups = [g for g in groups if g["params"]]  # a frozen backbone has no trainable parameters
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_drop, gamma=0.1) if config.lr_drop else None
+        self.rng = np.random.default_rng(config.seed)
+        self.steps = 0
+
+    def batches(self, epoch: int):
+        order, self.total = self.rng.permutation(len(self.train)), 0.0
+        for b in range(0, len(order), self.config.batch_size):
+            idx = order[b:b + self.config.batch_size]
+            flips = (self.rng.random(len(idx)) < 0.5, self.rng.random(len(idx)) < 0.5) if self.config.flips else (None, None)
+            yield idx, flips
+
+    def training_step(self, batch) -> list[Step]:
+        idx, flips = batch
+        images, targets = make_targets(self.train, idx, *flips)
+        images, targets = images.to(self.device), _targets_to(targets, self.device)
+
+        def loss() -> torch.Tensor:
+            if self.train_cache is None:
+                out = self.model(images)
+            else:
+                out = self.model(images, [f.to(self.device) for f in self.train_cache.batch(idx, *flips)])
+            with torch.autocast(self.device.type, enabled=False):  # the set loss in the outputs' own precision
+                return hemax_loss(out, targets, self.weights)["loss"]
+
+        return [Step(loss, self.optimizer, clip=self.model.parameters)]
+
+    def after_step(self, batch, losses: list[torch.Tensor]) -> bool:
+        self.total += float(losses[0]) * len(batch[0])
+        self.steps += 1
+        return self.max_steps is not None and self.steps >= self.max_steps
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        row = {"train_loss": self.total / len(self.train), "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.scheduler is not None:
+            self.scheduler.step()
+        terms, val_pred = _evaluate(self.model, self.val, self.config.batch_size, self.precision, self.val_cache,
+                                    with_loss=True)
         row.update({f"val_{k}" if k != "loss" else "val_loss": v for k, v in terms.items()})
-        scores = hemax_metrics(val_pred, val)
+        scores = hemax_metrics(val_pred, self.val)
         row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
                     "val_mask_dice": scores["mask_dice"], "val_attribute_accuracy": np.nanmean(
                         [scores[f"{a}_accuracy"] for a in ATTRIBUTES])})
-        rows.append(row)
-        if row["val_loss"] < best:
-            best, best_epoch, best_state = row["val_loss"], epoch, copy.deepcopy(model.state_dict())
-        if max_steps is not None and steps >= max_steps:
-            break
-        if config.stop_at_plateau and reached_plateau([r["val_loss"] for r in rows], mode="min", tol=config.plateau_tol):
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return HemaXRun(model, pd.DataFrame(rows), time.perf_counter() - start, best_epoch, config)
+        return row
 
 
 @torch.no_grad()
@@ -602,14 +641,15 @@ def _faster_rcnn(size: int, num_classes: int) -> nn.Module:
                       rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50, box_batch_size_per_image=64)
 
 
-def _detector_batch(data: HemaXData, idx: np.ndarray) -> tuple[list[torch.Tensor], list[dict]]:
+def _detector_batch(data: HemaXData, idx: np.ndarray,
+                    device: torch.device = torch.device("cpu")) -> tuple[list[torch.Tensor], list[dict]]:
     size = data.images.shape[1]
-    images = [torch.from_numpy(data.images[i]).permute(2, 0, 1).float() / 255 for i in idx]
+    images = [(torch.from_numpy(data.images[i]).permute(2, 0, 1).float() / 255).to(device) for i in idx]
     targets = []
     for i in idx:
         cx, cy, w, h = data.boxes[i] * size
-        targets.append({"boxes": torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]]),
-                        "labels": torch.tensor([int(data.labels[i]) + 1])})
+        targets.append({"boxes": torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]]).to(device),
+                        "labels": torch.tensor([int(data.labels[i]) + 1]).to(device)})
     return images, targets
 
 
@@ -621,10 +661,10 @@ def _detector_predict(model: nn.Module, data: HemaXData, batch_size: int) -> tup
     boxes, labels = np.zeros((len(data), 4), np.float32), np.full(len(data), -1)
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
-        out = model(_detector_batch(data, idx)[0])
+        out = model(_detector_batch(data, idx, _device_of(model))[0])
         for i, o in zip(idx, out):
             if len(o["scores"]):
-                x0, y0, x1, y1 = o["boxes"][0].numpy() / size
+                x0, y0, x1, y1 = o["boxes"][0].cpu().numpy() / size
                 boxes[i] = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
                 labels[i] = int(o["labels"][0]) - 1
     return boxes, labels
@@ -639,36 +679,50 @@ def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs:
     Returns ``{"history": DataFrame(epoch, train_loss, val_box_jaccard, val_accuracy), "box_iou": test IoUs,
     "pred": test class predictions, "seconds": float}``.
     """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = _faster_rcnn(train.images.shape[1], len(CLASSES))
-    if not train_backbone:
-        for p in model.backbone.parameters():
-            p.requires_grad = False
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    rows, best, best_state = [], -1.0, None
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total = 0.0
-        order = rng.permutation(len(train))
-        for b in range(0, len(order), batch_size):
-            images, targets = _detector_batch(train, order[b:b + batch_size])
-            loss = sum(model(images, targets).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(images)
-        boxes, labels = _detector_predict(model, val, batch_size)
-        jac = float(box_iou_cxcywh(boxes, val.boxes).mean())
-        rows.append({"epoch": epoch, "train_loss": total / len(train), "val_box_jaccard": jac,
-                     "val_accuracy": float((labels == val.labels).mean())})
-        if jac > best:
-            best, best_state = jac, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    from wbcstudy.train import EngineConfig, run_task
+
+    def make_task() -> _FasterRCNNTask:
+        model = _faster_rcnn(train.images.shape[1], len(CLASSES))
+        if not train_backbone:
+            for p in model.backbone.parameters():
+                p.requires_grad = False
+        return _FasterRCNNTask(model, train, val, batch_size, lr, seed)
+
+    # the detector trains in fp32 (torchvision's losses under autocast are not what the paper trained)
+    run = run_task(make_task, EngineConfig(epochs=epochs, seed=seed, deterministic=None, precision="fp32",
+                                           monitor="val_box_jaccard"))
+    model = run.task.model
     boxes, labels = _detector_predict(model, test, batch_size)
-    return {"history": pd.DataFrame(rows), "box_iou": box_iou_cxcywh(boxes, test.boxes), "pred": labels,
-            "boxes": boxes, "seconds": time.perf_counter() - start}
+    return {"history": run.history, "box_iou": box_iou_cxcywh(boxes, test.boxes), "pred": labels,
+            "boxes": boxes, "seconds": run.seconds}
+
+
+class _FasterRCNNTask(Task):
+    """Faster R-CNN's part of ``run_task``: shuffled batches, the sum of torchvision's losses, the validation Jaccard."""
+
+    def __init__(self, model: nn.Module, train: HemaXData, val: HemaXData, batch_size: int, lr: float, seed: int) -> None:
+        self.model, self.train, self.val, self.batch_size = model, train, val, batch_size
+        self.modules = {"model": model}
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+        self.rng = np.random.default_rng(seed)
+
+    def batches(self, epoch: int):
+        order, self.total = self.rng.permutation(len(self.train)), 0.0
+        for b in range(0, len(order), self.batch_size):
+            yield order[b:b + self.batch_size]
+
+    def training_step(self, idx: np.ndarray) -> list[Step]:
+        images, targets = _detector_batch(self.train, idx, self.device)
+        return [Step(lambda: sum(self.model(images, targets).values()), self.optimizer)]
+
+    def after_step(self, idx: np.ndarray, losses: list[torch.Tensor]) -> bool:
+        self.total += float(losses[0]) * len(idx)
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        boxes, labels = _detector_predict(self.model, self.val, self.batch_size)
+        return {"train_loss": self.total / len(self.train), "val_box_jaccard": float(box_iou_cxcywh(boxes, self.val.boxes).mean()),
+                "val_accuracy": float((labels == self.val.labels).mean())}
 
 
 def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 32,
@@ -810,3 +864,49 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     plateau["fasterrcnn"] = reached_plateau(frcnn["history"]["val_box_jaccard"].tolist(), mode="max", tol=0.02)
     plateau["classifier"] = reached_plateau(classifier["history"]["val_accuracy"].tolist(), mode="max", tol=0.01)
     return metrics, {k: v for k, v in ci.items() if k in metrics}, plateau
+
+
+@dataclass
+class Parameters:
+    """The HemaX chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("hemax", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where hemax.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
+    seed: int = 0  # seeds subsets, weight init, shuffling and flips
+    #: training seeds per attribute-head variant (Tables I–II: mean ± sd over them)
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 2  # HemaX runs trained at a time, each in a one-thread process (1: one after another, here)
+    image_size: int = 96  # every image resized to this square (px)
+    train_pbc: int = 1000  # PBC+WBCAtt training cells (0: all 6,160)
+    train_zheng: int = 0  # Zheng 2018 training cells (0: all)
+    train_bccd: int = 0  # BCCD training smears (0: all usable)
+    eval_pbc: int = 300  # PBC cells in validation (0: all 1,029 of WBCAtt's validation split)
+    test_pbc: int = 0  # PBC cells in test (0: all 3,094 of WBCAtt's test split)
+    eval_zheng: int = 0  # Zheng cells in validation and in test (0: all)
+    eval_bccd: int = 0  # BCCD smears in validation and in test (0: all)
+    backbone: str = 'efficientnet_lite0'  # "efficientnet_lite0" (ImageNet, offline) or "resnet50" (from scratch)
+    #: False: the ImageNet backbone is a fixed feature extractor for HemaX and both baselines
+    train_backbone: bool = False
+    d_model: int = 128  # transformer width
+    encoder_layers: int = 2  # transformer encoder layers
+    decoder_layers: int = 2  # transformer decoder layers
+    ffn_dim: int = 512  # transformer feed-forward width
+    num_queries: int = 5  # object queries per image
+    mask_dim: int = 32  # per-pixel mask embedding width
+    fpn_dim: int = 32  # pixel-decoder width
+    epochs: int = 24  # most HemaX epochs per run; each stops earlier once its validation loss levels off (most by 20)
+    lr_drop: int = 13  # learning rates /10 after this many epochs (DETR's step schedule, at 2/3 of a typical run's 20)
+    batch_size: int = 32  # images per step
+    lr: float = 0.0002  # AdamW learning rate (transformer and heads)
+    lr_backbone: float = 5e-05  # AdamW learning rate of the backbone
+    hidden_layers: list = field(default_factory=lambda: [0, 2, 4])  # attribute-head variants compared (Tables I–II)
+    fasterrcnn_epochs: int = 12  # Faster R-CNN baseline epochs (BCCD)
+    classifier_epochs: int = 30  # plain classifier epochs (PBC)
+    n_boot: int = 1000  # bootstrap resamples for intervals

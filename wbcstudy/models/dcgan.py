@@ -12,8 +12,6 @@ concatenated to the image as a fourth channel.
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +19,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+
+from wbcstudy.train import Step, Task
 
 __all__ = ["Generator", "Discriminator", "init_dcgan_weights", "train_dcgan", "generate",
            "to_tanh_range", "from_tanh_range"]
@@ -159,14 +158,13 @@ def train_dcgan(
 
     A GAN is a two-player game — each batch takes one discriminator step (real images →
     1, generated → 0) and then one generator step (generated → 1, the non-saturating
-    loss), each with its own Adam optimiser — so it has its own loop rather than
-    ``wbcstudy.train.fit``, which trains one model on one loss. Losses are binary
-    cross-entropy on the discriminator's logits. ``labels`` (one class index per image)
-    are required for conditional models, and generated images in a batch take the real
-    batch's labels. ``d_real`` and ``d_fake`` are the mean probabilities the
-    discriminator gave real and generated images in its step. Shuffling and noise come
-    from a generator seeded with ``seed``, so on CPU the same seed and initial weights
-    give the same history. Batches are dropped at the end of an epoch when incomplete
+    loss), each with its own Adam optimiser: two ``Step``s of ``wbcstudy.train.run_task``, the
+    loop every model trains through. Losses are binary cross-entropy on the discriminator's
+    logits. ``labels`` (one class index per image) are required for conditional models, and
+    generated images in a batch take the real batch's labels. ``d_real`` and ``d_fake`` are the
+    mean probabilities the discriminator gave real and generated images in its step. Shuffling
+    and noise come from a generator seeded with ``seed``, so on CPU the same seed and initial
+    weights give the same history. Batches are dropped at the end of an epoch when incomplete
     (BatchNorm needs more than one image); the models are trained in place.
 
     ``precision`` ("fp32", "bf16" or "auto", as ``wbcstudy.train.select_precision``) puts the forward passes and
@@ -176,7 +174,7 @@ def train_dcgan(
     time) become columns of that epoch's row, and its seconds are not counted in ``seconds``. ``stop``, given the
     rows so far, ends training after an epoch for which it returns True (at most ``epochs`` epochs).
     """
-    from wbcstudy.train import select_device, select_precision
+    from wbcstudy.train import EngineConfig, run_task
 
     x_all = _as_tensor(images, torch.uint8)
     if x_all.ndim != 4 or x_all.shape[-1] != 3 or x_all.shape[1] != generator.image_size:
@@ -189,62 +187,77 @@ def train_dcgan(
     y_all = _as_tensor(labels, torch.long) if conditional else None
     if y_all is not None and len(y_all) != len(x_all):
         raise ValueError(f"{len(x_all)} images but {len(y_all)} labels")
-    n = len(x_all)
-    if n < 2:
+    if len(x_all) < 2:
         raise ValueError("need at least two images")
-    dev = select_device(device)
-    bf16 = select_precision(precision, dev) == "bf16"
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    rng = torch.Generator().manual_seed(seed)
-    generator.to(dev, memory_format=fmt).train()
-    discriminator.to(dev, memory_format=fmt).train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
-    batch_size = min(batch_size, n)
-    n_batches = n // batch_size  # drop the incomplete last batch
-    history: list[dict[str, float]] = []
-    autocast = lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
-    for epoch in tqdm(range(1, epochs + 1), desc="dcgan epochs", disable=not progress, file=sys.stdout,
-                      mininterval=5, ascii=True, leave=False):
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=rng)
-        sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        for b in range(n_batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            real = to_tanh_range(x_all[idx]).to(dev).contiguous(memory_format=fmt)
-            y = y_all[idx].to(dev) if y_all is not None else None
-            z = torch.randn(len(idx), generator.nz, generator=rng).to(dev)
-            with autocast():
-                fake = generator(z, y)
-                real_logits = discriminator(real, y).float()
-                fake_logits = discriminator(fake.detach(), y).float()
-                d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                          + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+    task = _DCGANTask(generator, discriminator, x_all, y_all, batch_size, lr, betas, seed, channels_last, callback)
+    cfg = EngineConfig(epochs=epochs, seed=None, deterministic=None, device=device, precision=precision, stop=stop,
+                       progress=progress)
+    return run_task(lambda: task, cfg).history
 
-            with autocast():
-                g_logits = discriminator(fake, y).float()
-                g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
 
-            sums["d_loss"] += float(d_loss.detach())
-            sums["g_loss"] += float(g_loss.detach())
-            sums["d_real"] += float(torch.sigmoid(real_logits.detach()).mean())
-            sums["d_fake"] += float(torch.sigmoid(fake_logits.detach()).mean())
-        row: dict[str, float] = {"epoch": epoch, "step": epoch * n_batches, **{k: v / n_batches for k, v in sums.items()}}
-        row["seconds"] = time.perf_counter() - start
-        if callback is not None:
-            row.update(callback(epoch))
-            generator.train()
-            discriminator.train()
-        history.append(row)
-        if stop is not None and stop(history):
-            break
-    return pd.DataFrame(history)
+class _DCGANTask(Task):
+    """The DCGAN's part of ``run_task``: shuffled batches, and per batch the discriminator's step, then the generator's."""
+
+    epoch_column = True
+
+    def __init__(self, generator: Generator, discriminator: Discriminator, x_all: torch.Tensor, y_all: torch.Tensor | None,
+                 batch_size: int, lr: float, betas: tuple[float, float], seed: int, channels_last: bool,
+                 callback: Callable[[int], Mapping[str, float]] | None) -> None:
+        self.generator, self.discriminator, self.x_all, self.y_all = generator, discriminator, x_all, y_all
+        self.modules = {"generator": generator, "discriminator": discriminator}
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for module in self.modules.values():
+            module.to(memory_format=self.fmt)
+        self.rng = torch.Generator().manual_seed(seed)
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+        self.batch_size = min(batch_size, len(x_all))
+        self.n_batches = len(x_all) // self.batch_size  # drop the incomplete last batch
+        self.callback = callback
+
+    def batches(self, epoch: int):
+        order = torch.randperm(len(self.x_all), generator=self.rng)
+        self.sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        for b in range(self.n_batches):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def training_step(self, idx: torch.Tensor) -> list[Step]:
+        dev = self.device
+        real = to_tanh_range(self.x_all[idx]).to(dev).contiguous(memory_format=self.fmt)
+        y = self.y_all[idx].to(dev) if self.y_all is not None else None
+        z = torch.randn(len(idx), self.generator.nz, generator=self.rng).to(dev)
+        state: dict[str, torch.Tensor] = {}
+
+        def discriminator_loss() -> torch.Tensor:
+            state["fake"] = self.generator(z, y)
+            state["real_logits"] = self.discriminator(real, y).float()
+            state["fake_logits"] = self.discriminator(state["fake"].detach(), y).float()
+            return (F.binary_cross_entropy_with_logits(state["real_logits"], torch.ones_like(state["real_logits"]))
+                    + F.binary_cross_entropy_with_logits(state["fake_logits"], torch.zeros_like(state["fake_logits"])))
+
+        def generator_loss() -> torch.Tensor:
+            g_logits = self.discriminator(state["fake"], y).float()
+            return F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+
+        self.state = state
+        return [Step(discriminator_loss, self.opt_d), Step(generator_loss, self.opt_g)]
+
+    def after_step(self, idx: torch.Tensor, losses: list[torch.Tensor]) -> bool:
+        d_loss, g_loss = losses
+        self.sums["d_loss"] += float(d_loss)
+        self.sums["g_loss"] += float(g_loss)
+        self.sums["d_real"] += float(torch.sigmoid(self.state["real_logits"].detach()).mean())
+        self.sums["d_fake"] += float(torch.sigmoid(self.state["fake_logits"].detach()).mean())
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        row: dict[str, float] = {"step": epoch * self.n_batches, **{k: v / self.n_batches for k, v in self.sums.items()},
+                                 "seconds": seconds}
+        if self.callback is not None:
+            row.update(self.callback(epoch))
+            self.generator.train()
+            self.discriminator.train()
+        return row
 
 
 @torch.inference_mode()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 from torch import nn
 
 from wbcstudy.augment import random_dihedral
+from wbcstudy.train import Step, Task
 
 
 @dataclass
@@ -246,11 +246,10 @@ def train_diffusion(
     optimiser and EMA live on ``device``. ``config.precision`` goes through ``wbcstudy.train.select_precision``
     (so ``WBCSTUDY_PRECISION`` forces it); bf16 autocasts the forward pass and loss only.
     """
-    from wbcstudy.train import select_precision
+    from wbcstudy.train import EngineConfig, run_task
 
     cfg = config or DiffusionTrainConfig()
     device = torch.device(device)
-    precision = select_precision(cfg.precision, device)
     scheduler = scheduler or make_scheduler()
     x_all = to_model_range(images)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -264,78 +263,81 @@ def train_diffusion(
     if x_all.shape[-1] != model.config.image_size or x_all.shape[-2] != model.config.image_size:
         raise ValueError(f"images are {tuple(x_all.shape[-2:])} px but the UNet expects {model.config.image_size} px")
 
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
-    history: list[dict[str, float]] = []
-    start_step = 0
-    running, running_n = 0.0, 0  # loss accumulated since the last history row
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state["config"] != _resumable_fields(cfg):
-            raise ValueError(f"checkpoint {ckpt} was written with different settings: {state['config']}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        ema.to(device)
-        history, start_step = state["history"], state["step"]
-        running, running_n = state["running_loss"]
-
-    def save(step: int) -> None:
-        if ckpt is None:
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.state_dict(),
-                    "history": history, "step": step, "running_loss": (running, running_n),
-                    "config": _resumable_fields(cfg)}, tmp)
-        tmp.replace(ckpt)
-
-    model.train()
-    start = time.perf_counter()
-    completed = True
-    step = start_step
-    for step in range(start_step, cfg.steps):
-        gen = _step_generator(cfg.seed, step)
-        idx = _batch_indices(len(x_all), cfg.batch_size, cfg.seed, step)
-        xb, yb = x_all[idx], y_all[idx]
-        if cfg.augment:
-            xb = random_dihedral(xb, gen, channels_last=False)
-        xb, vectors = class_vector_mixup(xb, yb, n_classes, cfg.mixup_alpha, gen)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps)
-        loss = diffusion_loss(model, scheduler, xb, vectors, gen, cfg.snr_gamma, precision)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        ema.step(model.parameters())
-        running += float(loss.detach())
-        running_n += 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append({"step": done, "loss": running / running_n})
-            running, running_n = 0.0, 0
-            if progress:
-                print(f"step {done}/{cfg.steps} loss {history[-1]['loss']:.4f}", flush=True)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save(done)
-        if cfg.stop_after_step is not None and done >= cfg.stop_after_step and done < cfg.steps:
-            save(done)
-            completed = False
-            break
-    steps_done = step + 1 if cfg.steps > start_step else start_step
+    run = run_task(lambda: _DiffusionTask(model, scheduler, x_all, y_all, cfg, device, progress),
+                   EngineConfig(epochs=cfg.steps, seed=cfg.seed, deterministic=None, device=str(device),
+                                precision=cfg.precision, grad_clip=cfg.grad_clip, checkpoint=cfg.checkpoint,
+                                checkpoint_every=cfg.checkpoint_every, stop_after_epoch=cfg.stop_after_step))
     ema_model = copy.deepcopy(model)
-    ema.copy_to(ema_model.parameters())
+    run.task.ema.copy_to(ema_model.parameters())
     ema_model.to(memory_format=torch.channels_last)  # inference only: ~13% more ε-predictions/s on 2 CPU cores
     ema_model.eval()
     model.eval()
     return DiffusionTrainResult(ema_model=ema_model, model=model, scheduler=scheduler,
-                                history=pd.DataFrame(history, columns=["step", "loss"]), steps_done=steps_done,
-                                seconds=time.perf_counter() - start, completed=completed, precision=precision)
+                                history=pd.DataFrame(run.history, columns=["step", "loss"]), steps_done=run.epochs_done,
+                                seconds=run.seconds, completed=run.completed, precision=run.precision)
+
+
+class _DiffusionTask(Task):
+    """The diffusion model's part of ``run_task``: one "epoch" is one optimiser step (the ε-loss of one batch), a
+    history row every ``log_every`` steps; all randomness of step k comes from a generator seeded with (seed, k)."""
+
+    epoch_column = False
+
+    def __init__(self, model: ClassConditionalUNet, scheduler: DDPMScheduler, x_all: torch.Tensor, y_all: torch.Tensor,
+                 cfg: DiffusionTrainConfig, device: torch.device, progress: bool) -> None:
+        self.model, self.scheduler, self.x_all, self.y_all, self.cfg, self.progress = model, scheduler, x_all, y_all, cfg, progress
+        self.modules = {"model": model.to(device)}
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
+        self.running, self.running_n = 0.0, 0  # loss accumulated since the last history row
+
+    def batches(self, epoch: int):
+        step, cfg = epoch - 1, self.cfg
+        gen = _step_generator(cfg.seed, step)
+        idx = _batch_indices(len(self.x_all), cfg.batch_size, cfg.seed, step)
+        xb, yb = self.x_all[idx], self.y_all[idx]
+        if cfg.augment:
+            xb = random_dihedral(xb, gen, channels_last=False)
+        xb, vectors = class_vector_mixup(xb, yb, self.model.config.n_classes, cfg.mixup_alpha, gen)
+        yield step, xb, vectors, gen
+
+    def training_step(self, batch) -> list[Step]:
+        step, xb, vectors, gen = batch
+        cfg = self.cfg
+
+        def loss() -> torch.Tensor:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps)
+            return diffusion_loss(self.model, self.scheduler, xb, vectors, gen, cfg.snr_gamma, self.precision)
+
+        return [Step(loss, self.optimizer, clip=self.model.parameters)]
+
+    def after_step(self, batch, losses: list[torch.Tensor]) -> bool:
+        self.ema.step(self.model.parameters())
+        self.running += float(losses[0])
+        self.running_n += 1
+        return False
+
+    def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
+        if epoch % self.cfg.log_every and epoch != self.cfg.steps:
+            return {}
+        row = {"step": epoch, "loss": self.running / self.running_n}
+        self.running, self.running_n = 0.0, 0
+        if self.progress:
+            print(f"step {epoch}/{self.cfg.steps} loss {row['loss']:.4f}", flush=True)
+        return row
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "ema": self.ema.state_dict(),
+                "running_loss": (self.running, self.running_n), "config": _resumable_fields(self.cfg)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != _resumable_fields(self.cfg):
+            raise ValueError(f"checkpoint {self.cfg.checkpoint} was written with different settings: {state['config']}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
+        self.running, self.running_n = state["running_loss"]
 
 
 def _resumable_fields(cfg: DiffusionTrainConfig) -> dict:
