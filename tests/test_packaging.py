@@ -106,3 +106,15 @@ def test_dependency_ranges_admit_colab_and_the_constraints_pin_them():
     assert "wbcstudy" not in pins and not any(ln.startswith("-e") for ln in lines)
     wanted = set(deps) | {_name(d) for name, extra in extras.items() if name != "lab" for d in extra}
     assert wanted <= set(pins), sorted(wanted - set(pins))
+
+
+def test_every_chapters_colab_install_points_at_the_books_repository():
+    """The repository address lives in _config.yml (the book's repository button); each chapter's Colab set-up cell
+    installs from that address and no other (a re-run carries a change of address into every chapter)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    url = yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
+    for source in sorted((root / "notebooks").glob("*.md")):
+        found = set(re.findall(r"git\+(https://[^\s\"']+)", source.read_text()))
+        assert found == {url}, f"{source.name} installs from {found}, the book's repository is {url}"

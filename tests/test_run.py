@@ -143,3 +143,20 @@ def test_sync_prose_brings_mended_text_over_and_keeps_code_outputs(tmp_path, mon
     (tmp_path / "notebooks" / "data.md").write_text(text.replace("print(n)", "print(n + 1)"))
     with pytest.raises(ChapterError, match="re-run the chapter"):
         sync_prose("data", copy)
+
+
+@pytest.mark.parametrize("chapter", run.CHAPTERS)
+def test_parameters_dataclass_is_the_notebooks_parameters_cell(chapter):
+    """Each chapter's typed Parameters hold exactly its notebook's parameters: names, order, types and cpu values."""
+    import dataclasses
+
+    cls = run.parameters_class(chapter)
+    defaults = cls()
+    cell = run.parameters_cell(chapter)
+    assert [f.name for f in dataclasses.fields(cls)] == list(cell)
+    for name, value in cell.items():
+        assert getattr(defaults, name) == value and type(getattr(defaults, name)) is type(value), name
+    for profile in ("smoke", "cpu", "paper"):
+        params = run.chapter_parameters(chapter, profile)
+        assert isinstance(params, cls)
+        assert {k: getattr(params, k) for k in run.load_profile(chapter, profile)} == run.load_profile(chapter, profile)

@@ -174,12 +174,29 @@ def parameters_cell(chapter: str) -> dict[str, object]:
 RUNNER_PARAMETERS: tuple[str, ...] = ("profile", "results_dir")
 
 
-def check_parameters(chapter: str, params: dict, where: str) -> dict:
-    """``params``, after checking that the notebook's parameters cell defines each name with a compatible type.
+def parameters_class(chapter: str) -> type:
+    """The chapter's ``Parameters`` dataclass (``wbcstudy.experiments.<chapter>``): its fields and cpu defaults."""
+    import importlib
 
-    ``where`` names the source in the error (a profile file, or ``-p``); the notebook's ``None`` defaults take anything.
+    if chapter not in CHAPTERS + DRAFTS:
+        raise ChapterError(f"unknown chapter {chapter!r}; chapters are: {', '.join(CHAPTERS + DRAFTS)}")
+    return importlib.import_module(f"wbcstudy.experiments.{chapter}").Parameters
+
+
+def chapter_parameters(chapter: str, profile: str = "cpu", overrides: dict | None = None):
+    """The chapter's parameters at ``profile`` (and ``overrides``), checked: an instance of its ``Parameters``."""
+    return parameters_class(chapter)(**check_profile(chapter, profile, overrides))
+
+
+def check_parameters(chapter: str, params: dict, where: str) -> dict:
+    """``params``, after checking that the chapter's ``Parameters`` (the names of its notebook's parameters cell)
+    define each name with a compatible type.
+
+    ``where`` names the source in the error (a profile file, or ``-p``); ``None`` defaults take anything.
     """
-    defaults = parameters_cell(chapter)
+    import dataclasses
+
+    defaults = {f.name: getattr(parameters_class(chapter)(), f.name) for f in dataclasses.fields(parameters_class(chapter))}
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ChapterError(f"{where} sets {unknown}, which the parameters cell of {notebook_path(chapter)} does not define")

@@ -69,11 +69,14 @@ def pbc5_split(split: str, size: int, crop: str = "none") -> tuple[np.ndarray, n
 
 
 def chapter_recipe(chapter: str, profile: str) -> dict:
-    """The parameters a chapter runs with at ``profile``: its parameters cell, overridden by its profile file. A
-    benchmarked model is trained with its chapter's recipe at the summary's profile, never a re-typed copy of it."""
-    from wbcstudy.run import check_profile, parameters_cell
+    """The parameters a chapter runs with at ``profile``: its typed ``Parameters`` (``wbcstudy.experiments.<chapter>``),
+    filled from its profile file, as a dict. A benchmarked model is trained with its chapter's recipe at the
+    summary's profile, never a re-typed copy of it; no notebook is read."""
+    from dataclasses import asdict
 
-    return {**parameters_cell(chapter), **check_profile(chapter, profile)}
+    from wbcstudy.run import chapter_parameters
+
+    return asdict(chapter_parameters(chapter, profile))
 
 
 def pick_parameters(recipe: dict, *names: str) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -259,3 +259,35 @@ def plot_learning_curves(runs: Mapping[str, Run], names: Mapping[str, str] | Non
     if title:
         fig.suptitle(title)
     return fig
+
+
+@dataclass
+class Parameters:
+    """The Baseline chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("baseline", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where baseline.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
+    seed: int = 0  # the first seed: weight init, shuffling and augmentation; the 64-px model also runs seed+1, ...
+    seeds: int = 3  # independent trainings of ResNet-18 at 64 px (the target is their mean)
+    train_limit: int = 0  # 0: every training image; >0: a stratified subset of this many (smoke runs)
+    eval_limit: int = 0  # 0: the whole validation and test splits; >0: stratified subsets
+    resnet18_28_epochs: int = 2  # ResNet-18 at 28 px, on each field of view
+    resnet18_64_epochs: int = 4  # ResNet-18 at 64 px, per seed
+    #: EfficientNet-Lite0 fine-tuned from ImageNet; 0 skips it (the trust chapter compares it at cpu)
+    effnet_epochs: int = 0
+    effnet_size: int = 64  # EfficientNet-Lite0 input size in px
+    #: EfficientNet-Lite0 batch size (fine-tuning gains more from steps than from batch size)
+    effnet_batch_size: int = 64
+    batch_size: int = 128  # training batch size (128 trains 30-40% faster than 64 on 2 cores)
+    lr: float = 0.003  # peak learning rate (AdamW, one-cycle schedule) for the ResNets
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay
+    label_smoothing: float = 0.1  # cross-entropy label smoothing for the ResNets
+    effnet_lr: float = 0.001  # peak learning rate for fine-tuning EfficientNet-Lite0
+    n_boot: int = 1000  # bootstrap resamples for the confidence intervals

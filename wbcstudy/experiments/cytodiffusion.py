@@ -516,3 +516,57 @@ def recorded_scaling(path: str | Path | None = None) -> dict:
 
     path = Path(path) if path else project_root() / "book" / "results" / SCALING_FILE
     return json.loads(path.read_text())
+
+
+@dataclass
+class Parameters:
+    """The CytoDiffusion chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("cytodiffusion", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where cytodiffusion.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
+    seed: int = 0  # seeds weight init, batches, augmentation, noise and timesteps
+    image_size: int = 32  # px; images are decoded at 64 px and average-pooled 2x2
+    #: UNet block widths (0.79 M parameters; a 32-px training step takes ~0.52 s at batch 64 on 2 cores)
+    unet_channels: list = field(default_factory=lambda: [16, 32, 32, 64])
+    train_limit: int = 0  # 0: every training image; >0: a stratified subset (smoke runs)
+    val_limit: int = 0  # 0: whole validation splits for the baselines' epoch selection; >0: stratified subsets
+    batch_size: int = 64  # diffusion training batch size
+    diffusion_lr: float = 0.001  # AdamW learning rate after warm-up (constant, as in the paper)
+    warmup_steps: int = 50  # linear warm-up steps
+    ema_decay: float = 0.995  # EMA of the weights (paper 0.9999 over ~100x more steps)
+    indomain_steps: int = 500  # training steps of the 8-class model
+    anomaly_steps: int = 250  # training steps of the model without erythroblasts
+    shift_steps: int = 250  # training steps of the 5-class (PBC WBC) model, per seed
+    shift_seeds: int = 1  # domain-shift repeats (paper 5)
+    lowdata_sizes: list = field(default_factory=lambda: [10, 20, 50, 150])  # training images per class
+    lowdata_steps: list = field(default_factory=lambda: [40, 60, 80, 120])  # training steps per subset size
+    lowdata_repeats: int = 1  # subsets r0, r1, ... of the low-data manifest (paper 5)
+    max_trials: int = 40  # classifier trials per image (paper 2000)
+    min_trials: int = 20  # pruning starts at this trial index, every 5 trials (paper)
+    images_per_call: int = 8  # images whose active classes share one UNet call
+    #: validation images whose unpruned errors refit the poly4 weighting and choose the weighting
+    weighting_fit_images: int = 16
+    indomain_test_limit: int = 160  # stratified in-domain test cells classified by the diffusion model
+    anomaly_test_limit: int = 100  # stratified anomaly test cells (normal and erythroblast)
+    shift_test_limit: int = 40  # cells per domain-shift test set
+    lowdata_test_limit: int = 40  # stratified low-data test cells
+    #: stratified low-data validation cells for the baselines' epoch selection (0: all ~8,400)
+    lowdata_val_limit: int = 400
+    trials_curve_images: int = 16  # in-domain test cells run without pruning for accuracy vs trials
+    heatmap_trials: int = 40  # trials per counterfactual heatmap
+    samples_per_class: int = 16  # DDIM samples per class for the Turing-test substitutes
+    ddim_steps: int = 25  # DDIM sampling steps
+    resnet_epochs: int = 2  # ResNet-18 (from scratch) epochs per baseline
+    effnet_epochs: int = 1  # EfficientNet-Lite0 (ImageNet) fine-tuning epochs (in-domain only)
+    baseline_batch_size: int = 128  # baseline training batch size
+    n_boot: int = 1000  # bootstrap resamples for the confidence intervals
+    #: gpu profile: train the in-domain model on to each step count and classify after each ([]: show the recorded
+    #: run)
+    scaling_steps: list = field(default_factory=lambda: [])

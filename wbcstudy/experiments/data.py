@@ -7,6 +7,7 @@ The construction report is ``data/manifests/construction_report.json`` as writte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -84,3 +85,20 @@ def data_metrics(report: Mapping, manifests: Mapping[str, pd.DataFrame]) -> dict
 def exact_intervals(metrics: Mapping[str, int]) -> dict[str, list[int]]:
     """A count measured on the whole dataset has no sampling error: its interval is the count itself."""
     return {key: [int(value), int(value)] for key, value in metrics.items()}
+
+
+@dataclass
+class Parameters:
+    """The Data chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("data", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where data.json is written (relative to the project root)
+    #: "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively); nothing is trained here
+    precision: str = 'auto'
+    rebuild_manifests: bool = True  # re-run the whole construction and check it equals the committed manifests
+    cells_per_class: int = 8  # cells shown per class in the PBC montage

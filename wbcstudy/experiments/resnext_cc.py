@@ -531,3 +531,59 @@ def feature_compactness(model: nn.Module, images: np.ndarray, labels: np.ndarray
     centroids = np.stack([feats[labels == c].mean(0) for c in (0, 1)])
     within = np.mean([np.linalg.norm(feats[labels == c] - centroids[c], axis=1).mean() for c in (0, 1)])
     return float(within / np.linalg.norm(centroids[1] - centroids[0])), feats
+
+
+@dataclass
+class Parameters:
+    """The ResNeXt-CC chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("resnext_cc", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where resnext_cc.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
+    image_size: int = 64  # input size in px (ALL-IDB2 crops are 257 px, PBC 256 px)
+    model_scale: str = 'cpu'  # "cpu" (8 groups, 64-512 channels) or "paper" (ResNeXt-50 32x4d, 256-2048 channels)
+    #: ALL-IDB2 test folds (5-fold CV: train on the other four folds)
+    folds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    #: seeds per fold: each (fold, seed) trains every variant once, paired with the full model
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    train_limit: int = 0  # 0: all 208 training cells per fold; >0: a stratified subset (smoke runs)
+    epochs: int = 14  # training epochs per ResNeXt-CC run (the last epoch is kept: no validation split)
+    batch_size: int = 32  # training batch size
+    lr: float = 0.004  # peak learning rate (AdamW, one-cycle schedule)
+    #: variants on ALL-IDB2, every seed
+    ablations: list = field(default_factory=lambda: ['rgb', 'fusion52', 'no_fusion', 'weighted_bce', 'ce', 'pool'])
+    #: variants on ALL-IDB2 trained under depth_seeds only
+    depth_ablations: list = field(default_factory=lambda: ['depth101'])
+    depth_seeds: list = field(default_factory=lambda: [0])  # seeds for depth_ablations
+    #: variants on the PBC ig-vs-neutrophil pair
+    pbc_ablations: list = field(default_factory=lambda: ['rgb', 'weighted_bce', 'ce', 'pool'])
+    #: PBC replicates: each seed draws its own 68/32 training subset and initialisation
+    pbc_seeds: list = field(default_factory=lambda: [0])
+    #: PBC training cells per replicate (68% ig, 32% neutrophil); 240 cells x 6 epochs stayed below the 68% majority
+    #: rate
+    pbc_train: int = 400
+    #: PBC test cells (68/32 from the test split, which holds 289 ig: at most 425; the same for every replicate)
+    pbc_test: int = 420
+    pbc_epochs: int = 10  # training epochs per PBC run
+    #: the paper's CNN baselines (also: effnet_lite0, small_vit)
+    baselines: list = field(default_factory=lambda: ['resnet50', 'inception_v3', 'densenet121', 'vgg16'])
+    #: ALL-IDB2 folds the baselines are trained on (the same splits as ResNeXt-CC)
+    baseline_folds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    baseline_seed: int = 0  # the baselines' seed (one run per fold)
+    #: epochs per baseline (one costs 6-12 ResNeXt-CC epochs): a budget choice, short of their plateau
+    baseline_epochs: int = 2
+    baseline_lr: float = 0.002  # peak learning rate of the baselines trained from scratch
+    vgg_size: int = 32  # VGG16 input size in px (VGG16 is 3x slower than the others at 64 px on a CPU)
+    effnet_lr: float = 0.001  # peak learning rate for fine-tuning EfficientNet-Lite0
+    center_weight: float = 0.05  # beta, the weight of the center loss (the paper's value)
+    center_alpha: float = 0.5  # centre update rate per mini-batch (Wen et al. 2016)
+    n_boot: int = 1000  # bootstrap resamples for the confidence intervals
+    #: runs trained at a time, each in its own one-thread process (1: all in this process, e.g. on a GPU)
+    workers: int = 2
+    torch_threads: int = 0  # threads of this process (0: torch's default); the workers use one each

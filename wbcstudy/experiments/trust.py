@@ -495,3 +495,50 @@ def gradcam_checks(model: nn.Module, layer_of: Callable[[nn.Module], nn.Module],
                   "gradcam_insertion_auc": float(curves["insertion"].mean()),
                   "random_insertion_auc": float(random_curves["insertion"].mean()),
                   "gradcam_randomisation_rho": float(np.mean(rho))}
+
+
+@dataclass
+class Parameters:
+    """The Trustworthiness chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("trust", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where trust.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    app_checkpoint: str = 'build/trust/app_model.pt'  # where the Streamlit app's model is written
+    seed: int = 0  # seeds weight init, subsets, shuffling and augmentation
+    cnn_size: int = 32  # custom CNN input in px (the paper: 128; a multiple of 16)
+    #: "vgg16", "resnet50": from-scratch stand-ins for the README's frozen-ImageNet nets (none at cpu)
+    scratch_models: list = field(default_factory=lambda: [])
+    vgg_size: int = 32  # VGG16 from-scratch input in px (the paper: 224, ImageNet-frozen)
+    resnet_size: int = 64  # ResNet50 from-scratch input in px (the paper: 224, ImageNet-frozen)
+    effnet_size: int = 64  # EfficientNet-Lite0 input in px
+    source_size: int = 64  # px of the decoded PBC cache every model's input is resized from
+    train_limit: int = 0  # 0: every training image for the custom CNN and EfficientNet; >0: a stratified subset
+    scratch_train_limit: int = 1500  # stratified training subset for VGG16 and ResNet50 from scratch
+    eval_limit: int = 0  # 0: the whole validation and test splits; >0: stratified subsets
+    cnn_epochs: int = 8  # custom CNN epochs (Adam, peak lr cnn_lr, one-cycle)
+    scratch_epochs: int = 2  # VGG16 and ResNet50 epochs
+    effnet_frozen_epochs: int = 10  # EfficientNet-Lite0 with a frozen ImageNet base: only the head trains
+    effnet_finetuned_epochs: int = 3  # EfficientNet-Lite0 fine-tuned end to end
+    augment_resampling: str = 'bicubic'  # kernel of the augmentation's affine resampling (Keras: "bilinear"; see below)
+    batch_size: int = 64  # training batch size (the paper: 32)
+    workers: int = 2  # models trained at a time, each in a one-thread process (1: one after another, here)
+    cnn_lr: float = 0.001  # peak learning rate of the custom CNN (the paper: Adam 5e-4, constant with plateau decay)
+    scratch_lr: float = 0.002  # peak learning rate for VGG16 / ResNet50
+    head_lr: float = 0.003  # peak learning rate of the frozen-base EfficientNet head
+    finetune_lr: float = 0.001  # peak learning rate of EfficientNet fine-tuning
+    robust_limit: int = 500  # test images in each robustness sweep (stratified)
+    influence_train: int = 1000  # training images of the last-layer influence problem
+    influence_l2: float = 0.001  # L2 penalty of the last-layer problem (makes it strongly convex)
+    influence_damping: float = 0.001  # damping δ added to the Hessian
+    loo_count: int = 60  # training images retrained without, for the leave-one-out check
+    loo_tests: int = 20  # test images whose loss the leave-one-out check follows (half misclassified where possible)
+    tracin_epochs: int = 10  # epochs of last-layer SGD whose checkpoints TracIn sums over
+    gradcam_count: int = 32  # test images per model for the deletion/insertion and randomisation checks
+    deletion_steps: int = 10  # steps of the deletion/insertion curves
+    n_boot: int = 1000  # bootstrap resamples for the confidence intervals

@@ -458,3 +458,68 @@ def realism_summary(judge: nn.Sequential, real: np.ndarray, real_labels: np.ndar
                "frechet_wnet_generated": frechet_distance(f_real, f_fake),
                "frechet_wnet_real_reference": frechet_distance(f_real, f_ref)}
     return table, metrics
+
+
+@dataclass
+class Parameters:
+    """The W-Net chapter's parameters, with the cpu profile's values as defaults.
+
+    ``wbcstudy.run.chapter_parameters("wnet", profile)`` fills them from a profile, checked; the notebook's
+    parameters cell holds the same names, types and values (a test checks it), and the summary reads a chapter's
+    recipe from here, never from the notebook.
+    """
+
+    profile: str = 'cpu'  # papermill profile name, recorded in the results
+    results_dir: str = 'book/results'  # where wnet.json is written (relative to the project root)
+    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
+    seed: int = 0  # seeds weight init, shuffling, augmentation, subsets and the GAN
+    data_limit: int = 0  # 0: all 10,283 PBC five-class cells; >0: a stratified subset of this many (smoke runs)
+    #: px the cropped cells are decoded at; every input below is an exact 2×2-average reduction of it
+    image_size: int = 64
+    wnet_size: int = 32  # W-Net's input size in the cross-validation and the transfer runs (paper: 128)
+    fold_column: str = 'fold5'  # manifest column with the fixed stratified folds ("fold10" for the paper's 10 folds)
+    cv_folds: int = 0  # how many of the fold column's folds are held out in turn (0: all of them)
+    cv_train_limit: int = 0  # per fold, train on a stratified subset of this many cells of the other folds (0: all)
+    val_limit: int = 500  # per fold, validation cells of the other folds (not trained on): stopping and epoch choice
+    #: W-Net trains until its validation curve reaches its plateau, at most this long (paper: 500)
+    wnet_max_epochs: int = 20
+    wnet_lr: float = 0.001  # Adam, constant (paper: Adam 1e-4 at batch 5, about the same rate per training cell)
+    dropout: float = 0.4  # drop probability: the paper's "0.6" read as TensorFlow's keep_prob
+    batch_size: int = 64  # training batch size (paper: 5)
+    compare_size: int = 32  # input size of the Table 4 comparison (all six models; VGG16 needs at least 32 px)
+    compare_folds: int = 0  # the comparison holds out the first k folds in turn (0: all of them)
+    compare_train_limit: int = 400  # training cells per fold in the comparison (the same cells for every model; 0: all)
+    compare_val_limit: int = 250  # validation cells per fold in the comparison (stopping and epoch choice)
+    compare_test_limit: int = 500  # held-out cells predicted per fold in the comparison (a stratified subset; 0: all)
+    #: each model trains until its validation plateau, at most this many epochs per fold ...
+    compare_max_epochs: int = 20
+    alexnet_max_epochs: int = 10  # ... but at most this many for AlexNet (about 1 s per epoch and fold at cpu)
+    deep_max_epochs: int = 6  # ... and this many for VGG16 and ResNet50 (about 5 and 3.5 s per epoch and fold at cpu)
+    compare_batch_size: int = 32  # batch size in the comparison (more steps for the few cells)
+    compare_lr: float = 0.001  # Adam, constant, for every model of the comparison except VGG16
+    vgg_lr: float = 0.0001  # Adam for VGG16 (BN): at 1e-3 it did not train in a probe on fold 1's validation cells
+    plain_vgg_folds: int = 1  # folds on which VGG16 is also trained with the paper's VGG settings (no batch-norm)
+    plain_vgg_train_limit: int = 24  # its training cells, from the other folds: at batch 1 every cell is one step
+    plain_vgg_epochs: int = 4  # its epochs (paper: 300)
+    plain_vgg_lr: float = 1e-06  # the paper's VGG learning rate (Adam, constant)
+    plain_vgg_batch_size: int = 1  # the paper's VGG batch size
+    classifier_width: int = 512  # hidden width of AlexNet's and VGG16's FC layers (torchvision: 4096)
+    transfer_folds: int = 5  # folds of the target sets (Zheng Dataset 2, BCCD) for scratch vs pre-trained
+    #: training/fine-tuning on a target set stops at the plateau of its loss, at most this long
+    transfer_max_epochs: int = 40
+    transfer_min_steps: int = 150  # ... but not before this many steps (5 per epoch on Zheng Dataset 2, 17 on BCCD)
+    transfer_lr: float = 0.001  # Adam, constant, on the target sets
+    transfer_batch_size: int = 16  # batch size on the target sets (80 and 273 training cells per fold)
+    gan_size: int = 32  # DCGAN resolution in px (paper: 128); image_size must be a multiple of it
+    gan_width: int = 32  # base number of filters of generator and discriminator (DCGAN paper: 64)
+    gan_batch_size: int = 16  # DCGAN batch size (514 generator steps per epoch over the 8,227 training cells)
+    #: DCGAN epochs at most (5,140 generator steps); it stops once the judge's score of its cells reaches its plateau
+    gan_max_epochs: int = 10
+    gan_min_epochs: int = 4  # ... but not before this many epochs (the plateau rule needs four)
+    gan_monitor_per_class: int = 100  # cells generated per class after every epoch for the judge's score
+    gan_per_class: int = 1000  # generated cells per class for the checks (paper: 1,000)
+    judge_max_epochs: int = 20  # the real-trained judge W-Net: until its validation plateau, at most this long
+    synthetic_max_epochs: int = 10  # the W-Net trained on generated cells: until its loss plateau, at most this long
+    c2st_epochs: int = 6  # epochs of the real-vs-generated classifier
+    n_boot: int = 1000  # bootstrap resamples for intervals over test cells
