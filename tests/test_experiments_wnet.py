@@ -127,7 +127,9 @@ def test_comparison_summary_reads_pooled_cells() -> None:
     assert metrics["lstm_precision"] == pytest.approx((1 / 3) / 3)  # class 0 predicted always: precision 1/3, others 0
     assert table.loc["LSTM", "parameters"] == 20 and not table.loc["LSTM", "plateau"]
     assert metrics["lstm_epochs"] == 6.0 and table.loc["LSTM", "epochs"] == 6.0
-    assert set(ci) == set(metrics) - {"wnet_compare_epochs", "lstm_epochs"}
+    sds = {k for k in metrics if k.endswith("_fold_sd")}  # one per metric: its SD over the folds
+    assert set(ci) == set(metrics) - {"wnet_compare_epochs", "lstm_epochs"} - sds
+    assert {k[:-len("_fold_sd")] for k in sds} == set(ci) and metrics["wnet_compare_balanced_accuracy_fold_sd"] == 0.0
 
 
 def test_restrict_to_keeps_the_other_runs_cells_in_its_order() -> None:

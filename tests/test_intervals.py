@@ -192,3 +192,29 @@ def test_hierarchical_bootstrap_holds_the_spread_between_runs():
     assert hi - lo > 2.5 * (chi - clo) and sd == pytest.approx(np.std(per_run, ddof=1)) and sd > 0.05
     with pytest.raises(ValueError, match="as many predictions as labels"):
         hierarchical_bootstrap(accuracy_score, [(y, y[:-1])])
+
+
+def test_hierarchical_difference_is_paired_and_stratified_draws_keep_class_counts():
+    from sklearn.metrics import accuracy_score
+
+    from wbcstudy.intervals import hierarchical_bootstrap, hierarchical_difference
+
+    rng = np.random.default_rng(1)
+    groups = []
+    for fold, gap in enumerate((0.02, 0.10, 0.18)):  # A beats B by a gap that differs from fold to fold
+        y = rng.integers(0, 3, size=300)
+        a = np.where(rng.random(300) < 0.9, y, (y + 1) % 3)
+        b = np.where(rng.random(300) < 0.9 - gap, y, (y + 1) % 3)
+        groups.append((y, a, b))
+    value, (lo, hi), sd = hierarchical_difference(accuracy_score, groups, n_boot=300, stratify=True)
+    per_fold = [accuracy_score(y, a) - accuracy_score(y, b) for y, a, b in groups]
+    y_all, a_all, b_all = (np.concatenate(x) for x in zip(*groups))
+    assert value == pytest.approx(accuracy_score(y_all, a_all) - accuracy_score(y_all, b_all))
+    assert lo < value < hi and sd == pytest.approx(np.std(per_fold, ddof=1))
+    # identical sides: every paired draw gives exactly 0
+    same = [(y, a, a) for y, a, _ in groups]
+    assert hierarchical_difference(accuracy_score, same, n_boot=50)[1] == (0.0, 0.0)
+    # a stratified draw keeps each fold's class counts: a metric of the labels alone never moves
+    counts = lambda y, p: float(np.bincount(y, minlength=3)[0])  # noqa: E731
+    assert hierarchical_bootstrap(counts, [(g[0], g[1]) for g in groups[:1]], n_boot=30, stratify=True)[1] == (
+        float((groups[0][0] == 0).sum()),) * 2

@@ -179,28 +179,50 @@ def seed_cell_difference(hits_a: ArrayLike, hits_b: ArrayLike, n_boot: int = 100
     return float(a.mean(0).mean() - b.mean(0).mean()), percentile_interval(samples, level)
 
 
+def _hierarchical(stat: Callable[..., float], groups: Sequence[tuple[ArrayLike, ...]], n_boot: int, seed: int,
+                  level: float, stratify: bool) -> tuple[float, tuple[float, float], float]:
+    """``stat`` over all groups' rows pooled, its hierarchical-bootstrap interval, and the SD of ``stat`` per group.
+
+    Each group is a tuple of equally long arrays, the first the labels (the strata when ``stratify``). A replicate
+    draws the groups with replacement, then the rows within each drawn group with replacement (within each label
+    when ``stratify``), and evaluates ``stat`` on the pooled draw.
+    """
+    runs = [tuple(_as_numpy(a) for a in g) for g in groups]
+    if not runs or any(len(a) != len(g[0]) or len(g[0]) == 0 for g in runs for a in g):
+        raise ValueError("every run needs as many predictions as labels, and at least one cell")
+    rng = np.random.default_rng(seed)
+    strata = [[np.flatnonzero(g[0] == c) for c in np.unique(g[0])] if stratify else [np.arange(len(g[0]))] for g in runs]
+    width = len(runs[0])
+    value = float(stat(*(np.concatenate([g[k] for g in runs]) for k in range(width))))
+    samples = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(0, len(runs), size=len(runs))
+        rows = [np.concatenate([rng.choice(part, size=len(part)) for part in strata[i]]) for i in drawn]
+        samples[b] = stat(*(np.concatenate([runs[i][k][r] for i, r in zip(drawn, rows)]) for k in range(width)))
+    per_run = [float(stat(*g)) for g in runs]
+    return value, percentile_interval(samples, level), float(np.std(per_run, ddof=1)) if len(runs) > 1 else 0.0
+
+
 def hierarchical_bootstrap(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike]], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95) -> tuple[float, tuple[float, float], float]:
+                           seed: int = 0, level: float = 0.95, stratify: bool = False) -> tuple[float, tuple[float, float], float]:
     """A metric pooled over several runs (folds or seeds), its hierarchical-bootstrap interval, and the runs' SD.
 
     ``groups`` holds each run's (labels, predictions) on its own test cells (folds) or on the same cells (seeds). The
     value is ``metric_fn`` over all runs' cells pooled. Each replicate draws the runs with replacement, then the cells
-    within each drawn run with replacement, and scores the pooled draw (Saravanan et al. 2020), so that the interval
-    holds the run-to-run spread as well as the cell sampling; the SD is that of the per-run metric.
+    within each drawn run with replacement (within each class with ``stratify``), and scores the pooled draw
+    (Saravanan et al. 2020), so that the interval holds the run-to-run spread as well as the cell sampling; the SD
+    is that of the per-run metric.
     """
-    runs = [(_as_numpy(y), _as_numpy(p)) for y, p in groups]
-    if not runs or any(len(y) != len(p) or len(y) == 0 for y, p in runs):
-        raise ValueError("every run needs as many predictions as labels, and at least one cell")
-    rng = np.random.default_rng(seed)
-    value = float(metric_fn(np.concatenate([y for y, _ in runs]), np.concatenate([p for _, p in runs])))
-    samples = np.empty(n_boot)
-    for b in range(n_boot):
-        drawn = [runs[i] for i in rng.integers(0, len(runs), size=len(runs))]
-        cells = [rng.integers(0, len(y), size=len(y)) for y, _ in drawn]
-        samples[b] = metric_fn(np.concatenate([y[i] for (y, _), i in zip(drawn, cells)]),
-                               np.concatenate([p[i] for (_, p), i in zip(drawn, cells)]))
-    per_run = [float(metric_fn(y, p)) for y, p in runs]
-    return value, percentile_interval(samples, level), float(np.std(per_run, ddof=1)) if len(runs) > 1 else 0.0
+    return _hierarchical(metric_fn, groups, n_boot, seed, level, stratify)
+
+
+def hierarchical_difference(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],
+                            n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                            stratify: bool = False) -> tuple[float, tuple[float, float], float]:
+    """``metric(A) − metric(B)`` pooled over runs whose cells both sides predicted (each group: labels, A's
+    predictions, B's), with a paired hierarchical bootstrap (the same runs and cells drawn for both sides) and the SD
+    of the per-run difference."""
+    return _hierarchical(lambda y, a, b: metric_fn(y, a) - metric_fn(y, b), groups, n_boot, seed, level, stratify)
 
 
 def metric_range(key: str) -> tuple[float, float] | None:

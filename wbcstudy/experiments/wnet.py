@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wbcstudy.intervals import bootstrap_difference, bootstrap_metric, wilson
+from wbcstudy.intervals import bootstrap_metric, hierarchical_bootstrap, hierarchical_difference, wilson
 from wbcstudy.train import Augment, CrossValResult, LossFn, TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
 __all__ = [
@@ -174,29 +174,40 @@ def metric_functions(n_classes: int) -> dict[str, Callable[[np.ndarray, np.ndarr
 
 def summarise_predictions(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], prefix: str,
                           n_boot: int = 1000, seed: int = 0, which: Sequence[str] = ("balanced_accuracy", "accuracy",
-                          "precision", "recall", "f1"), per_class: bool = False) -> tuple[dict[str, float], dict[str, list[float]]]:
+                          "precision", "recall", "f1"), per_class: bool = False,
+                          folds: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Metrics of pooled predictions as ``{prefix}_{metric}`` with class-stratified bootstrap intervals over the cells.
 
     ``per_class`` adds ``{prefix}_{class}_accuracy``: the recall of each class, the paper's per-class "accuracy".
+    With ``folds`` (each cell's fold) the predictions pool several runs: each interval is then a hierarchical bootstrap
+    (the folds, then the cells of each within its classes: ``wbcstudy.intervals.hierarchical_bootstrap``), and
+    ``{key}_fold_sd`` holds the SD of the metric over the folds.
     """
     y, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     fns = metric_functions(len(classes))
     names = {f"{prefix}_{m}": fns[m] for m in which}
     if per_class:
         names.update({f"{prefix}_{c}_accuracy": fns[f"recall_{k}"] for k, c in enumerate(classes)})
+    groups = None if folds is None else [(y[folds == f], pred[folds == f]) for f in np.unique(folds)]
     metrics, ci = {}, {}
     for key, fn in names.items():
-        metrics[key] = fn(y, pred)
-        low, high = bootstrap_metric(fn, y, pred, n_boot=n_boot, seed=seed, strata=y)
+        if groups is None:
+            metrics[key] = fn(y, pred)
+            low, high = bootstrap_metric(fn, y, pred, n_boot=n_boot, seed=seed, strata=y)
+        else:
+            metrics[key], (low, high), metrics[f"{key}_fold_sd"] = hierarchical_bootstrap(fn, groups, n_boot, seed,
+                                                                                          stratify=True)
         ci[key] = [low, high]
     return metrics, ci
 
 
 def summarise_cv(cv: CrossValResult, classes: Sequence[str], prefix: str, n_boot: int = 1000,
                  seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """A cross-validation's metrics over the held-out cells of all its folds pooled, per class too, with intervals."""
+    """A cross-validation's metrics over the held-out cells of all its folds pooled, per class too, with hierarchical
+    intervals (folds, then cells) and each metric's SD over the folds."""
     p = cv.predictions
-    return summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, prefix, n_boot, seed, per_class=True)
+    return summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, prefix, n_boot, seed, per_class=True,
+                                 folds=p["fold"].to_numpy())
 
 
 # --------------------------------------------------------------------------- Table 4: models × folds
@@ -260,14 +271,16 @@ def restrict_to(predictions: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
                       n_boot: int = 1000, seed: int = 0) -> tuple[float, list[float]]:
-    """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row), with a paired bootstrap."""
+    """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row), with a paired
+    hierarchical bootstrap: the folds, then the cells of each within its classes, the same draw for both sides."""
     both = a[["fold", "row", "y", "pred"]].merge(b[["fold", "row", "pred"]], on=["fold", "row"], suffixes=("_a", "_b"))
     if both.empty:
         raise ValueError("the two runs predicted no common cells")
     fn = metric_functions(n_classes)[metric]
-    y, pa, pb = both["y"].to_numpy(), both["pred_a"].to_numpy(), both["pred_b"].to_numpy()
-    low, high = bootstrap_difference(fn, y, pa, pb, n_boot=n_boot, seed=seed, strata=y)
-    return fn(y, pa) - fn(y, pb), [low, high]
+    groups = [(part["y"].to_numpy(), part["pred_a"].to_numpy(), part["pred_b"].to_numpy())
+              for _, part in both.groupby("fold", sort=True)]
+    value, (low, high), _ = hierarchical_difference(fn, groups, n_boot, seed, stratify=True)
+    return value, [low, high]
 
 
 def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], keys: Mapping[str, str] = TABLE4_KEYS,
@@ -279,7 +292,7 @@ def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], key
     for title, run in runs.items():
         p = run.cv.predictions
         m, c = summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, keys[title], n_boot, seed,
-                                     which=("balanced_accuracy", "precision", "recall", "f1"))
+                                     which=("balanced_accuracy", "precision", "recall", "f1"), folds=p["fold"].to_numpy())
         metrics.update(m)
         ci.update(c)
         k = keys[title]
