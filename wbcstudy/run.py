@@ -101,8 +101,17 @@ def sync_prose(chapter: str, copy: Path) -> bool:
 
 
 def sync_all_prose() -> list[Path]:
-    """``sync_prose`` for every executed copy of every chapter; the copies that changed."""
-    return [copy for chapter in CHAPTERS for copy in executed_copies(chapter) if sync_prose(chapter, copy)]
+    """``sync_prose`` for every executed copy of every chapter whose code cells are the source's (a copy that waits
+    for a re-run is left alone: ``wbcstudy check`` names it); the copies that changed."""
+    changed = []
+    for chapter in CHAPTERS:
+        for copy in executed_copies(chapter):
+            try:
+                if sync_prose(chapter, copy):
+                    changed.append(copy)
+            except ChapterError:
+                continue
+    return changed
 
 
 def profile_path(chapter: str, profile: str) -> Path:
