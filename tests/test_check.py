@@ -67,9 +67,9 @@ def _good_tree(root: Path) -> Path:
         "chapter: alpha\nsource: A 2020\ncite: a2020\nclaims:\n"
         "  - id: alpha_acc\n    claim: reaches 97%\n    where: Table 1\n    paper_value: 0.97\n"
         "    key: alpha_accuracy\n    direction: higher\n    margin: 0.02\n    models: [cnn]\n")
-    from wbcstudy.scoreboard import write_scoreboard
+    from wbcstudy.judgement import write_judgement
 
-    write_scoreboard(root)  # the introduction's scoreboard, as `wbcstudy book` writes it
+    write_judgement(root)  # the claims tables and the introduction's scoreboard, as `wbcstudy book` writes them
     return root
 
 

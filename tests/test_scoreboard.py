@@ -57,9 +57,11 @@ def test_a_model_short_of_its_plateau_makes_its_claim_inconclusive_only_below_it
 def test_the_scoreboard_is_stale_until_rewritten(tmp_path):
     claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
     _write(tmp_path, "wnet", claims, {"acc": 0.5}, {"acc": [0.4, 0.6]})
-    assert scoreboard.stale_scoreboard(tmp_path)
-    scoreboard.write_scoreboard(tmp_path)
-    assert not scoreboard.stale_scoreboard(tmp_path)
+    from wbcstudy.judgement import stale_judgement, write_judgement
+
+    assert "book/scoreboard.md" in stale_judgement(tmp_path)
+    write_judgement(tmp_path)
+    assert "book/scoreboard.md" not in stale_judgement(tmp_path)
     assert "not reproduced: `acc`" in (tmp_path / "book" / "scoreboard.md").read_text()
 
 

@@ -103,20 +103,6 @@ def scoreboard_markdown(root: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_scoreboard(root: str | Path | None = None) -> Path:
-    """Regenerate ``book/scoreboard.md`` (the introduction includes it)."""
-    path = Path(root or project_root()) / SCOREBOARD_FILE
-    path.write_text(scoreboard_markdown(root))
-    return path
-
-
-def stale_scoreboard(root: str | Path | None = None) -> bool:
-    """Whether the committed scoreboard differs from what the claims files and results give now."""
-    path = Path(root or project_root()) / SCOREBOARD_FILE
-    return not path.is_file() or path.read_text() != scoreboard_markdown(root)
-
-
-
 def claim_totals(claims: pd.DataFrame) -> dict[str, int]:
     """The audit's counts for the results file: ``claims_total`` and ``claims_<verdict>`` over every claim;
     ``paper_claims_total`` and ``paper_claims_<verdict>`` over the five papers' claims alone (``STUDY_OWN`` left

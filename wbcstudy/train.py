@@ -133,12 +133,15 @@ def select_precision(requested: str, device: torch.device) -> str:
     return "fp32"
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic algorithms."""
+def seed_everything(seed: int | None, deterministic: bool | None = True) -> None:
+    """Seed Python, NumPy and torch (None: leave them), and set torch's deterministic algorithms (warn only; None:
+    leave the setting as it is)."""
     from accelerate.utils import set_seed
 
-    set_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if seed is not None:
+        set_seed(seed)
+    if deterministic is not None:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def _accelerator(device: torch.device, precision: str):
@@ -334,12 +337,7 @@ def run_task(make_task: Callable[[], Task], cfg: EngineConfig) -> TaskResult:
 
     device = select_device(cfg.device)
     precision = select_precision(cfg.precision, device)
-    if cfg.seed is not None:
-        from accelerate.utils import set_seed
-
-        set_seed(cfg.seed)
-    if cfg.deterministic is not None:
-        torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    seed_everything(cfg.seed, cfg.deterministic)
     task = make_task()
     task.device, task.precision = device, precision
     for module in task.modules.values():
