@@ -31,9 +31,10 @@ test: venv lint
 	$(BIN)/python -m pytest tests --nbval --nbval-current-env --nbval-sanitize-with tests/regression/sanitize.cfg -p no:cacheprovider
 	$(BIN)/python -m wbcstudy.check
 
-## The unit tests alone (CI runs them once more with WBCSTUDY_PRECISION=bf16: nothing may depend on the CPU's precision)
+## The unit tests alone (CI runs them once more with each precision forced: nothing may depend on the CPU's precision;
+## the chapters' tiny paper-profile runs are left to `make test`)
 unit: venv
-	$(BIN)/python -m pytest tests --ignore=tests/regression --ignore=tests/test_book.py --ignore=tests/test_browser.py -p no:cacheprovider -q
+	$(BIN)/python -m pytest tests --ignore=tests/regression --ignore=tests/test_book.py --ignore=tests/test_browser.py --ignore=tests/test_paper_profile.py -p no:cacheprovider -q
 
 ## ruff over the package, the tests and the MyST chapters' code cells (converted to .ipynb with jupytext)
 lint: venv

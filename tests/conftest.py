@@ -1,4 +1,5 @@
-"""Shared test set-up: the data root defaults to the mirror beside the checkout; a one-thread fixture for small models."""
+"""Shared test set-up: the data root defaults to the mirror beside the checkout; a one-thread fixture for small
+models."""
 from __future__ import annotations
 
 import os
@@ -50,15 +51,31 @@ def built_book(tmp_path_factory) -> Path:
         return html
     out = tmp_path_factory.mktemp("book")
     root = project_root()
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--path-output", str(out), "-W", "-n",
+           "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out / "_build" / "html"
 
 
 def pytest_configure(config) -> None:
-    """The regression notebooks' kernels run under the smoke profile's machine pins (fp32, AVX2 kernels), as they were made."""
+    """The test session is an entry: ``WBCSTUDY_PRECISION`` (CI forces each precision in turn) is read once and forced
+    on every model the unit tests train. The regression notebooks' kernels run under the smoke profile's machine pins
+    (fp32, AVX2 kernels), as they were made."""
+    from wbcstudy.train import force_precision, precision_from_environment
+
+    force_precision(precision_from_environment())
     if getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False):
         from wbcstudy.run import SMOKE_ENV
 
         os.environ.update(SMOKE_ENV)  # nbval's kernels inherit this environment (--nbval-current-env)
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_forced_precision():
+    """A test that forces or lifts a precision (``train.force_precision``) leaves the session's force as it found it."""
+    from wbcstudy import train
+
+    before = train.forced_precision()
+    yield
+    train.force_precision(before)

@@ -8,7 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from wbcstudy.app import SCRIPT, CheckpointError, ImageRejected, load_checkpoint, predict, save_checkpoint, validate_image
+from wbcstudy.app import (
+    SCRIPT,
+    CheckpointError,
+    ImageRejected,
+    load_checkpoint,
+    predict,
+    save_checkpoint,
+    validate_image,
+)
 from wbcstudy.app.core import (
     MAX_PIXELS,
     MAX_UPLOAD_BYTES,
@@ -19,7 +27,7 @@ from wbcstudy.app.core import (
     refusal,
     to_model_input,
 )
-from wbcstudy.models.trust_cnn import build_model
+from wbcstudy.models.trust_cnn import build_trust_model
 
 CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
 
@@ -142,7 +150,7 @@ def test_model_input_squares_other_images():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    model = build_trust_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
     path = tmp_path_factory.mktemp("ckpt") / "app_model.pt"
     save_checkpoint(path, model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, test_accuracy=0.5, profile="test")
     return path, model
@@ -225,7 +233,7 @@ def test_calibrate_ood_threshold_and_auroc_by_hand():
 
 def test_ood_rule_travels_in_the_checkpoint_and_warns(tmp_path, one_thread):
     torch.manual_seed(0)
-    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    model = build_trust_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
     rule = {"score": "max_softmax", "threshold": 0.99, "auroc": 0.9, "tpr": 0.95}
     path = save_checkpoint(tmp_path / "m.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood=rule)
     loaded, meta = load_checkpoint(path)
@@ -236,7 +244,8 @@ def test_ood_rule_travels_in_the_checkpoint_and_warns(tmp_path, one_thread):
     assert ood_warning({**meta, "ood": {**rule, "threshold": 0.0}}, result.probabilities) is None
     assert ood_warning({k: v for k, v in meta.items() if k != "ood"}, result.probabilities) is None
     with pytest.raises(ValueError, match="calibrate_ood"):
-        save_checkpoint(tmp_path / "bad.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood={"threshold": 2})
+        save_checkpoint(tmp_path / "bad.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3,
+                        ood={"threshold": 2})
 
 
 def test_find_checkpoints_lists_only_app_checkpoints(checkpoint, tmp_path):
@@ -281,7 +290,8 @@ def test_app_without_its_checkpoint_lists_the_ones_it_found(monkeypatch, tmp_pat
     message = at.error[0].value
     assert str(tmp_path / "build" / "trust" / "app_model.pt") in message
     assert "wbcstudy run trust --profile cpu" in message
-    assert "build/smoke/trust/app_model.pt" in message and "wbcstudy app --checkpoint build/smoke/trust/app_model.pt" in message
+    assert ("build/smoke/trust/app_model.pt" in message
+            and "wbcstudy app --checkpoint build/smoke/trust/app_model.pt" in message)
 
 
 def test_app_states_the_real_upload_limit(monkeypatch, checkpoint):
@@ -298,7 +308,7 @@ def test_app_states_the_real_upload_limit(monkeypatch, checkpoint):
 
 def _saved(tmp_path, name="m.pt", zero_classifier=False, **info):
     torch.manual_seed(0)
-    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    model = build_trust_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
     if zero_classifier:  # logits = bias alone: no gradient reaches the last conv layer, so Grad-CAM is 0 everywhere
         last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         torch.nn.init.zeros_(last.weight)
@@ -336,7 +346,7 @@ def test_an_all_zero_gradcam_map_is_reported_not_drawn(monkeypatch, tmp_path, on
 
 def test_app_warns_on_an_out_of_distribution_upload(monkeypatch, tmp_path, one_thread):
     torch.manual_seed(0)
-    model = build_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
+    model = build_trust_model("trust_cnn", len(CLASSES), 32, [0.5] * 3, [0.25] * 3).eval()
     rule = {"score": "max_softmax", "threshold": 0.99, "auroc": 0.9, "tpr": 0.95}
     path = save_checkpoint(tmp_path / "m.pt", model, "trust_cnn", CLASSES, 32, [0.5] * 3, [0.25] * 3, ood=rule)
     at = _app(monkeypatch, path)

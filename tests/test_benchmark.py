@@ -23,8 +23,8 @@ def hand_model(predict, size: int = 8, key: str = "hand", anomaly_score=None) ->
 class TinyTrainer:
     """A train function that builds a tiny linear classifier on 8-px images and counts its calls."""
 
-    def __init__(self, recipe: dict) -> None:
-        self.calls, self.recipe = 0, recipe
+    def __init__(self, parameters: dict) -> None:
+        self.calls, self.parameters = 0, parameters
 
     def __call__(self, profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
         from wbcstudy.models import with_input_adapter
@@ -34,8 +34,8 @@ class TinyTrainer:
         net = with_input_adapter(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, len(WBC5))), [0.5] * 3, [0.25] * 3)
         meta = {"key": "tiny", "image_size": 8}
         history = pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.625]})
-        model = BenchmarkModel("tiny", "Tiny", "wnet", 8, "none", classifier_predictors(net, meta, "fp32")[0], 0.0, False,
-                               dict(self.recipe), history, "a note", module=net, factory=FACTORY)
+        model = BenchmarkModel("tiny", "Tiny", "wnet", 8, "none", classifier_predictors(net, meta, "fp32")[0], 0.0,
+                               False, dict(self.parameters), history, "a note", module=net, factory=FACTORY)
         return model
 
 
@@ -43,28 +43,31 @@ def test_store_round_trip_and_retraining(tmp_path):
     lines: list[str] = []
     trainer = TinyTrainer({"lr": 0.1})
     images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
-    first = load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, recipe={"lr": 0.1},
+    first = load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, parameters={"lr": 0.1},
                           log=lines.append)
     assert trainer.calls == 1 and model_path("tiny", "smoke", tmp_path).is_file()
-    again = load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, recipe={"lr": 0.1},
+    again = load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, parameters={"lr": 0.1},
                           log=lines.append)
     assert trainer.calls == 1  # served from the store
     np.testing.assert_array_equal(first.predict(images), again.predict(images))
-    for name in ("key", "name", "chapter", "image_size", "crop", "train_seconds", "plateau", "recipe", "note", "factory"):
+    for name in ("key", "name", "chapter", "image_size", "crop", "train_seconds", "plateau", "parameters", "note",
+                 "factory"):
         assert getattr(again, name) == getattr(first, name), name
     assert first.train_seconds > 0  # the store's wall-clock of the training call
     pd.testing.assert_frame_equal(again.history, first.history)
-    # a changed recipe, another seed, a forced retrain: trained anew, and the reason is said
-    load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, recipe={"lr": 0.2}, log=lines.append)
-    assert trainer.calls == 2 and "recipe changed (lr: 0.1 -> 0.2)" in lines[-2]
-    load_or_train("tiny", "smoke", trainer, seed=4, precision="fp32", root=tmp_path, recipe={"lr": 0.2}, log=lines.append)
+    # changed parameters, another seed, a forced retrain: trained anew, and the reason is said
+    load_or_train("tiny", "smoke", trainer, seed=3, precision="fp32", root=tmp_path, parameters={"lr": 0.2},
+                  log=lines.append)
+    assert trainer.calls == 2 and "parameters changed (lr: 0.1 -> 0.2)" in lines[-2]
+    load_or_train("tiny", "smoke", trainer, seed=4, precision="fp32", root=tmp_path, parameters={"lr": 0.2},
+                  log=lines.append)
     assert trainer.calls == 3 and "seed 3, not 4" in lines[-2]
 
 
 def test_store_refuses_corrupt_and_changed_files(tmp_path):
     lines: list[str] = []
     trainer = TinyTrainer({"lr": 0.1})
-    load_or_train("tiny", "smoke", trainer, root=tmp_path, recipe={"lr": 0.1}, precision="fp32", log=lines.append)
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
     path = model_path("tiny", "smoke", tmp_path)
     # weights changed behind the store's back: the probe predictions no longer match
     payload = torch.load(path, weights_only=False)
@@ -73,15 +76,34 @@ def test_store_refuses_corrupt_and_changed_files(tmp_path):
     torch.save(payload, path)
     with pytest.raises(ValueError, match="predicts the probe images differently"):
         load_model(path, precision="fp32")
-    load_or_train("tiny", "smoke", trainer, root=tmp_path, recipe={"lr": 0.1}, precision="fp32", log=lines.append)
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
     assert trainer.calls == 2 and "probe images differently" in lines[-2]
     path.write_bytes(b"not a model")
-    load_or_train("tiny", "smoke", trainer, root=tmp_path, recipe={"lr": 0.1}, precision="fp32", log=lines.append)
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
     assert trainer.calls == 3 and "cannot be read" in lines[-2]
 
 
-def test_stored_mismatch_compares_the_stored_recipe_keys():
-    meta = {"key": "k", "profile": "cpu", "seed": 0, "chapter": "wnet", "recipe": {"a": 1, "b": 2}}
+def test_a_format_1_file_is_read_with_its_recipe_as_parameters(tmp_path):
+    lines: list[str] = []
+    trainer = TinyTrainer({"lr": 0.1})
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
+    path = model_path("tiny", "smoke", tmp_path)
+    payload = torch.load(path, weights_only=False)
+    payload["format"], payload["meta"]["recipe"] = 1, payload["meta"].pop("parameters")  # as format 1 wrote it
+    torch.save(payload, path)
+    model = load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1, "other": 3},
+                          precision="fp32", log=lines.append)
+    assert trainer.calls == 1 and model.parameters == {"lr": 0.1} and "loaded from" in lines[-1]
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.2}, precision="fp32", log=lines.append)
+    assert trainer.calls == 2 and "lr: 0.1 -> 0.2" in lines[-2]
+    payload["format"] = 7
+    torch.save(payload, path)
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.2}, precision="fp32", log=lines.append)
+    assert trainer.calls == 3 and "format 1 or 2" in lines[-2]
+
+
+def test_stored_mismatch_compares_the_stored_parameter_keys():
+    meta = {"key": "k", "profile": "cpu", "seed": 0, "chapter": "wnet", "parameters": {"a": 1, "b": 2}}
     assert stored_mismatch(meta, "k", "cpu", 0, {"a": 1, "b": 2, "unused": 9}) is None
     assert "b: 2 -> 3" in stored_mismatch(meta, "k", "cpu", 0, {"a": 1, "b": 3})
     assert "(gone)" in stored_mismatch(meta, "k", "cpu", 0, {"a": 1})
@@ -166,7 +188,8 @@ def test_robustness_perturbs_at_the_model_resolution():
     assert row("brightness", 1.0).accuracy == 1.0 and row("brightness", 1.3).accuracy == 0.0  # 120 × 1.3 = 156
     assert row("brightness", 0.6).accuracy == 1.0 and row("gaussian_blur", 9).accuracy == 1.0  # flat images stay flat
     assert metrics["clean_accuracy"] == 1.0
-    assert metrics["brightness13_minus_clean_accuracy"] == -1.0 and ci["brightness13_minus_clean_accuracy"] == [-1.0, -1.0]
+    assert (metrics["brightness13_minus_clean_accuracy"] == -1.0
+            and ci["brightness13_minus_clean_accuracy"] == [-1.0, -1.0])
     assert metrics["blur5_minus_clean_accuracy"] == 0.0
     assert row("brightness", 1.3).ci_high < 0.35  # Wilson interval of 0 of 10
     with pytest.raises(ValueError, match="works at 8 px"):
@@ -234,13 +257,14 @@ def test_shift_sets_are_restricted_to_wbc5():
     assert np.array_equal(y1, zheng.loc[zheng["label"].isin(WBC5), "label"].map(WBC5.index).to_numpy())
     assert x1 is measure.benchmark_images("zheng1", None, 32)[0]  # one decode per (set, size, crop)
     assert not x1.flags.writeable
-    table, metrics, ci = measure.domain_shift(brightness_model(32), n_boot=20, limit=30)
+    table, metrics, ci = measure.shift_scores(brightness_model(32), n_boot=20, limit=30)
     assert all(25 <= n <= 35 for n in table["n"])  # about 30 cells per set, stratified
     assert set(metrics) == {f"{s}_{m}" for s in ("zheng1", "zheng2", "bccd") for m in ("accuracy", "balanced_accuracy")}
 
 
 def test_registry_lists_the_seven_methods_in_order():
-    assert list(METHODS) == ["wnet", "trust_cnn", "resnext_cc", "hemax", "cytodiffusion", "resnet18", "efficientnet_lite0"]
+    assert list(METHODS) == ["wnet", "trust_cnn", "resnext_cc", "hemax", "cytodiffusion", "resnet18",
+                             "efficientnet_lite0"]
     assert all(callable(fn) for fn in METHODS.values())
 
 
@@ -251,19 +275,20 @@ def test_run_benchmark_scores_one_model_on_the_fixed_cells():
     x, y = measure.test_cells(32)
     assert len(y) == 1028 and np.array_equal(result.rows, measure.fixed_subset(y, 50, 0))
     assert result.metrics["hand_n"] == len(result.rows) == len(result.probs)
-    for key in ("hand_balanced_accuracy", "hand_ece", "hand_blur5_minus_clean_accuracy", "hand_zheng2_balanced_accuracy",
-                "hand_anomaly_auroc", "hand_ms_per_image", "hand_train_seconds"):
+    for key in ("hand_balanced_accuracy", "hand_ece", "hand_blur5_minus_clean_accuracy",
+                "hand_zheng2_balanced_accuracy", "hand_anomaly_auroc", "hand_ms_per_image", "hand_train_seconds"):
         assert key in result.metrics
     assert result.metrics["hand_train_seconds"] == 1.5
-    assert set(result.robustness["n"]) == {len(measure.fixed_subset(y, 20, 0))} and set(result.robustness["model"]) == {"hand-made"}
+    assert (set(result.robustness["n"]) == {len(measure.fixed_subset(y, 20, 0))}
+            and set(result.robustness["model"]) == {"hand-made"})
     for key, (low, high) in result.ci.items():
         assert low <= result.metrics[key] <= high, key
 
 
 def test_store_serves_a_model_saved_under_another_precision(tmp_path):
     trainer = TinyTrainer({"lr": 0.1})
-    load_or_train("tiny", "smoke", trainer, root=tmp_path, recipe={"lr": 0.1}, precision="bf16", log=None)
-    model = load_or_train("tiny", "smoke", trainer, root=tmp_path, recipe={"lr": 0.1}, precision="fp32", log=None)
+    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="bf16", log=None)
+    model = load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=None)
     assert trainer.calls == 1 and model.predict(np.zeros((2, 8, 8, 3), np.uint8)).shape == (2, 5)
 
 
@@ -290,8 +315,8 @@ def test_summary_table_reads_each_models_prefixed_metrics():
     model = hand_model(lambda x: None, key="k")
     names = ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece", "ms_per_image", "train_seconds")
     metrics = {f"k_{n}": v for n, v in zip(names, (10, 0.9, 0.8, 0.7, 0.05, 1.25, 12.0))}
-    result = measure.BenchmarkResult("k", metrics, {"k_balanced_accuracy": [0.7, 0.9]}, np.arange(10), np.zeros((10, 5)),
-                                     pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    result = measure.BenchmarkResult("k", metrics, {"k_balanced_accuracy": [0.7, 0.9]}, np.arange(10),
+                                     np.zeros((10, 5)), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     row = measure.summary_table({"k": model}, {"k": result}).loc["hand-made"]
     assert (row["test cells"], row["balanced accuracy"], row["ci_low"], row["ci_high"]) == (10, 0.8, 0.7, 0.9)
     assert (row["ECE"], row["ms per image"], row["training (s)"], row["plateau"]) == (0.05, 1.25, 12.0, True)
@@ -312,7 +337,8 @@ def test_readme_levels_only_is_the_clean_images_and_the_readmes_settings():
 def test_curve_column_prefers_validation_balanced_accuracy_then_loss():
     from wbcstudy.benchmark.figures import curve_column
 
-    assert curve_column(pd.DataFrame(columns=["epoch", "val_accuracy", "val_balanced_accuracy"]))[0] == "val_balanced_accuracy"
+    assert (curve_column(pd.DataFrame(columns=["epoch", "val_accuracy", "val_balanced_accuracy"]))[0]
+            == "val_balanced_accuracy")
     assert curve_column(pd.DataFrame(columns=["step", "loss"])) == ("loss", "training loss")
     with pytest.raises(ValueError, match="has none of"):
         curve_column(pd.DataFrame(columns=["epoch"]))

@@ -24,7 +24,8 @@ def _fake_hemax_data(paths: list[str], sources: list[str]):
     from wbcstudy.data.hemax import HemaXData
 
     n = len(paths)
-    return HemaXData(images=np.zeros((n, 2, 2, 3), np.uint8), labels=np.arange(n) % 5, boxes=np.zeros((n, 4), np.float32),
+    return HemaXData(images=np.zeros((n, 2, 2, 3), np.uint8), labels=np.arange(n) % 5,
+                     boxes=np.zeros((n, 4), np.float32),
                      has_box=np.zeros(n, bool), mask_index=np.full(n, -1), masks=np.zeros((0, 2, 2, 2), np.uint8),
                      attributes=np.full((n, 4), -1), nc_category=np.full(n, -1), source=np.array(sources),
                      path=np.array(paths))
@@ -36,7 +37,8 @@ def test_exclude_pbc5_test_drops_exactly_the_wbcatt_rows_that_are_benchmark_test
     wbcatt, pbc5 = load_manifest("wbcatt"), load_manifest("pbc5")
     test_paths = pm.pbc5_test_paths()
     assert test_paths == set(pbc5.loc[pbc5.split == "test", "path"]) and len(test_paths) == 1028
-    for split, expected in (("train", 631), ("val", 82)):  # WBCAtt's own split vs pbc5's: its cells overlap the test split
+    # WBCAtt's own split vs pbc5's: its cells overlap the test split
+    for split, expected in (("train", 631), ("val", 82)):
         rows = wbcatt[wbcatt.split == split]
         data = _fake_hemax_data(rows.path.tolist(), ["pbc"] * len(rows))
         clean, dropped = pm.exclude_pbc5_test(data, test_paths)
@@ -60,8 +62,8 @@ def test_hemax_headline_hidden_follows_the_chapters_f1_rule(tmp_path):
     path = tmp_path / "hemax.json"
     path.write_text('{"metrics": {"hidden0_classification_f1": 0.70, "hidden2_classification_f1": 0.75, '
                     '"hidden4_classification_f1": 0.75}}')
-    assert pm.hemax_headline_hidden({"hidden_layers": [0, 2, 4]}, str(path)) == 2  # the first of equals
-    assert pm.hemax_headline_hidden({"hidden_layers": [4, 0]}, str(tmp_path / "missing.json")) == 4
+    assert pm.hemax_headline_hidden([0, 2, 4], str(path)) == 2  # the first of equals
+    assert pm.hemax_headline_hidden([4, 0], str(tmp_path / "missing.json")) == 4
 
 
 def test_hemax_class_probabilities_reorders_to_wbc5():
@@ -153,14 +155,14 @@ def test_resnext_cc_five_class_forward_loss_and_hsv_input(one_thread):
     np.testing.assert_allclose(prob, torch.softmax(net.eval()(x)[0], 1).detach().numpy(), atol=2e-3)
 
 
-def test_train_resnext_cc_uses_the_full_hsv_model(one_thread):
+def test_benchmark_resnext_cc_uses_the_full_hsv_model(one_thread):
     """The adapter at smoke (64 cells, one epoch) builds HSV input, fusion and ECA and returns a storable model."""
     from wbcstudy.benchmark.base import pbc5_split
 
-    model = pm.train_resnext_cc("smoke", 0, "fp32")
+    model = pm.benchmark_resnext_cc("smoke", 0, "fp32")
     net = model.module["net"]
     assert net.input.colour == "hsv" and net.cffm is not None and net.downsampling == "eca"
-    assert model.factory == pm.FACTORIES["resnext_cc"] and set(model.recipe) >= {"epochs", "lr", "image_size"}
+    assert model.factory == pm.FACTORIES["resnext_cc"] and set(model.parameters) >= {"epochs", "lr", "image_size"}
     x = pbc5_split("test", 64)[0][:3]
     again = attach_predictors(BenchmarkModel(**{**model.__dict__}), "fp32")  # the store's rebuild
     np.testing.assert_allclose(again.predict(x), model.predict(x))
@@ -201,7 +203,7 @@ def test_predictor_cytodiffusion_probabilities_anomaly_and_pooling(one_thread):
     np.testing.assert_allclose(prob.sum(1), 1.0)
     from wbcstudy.experiments import cytodiffusion as cd
 
-    direct = cd.ClassifierSettings(3, 2, 2, "uniform", "fp32").classify(net, cd.pool_images(x, 16), 5, 0)
+    direct = cd.DiffusionClassifierConfig(3, 2, 2, "uniform", "fp32").classify(net, cd.pool_images(x, 16), 5, 0)
     np.testing.assert_allclose(prob, pm.errors_to_probabilities(direct.normalised_errors, 0.5))
     assert (prob.argmax(1) == direct.predictions).all()
     np.testing.assert_allclose(anomaly(x), -direct.confidence)  # minus the chapter's confidence

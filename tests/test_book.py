@@ -60,12 +60,14 @@ def test_the_book_workflow_builds_checks_and_deploys_with_makefile_targets():
     assert commands, "the workflow runs nothing"
     for command in commands:
         words = shlex.split(command)
-        assert words[0] == "make", f"{command!r}: the workflow runs Makefile targets only (`make publish` must do the same)"
+        assert words[0] == "make", (f"{command!r}: the workflow runs Makefile targets only (`make publish` must do "
+                                    "the same)")
         wanted = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
         assert wanted and set(wanted) <= targets, f"{command!r}: {sorted(set(wanted) - targets)} not in the Makefile"
     assert [w for c in commands for w in shlex.split(c)[1:]][:2] == ["book-html", "browser-check"]  # build, then check
     uses = [s.get("uses", "").split("@")[0] for job in workflow["jobs"].values() for s in job.get("steps", [])]
-    assert {"actions/checkout", "actions/setup-python", "actions/upload-pages-artifact", "actions/deploy-pages"} <= set(uses)
+    assert {"actions/checkout", "actions/setup-python", "actions/upload-pages-artifact",
+            "actions/deploy-pages"} <= set(uses)
     python = next(s["with"]["python-version"] for j in workflow["jobs"].values() for s in j.get("steps", [])
                   if s.get("uses", "").startswith("actions/setup-python"))
     assert str(python) == "3.11"
@@ -77,7 +79,8 @@ def test_publish_uses_ghp_import_pinned_in_the_book_extra():
     assert re.search(r"^publish:.*\n\t\$\(BIN\)/ghp-import .*build/_build/html", makefile, re.MULTILINE)
     pyproject = (project_root() / "pyproject.toml").read_text()
     assert re.search(r'^book = \[.*"ghp-import', pyproject, re.MULTILINE)
-    assert re.search(r"^ghp-import==\d", (project_root() / "requirements" / "constraints.txt").read_text(), re.MULTILINE)
+    assert re.search(r"^ghp-import==\d", (project_root() / "requirements" / "constraints.txt").read_text(),
+                     re.MULTILINE)
 
 
 def _notebook(*cells) -> dict:
@@ -93,18 +96,25 @@ def test_tidy_tags_the_machinery_and_scrubs_machine_paths():
     stdout = {"output_type": "stream", "name": "stdout",
               "text": ["wnet: loaded from /tmp/wt-summary-cpu/build/models/cpu/wnet.pt (trained in 27 s)\n",
                        "efficientnet: stored at /work/main/build/models/cpu/e.pt\n"]}
-    image = {"output_type": "display_data", "data": {"image/png": "iVBOR/tmp/xx", "text/plain": ["<Figure /home/me/f>"]}}
-    nb = _notebook(_code("notebook.setup()", ["hide-input"], [{"output_type": "stream", "name": "stdout", "text": "data root: X"}]),
-                   _code("profile: str = 'cpu'  # p", ["parameters"]), _code("# Parameters\nprofile = 'cpu'\n", ["injected-parameters"]),
+    image = {"output_type": "display_data",
+             "data": {"image/png": "iVBOR/tmp/xx", "text/plain": ["<Figure /home/me/f>"]}}
+    nb = _notebook(_code("notebook.setup()", ["hide-input"],
+                         [{"output_type": "stream", "name": "stdout", "text": "data root: X"}]),
+                   _code("profile: str = 'cpu'  # p", ["parameters"]),
+                   _code("# Parameters\nprofile = 'cpu'\n", ["injected-parameters"]),
                    _code("models = load()", outputs=[stdout, image]))
     publish.tidy_notebook(nb, root="/work/main")
     tags = [c["metadata"]["tags"] for c in nb["cells"]]
-    assert tags[:3] == [["hide-input", "remove-output"], ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"]]
+    assert tags[:3] == [["hide-input", "remove-output"], ["parameters", "remove-cell"],
+                        ["injected-parameters", "remove-cell"]]
     text = "".join(nb["cells"][3]["outputs"][0]["text"])
-    assert text == "wnet: loaded from build/models/cpu/wnet.pt (trained in 27 s)\nefficientnet: stored at build/models/cpu/e.pt\n"
-    assert nb["cells"][3]["outputs"][1]["data"] == {"image/png": "iVBOR/tmp/xx", "text/plain": ["<Figure f>"]}  # no image touched
+    assert text == ("wnet: loaded from build/models/cpu/wnet.pt (trained in 27 s)\n"
+                    "efficientnet: stored at build/models/cpu/e.pt\n")
+    # no image touched
+    assert nb["cells"][3]["outputs"][1]["data"] == {"image/png": "iVBOR/tmp/xx", "text/plain": ["<Figure f>"]}
     assert [c["source"] for c in nb["cells"]] == ["notebook.setup()", "profile: str = 'cpu'  # p",
-                                                  "# Parameters\nprofile = 'cpu'\n", "models = load()"]  # sources unchanged
+                                                  "# Parameters\nprofile = 'cpu'\n",
+                                                  "models = load()"]  # sources unchanged
     assert publish.tidy_notebook(json.loads(json.dumps(nb)), root="/work/main") == nb  # a second pass changes nothing
     assert not publish.LOCAL_PATH.search("fetched into /content/wbcstudy-data; a network/work/ folder")
     assert publish.scrub_paths("/tmp/ipykernel_12982/3207021727.py:6: UserWarning") == "3207021727.py:6: UserWarning"
@@ -122,12 +132,14 @@ def test_book_view_shows_parameters_as_a_table_and_drops_the_precision_echo():
               'sizes: list = [10, 20]  # low-data sizes | per class\nepochs: int = 3  # training epochs\n')
     injected = '# Parameters\nprofile = "cpu"\nresults_dir = "build/runs/cpu/results"\nepochs = 5\n'
     configure = _code("notebook.configure(precision)", outputs=[
-        {"output_type": "stream", "name": "stdout", "text": "precision: bf16 (requested auto)\nwrote x.json into build/runs/cpu/results\n"},
+        {"output_type": "stream", "name": "stdout",
+         "text": "precision: bf16 (requested auto)\nwrote x.json into build/runs/cpu/results\n"},
         {"output_type": "execute_result", "data": {"text/plain": "'bf16'"}, "metadata": {}, "execution_count": 4}])
     table = _code("df", outputs=[{"output_type": "execute_result", "metadata": {}, "execution_count": 5, "data": {
         "text/html": '<style>.a_b {}</style><table class="dataframe"><tr><th>train_loss</th><td>0.125</td>'
                      '<td>wbcstudy.losses</td></tr></table>'}}])
-    nb = publish.book_view(_notebook(_code(params, ["parameters"]), _code(injected, ["injected-parameters"]), configure, table))
+    nb = publish.book_view(_notebook(_code(params, ["parameters"]), _code(injected, ["injected-parameters"]), configure,
+                                     table))
     md = nb["cells"][0]
     assert md["cell_type"] == "markdown" and ":class: dropdown" in md["source"]
     assert "| `results_dir` | `\"book/results\"` | where results go |" in md["source"]  # not papermill's scratch folder

@@ -30,13 +30,13 @@ def _find_chromium() -> str:
 
 
 CHROMIUM = _find_chromium()
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: The window the book is read in (the issue's width; the page column is then 784 px).
 VIEWPORT = {"width": 1400, "height": 900}
 
-#: In the loaded page: (a) a stderr output block a reader sees (folded ones are a choice); (b) a machine path anywhere in
-#: the page's text, folded code included (``LOCAL_PATH``, passed in); (c) then, with every fold opened, a table wider
+#: In the loaded page: (a) a stderr output block a reader sees (folded ones are a choice); (b) a machine path anywhere
+#: in the page's text, folded code included (``LOCAL_PATH``, passed in); (c) then, with every fold opened, a table wider
 #: than the article's text column (a wider table is cut off behind a scroll bar).
 PAGE_CHECKS = """(pattern) => {
   const problems = [];
@@ -85,7 +85,8 @@ def _pages(html: Path) -> list[str]:
 
 
 def _serve(directory: Path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_QuietHandler, directory=str(directory)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -125,7 +126,8 @@ def page_problems(browser, url: str) -> list[str]:
     if response is None or response.status != 200:
         errors.append(f"page did not load ({response.status if response else 'no response'})")
     page.wait_for_load_state("networkidle")  # index.html redirects to the introduction
-    broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+    broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => "
+                           "i.src)")
     errors += [f"image does not decode: {src}" for src in broken]
     errors += page.evaluate(PAGE_CHECKS, LOCAL_PATH.pattern)
     page.close()
@@ -171,10 +173,11 @@ def test_no_machine_path_in_what_the_site_publishes(built_book):
 #: stream); the key is what its report must start with.
 PLANTS: dict[str, tuple[str, str]] = {
     "stderr": ("visible stderr output", '<div class="cell_output docutils container"><div class="output stderr '
-               'highlight-myst-ansi notranslate"><div class="highlight"><pre><span></span>UserWarning: a planted warning'
-               '</pre></div></div></div>'),
+               'highlight-myst-ansi notranslate"><div class="highlight"><pre><span></span>UserWarning: a planted '
+               'warning</pre></div></div></div>'),
     "path": ("local path", "<p>wnet: loaded from /tmp/wt-planted/build/models/cpu/wnet.pt (trained in 27 s)</p>"),
-    "wide-table": ("table", '<table class="table"><tr>' + "".join(f"<td>column_{i:02d}_without_a_break</td>" for i in range(12))
+    "wide-table": ("table",
+                   '<table class="table"><tr>' + "".join(f"<td>column_{i:02d}_without_a_break</td>" for i in range(12))
                    + "</tr></table>"),
     "clean": ("", ""),
 }

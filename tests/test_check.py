@@ -43,7 +43,8 @@ def _executed(code: str = "print(epochs)") -> dict:
     """The chapter above as papermill leaves it: an injected-parameters cell after the parameters, outputs."""
     cells = [{"cell_type": "markdown", "metadata": {}, "source": "# A chapter"},
              {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "epochs = 2", "outputs": []},
-             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "epochs = 1", "outputs": []},
+             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "epochs = 1",
+              "outputs": []},
              {"cell_type": "code", "metadata": {}, "source": code.splitlines(keepends=True), "outputs": []}]
     return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
@@ -80,8 +81,8 @@ def test_a_good_tree_has_no_problems(tmp_path):
 
 def test_results_file_interval_checks(tmp_path):
     path = _results(tmp_path, "demo",
-                    {"alexnet_balanced_accuracy": 0.290, "c2st_accuracy": 1.0, "auc": 0.8, "wnet_minus_resnet50_accuracy": -0.198,
-                     "frechet": 24.5, "ece": 0.05, "undefined_auroc": None},
+                    {"alexnet_balanced_accuracy": 0.290, "c2st_accuracy": 1.0, "auc": 0.8,
+                     "wnet_minus_resnet50_accuracy": -0.198, "frechet": 24.5, "ece": 0.05, "undefined_auroc": None},
                     {"alexnet_balanced_accuracy": [-0.46, 1.04],   # leaves [0, 1]
                      "c2st_accuracy": [1.0, 1.0],                   # fine
                      "auc": [0.85, 0.95],                           # does not contain 0.8
@@ -162,7 +163,8 @@ def test_claims_are_checked_against_the_results(tmp_path):
     claims.write_text(claims.read_text().replace("key: alpha_balanced_accuracy", "key: alpha_accuracy")
                       .replace("paper_value: 0.97", "paper_value: 0.96"))
     found = check.check_claims(root, CHAPTERS)
-    assert "book/claims/alpha.yml: claim 'alpha_acc': model 'vit' has no plateau record in book/results/alpha.json" in found
+    assert ("book/claims/alpha.yml: claim 'alpha_acc': model 'vit' has no plateau record in book/results/alpha.json"
+            in found)
     assert ("book/claims/alpha.yml: claim 'alpha_acc': paper value 0.96 differs from 0.97 in book/results/alpha.json"
             in found)
 
@@ -196,7 +198,8 @@ def _one_claim_chapter(root, value, interval):
 
     (root / "book" / "claims").mkdir(parents=True, exist_ok=True)
     (root / "book" / "results").mkdir(parents=True, exist_ok=True)
-    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher",
+               "margin": 0.02}]
     (root / "book" / "claims" / "wnet.yml").write_text(yaml.safe_dump({"chapter": "wnet", "claims": claims}))
     record = {"chapter": "wnet", "metrics": {"acc": value}, "ci": {"acc": interval}, "paper": {}, "plateau": {}}
     (root / "book" / "results" / "wnet.json").write_text(json.dumps(record))
@@ -269,7 +272,42 @@ def test_a_typed_prose_number_that_the_results_do_not_hold_is_reported(tmp_path,
     md = tmp_path / "notebooks" / "wnet.md"
     md.write_text("# W-Net\n\nAccuracy 0.876 [0.86, 0.89] against the paper's 97.00% (chance 0.20), Adam's 0.999.\n")
     assert check.check_prose_numbers(tmp_path, ["wnet"]) == []
-    md.write_text("# W-Net\n\nAccuracy 0.883, mean of 3 seeds.\n")  # HemaX's prose beside its table: not a results number
+    # HemaX's prose beside its table: not a results number
+    md.write_text("# W-Net\n\nAccuracy 0.883, mean of 3 seeds.\n")
     assert check.check_prose_numbers(tmp_path, ["wnet"]) == [
         "notebooks/wnet.md: the prose number 0.883 is in neither book/results/wnet.json nor its claims file: take it "
         "from the results (glue) or drop it"]
+
+
+def test_the_chapter_list_is_one_list(tmp_path):
+    root = _good_tree(tmp_path)
+    assert check.check_chapter_list(root, CHAPTERS) == []
+    (root / "notebooks" / "gamma.md").write_text(_SOURCE)  # a chapter source no list names
+    (root / "_toc.yml").write_text((root / "_toc.yml").read_text() + "  - file: book/chapters/delta\n")
+    found = check.check_chapter_list(root, CHAPTERS)
+    assert any("book/chapters/delta" in p and "CHAPTERS" in p for p in found)
+    assert any("notebooks/gamma.md" in p for p in found) and len(found) == 2
+    assert check.check_chapter_list(Path(__file__).parents[1]) == []  # the project's own lists agree
+    from wbcstudy.run import CHAPTERS as PROJECT_CHAPTERS
+    from wbcstudy.scoreboard import PAPERS
+
+    assert set(PAPERS) <= set(PROJECT_CHAPTERS)
+
+
+def test_prose_from_python_strings_and_unglued_keys_are_reported(tmp_path):
+    root = _good_tree(tmp_path)
+    assert check.check_prose_glue(root, CHAPTERS) == []
+    source = root / "notebooks" / "alpha.md"
+    source.write_text(_SOURCE + '\n```{code-cell}\nMarkdown(f"{epochs} epochs")\n```\n\n'
+                      "It ran {glue:text}`epochs_run` epochs for {glue:text}`accuracy:.3f`.\n")
+    found = check.check_prose_glue(root, CHAPTERS)
+    assert any("alpha.md" in p and 'Markdown(f"' in p for p in found)
+    assert sum("accuracy, epochs_run" in p for p in found) == 2  # the book's copy and the regression copy
+    glued = {"output_type": "display_data", "data": {"application/papermill.record/text/plain": "3"},
+             "metadata": {}}
+    for folder in ("book/chapters", "tests/regression"):
+        notebook = _executed()
+        notebook["cells"][-1]["outputs"] = [dict(glued, metadata={"scrapbook": {"name": key}})
+                                            for key in ("accuracy", "epochs_run")]
+        (root / folder / "alpha.ipynb").write_text(json.dumps(notebook))
+    assert not any("does not glue" in p for p in check.check_prose_glue(root, CHAPTERS))

@@ -176,7 +176,8 @@ def test_papermill_failure_lines():
 
     missing = types.SimpleNamespace(ename="DatasetMissing", evalue=missing_message("pbc"), exec_count=4)
     line, status = cli._papermill_failure(missing, "data", Path("build/runs/smoke/data.ipynb"))
-    assert status == 2 and line == missing_message("pbc").splitlines()[0] and DatasetMissing.__name__ == "DatasetMissing"
+    assert (status == 2 and line == missing_message("pbc").splitlines()[0]
+            and DatasetMissing.__name__ == "DatasetMissing")
     bug = types.SimpleNamespace(ename="ZeroDivisionError", evalue="division by zero", exec_count=7)
     line, status = cli._papermill_failure(bug, "data", Path("x.ipynb"))
     assert status == 1 and line == ("chapter 'data' failed in cell [7]: ZeroDivisionError: division by zero; "
@@ -212,9 +213,9 @@ def test_app_with_a_missing_checkpoint(capsys, tmp_path):
 
 def _app_checkpoint(path: Path, **info) -> Path:
     from wbcstudy.app import save_checkpoint
-    from wbcstudy.models.trust_cnn import build_model
+    from wbcstudy.models.trust_cnn import build_trust_model
 
-    model = build_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
+    model = build_trust_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
     return save_checkpoint(path, model, "trust_cnn", list("abcde"), 32, [0.5] * 3, [0.25] * 3, **info)
 
 

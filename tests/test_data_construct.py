@@ -243,7 +243,8 @@ def test_cache_reuses_decoded_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert np.array_equal(first, again) and np.array_equal(whole[::7], first)
     other = cached_images("zheng2", paths[:3], 16, loader=_counting_loader)
     assert np.array_equal(other[0], first[0])
-    expected = np.asarray(Image.open(data_root() / subset[1]).convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
+    expected = np.asarray(Image.open(data_root() / subset[1]).convert("RGB")
+                          .resize((16, 16), Image.Resampling.BILINEAR))
     assert np.array_equal(first[1], expected)
     _CALLS["allowed"] = True
 

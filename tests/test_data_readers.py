@@ -226,7 +226,8 @@ def test_fetch_offline_gives_helpful_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
     monkeypatch.setattr(pooch, "retrieve", offline)
     monkeypatch.setitem(SOURCES, "zheng2018", dataclasses.replace(SOURCES["zheng2018"], sha256="0" * 64))
-    with pytest.raises(DatasetMissing, match=r"(?s)zheng2018.*failed.*ConnectionError.*GPL-3\.0.*WBCSTUDY_DATA") as info:
+    with pytest.raises(DatasetMissing,
+                       match=r"(?s)zheng2018.*failed.*ConnectionError.*GPL-3\.0.*WBCSTUDY_DATA") as info:
         fetch("zheng2018")
     assert "failed (ConnectionError)" in info.value.summary and "\n" not in info.value.summary
 
@@ -244,12 +245,14 @@ def test_missing_and_partial_data_is_one_exception_class(tmp_path: Path, monkeyp
     monkeypatch.setenv("WBCSTUDY_DATA", str(tmp_path))
     with pytest.raises(DatasetMissing) as info:
         load_pbc_image("pbc/PBC_dataset_normal_DIB/basophil/BA_1.jpg")
-    assert info.value.summary.startswith(f"dataset 'pbc' not found at {tmp_path}") and "WBCSTUDY_DATA" in info.value.summary
+    assert (info.value.summary.startswith(f"dataset 'pbc' not found at {tmp_path}")
+            and "WBCSTUDY_DATA" in info.value.summary)
     root = tmp_path / "pbc" / "PBC_dataset_normal_DIB"
     (root / "basophil").mkdir(parents=True)
     with pytest.raises(DatasetMissing, match=r"incomplete \(basophil/BA_1\.jpg is missing\)|incomplete \(pbc/"):
         load_pbc_image("pbc/PBC_dataset_normal_DIB/basophil/BA_1.jpg")
-    with pytest.raises(DatasetMissing, match=r"incomplete \(class folder eosinophil/ is missing\).*wbcstudy data verify pbc"):
+    with pytest.raises(DatasetMissing,
+                       match=r"incomplete \(class folder eosinophil/ is missing\).*wbcstudy data verify pbc"):
         read_pbc()
 
 

@@ -3,8 +3,8 @@
 The test double is the exact (posterior-mean) ε-predictor for classes x_0 ~ N(μ_c, τ² I):
 ε̂_c(x_t, t) = √(1−ᾱ) (x_t − √ᾱ μ_c) / D_t with D_t = ᾱ τ² + 1 − ᾱ, so
 ε − ε̂_c = A_t ε − B_t (x_0 − μ_c) with B_t = √(ᾱ(1−ᾱ)) / D_t: the expected error is smallest for the template nearest
-the image (the Bayes classifier of these classes). A reference implementation written after the authors' per-image loop checks the
-batched one.
+the image (the Bayes classifier of these classes). A reference implementation written after the authors' per-image loop
+checks the batched one.
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def test_poly4_weights_hand_values_and_fit_recovers_coefficients() -> None:
 
 
 def test_known_answer_and_pruning_schedule() -> None:
-    """Clearly separated classes: every image right, wrong classes dropped at the scheduled checks, well before the end."""
+    """Clearly separated classes: every image right, wrong classes dropped at the scheduled checks, well before the
+    end."""
     sched = make_scheduler()
     templates, images, labels = make_problem()
     model = TemplateDenoiser(templates, sched.alphas_cumprod)
@@ -168,7 +169,8 @@ def test_matches_reference_loop_and_is_batch_invariant() -> None:
             best = min(active, key=lambda c: (mean[c], c))
             if idx >= 20 and idx % 5 == 0:
                 for c in list(active):
-                    if c != best and ttest_rel(rows[:n_done, c], rows[:n_done, best]).pvalue < 2e-3 and mean[c] > mean[best]:
+                    if (c != best and ttest_rel(rows[:n_done, c], rows[:n_done, best]).pvalue < 2e-3
+                            and mean[c] > mean[best]):
                         active.remove(c)
                 if len(active) <= 1:
                     break
@@ -303,7 +305,9 @@ def test_bad_input_raises() -> None:
 
 def test_bf16_precision_autocasts_only_the_eps_predictions(monkeypatch) -> None:
     """precision="bf16" runs each ε-prediction under bf16 autocast (fp32 runs none) and keeps the known answer."""
-    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    from wbcstudy.train import force_precision, precision_forced
+
+    force_precision(None)
     sched = make_scheduler()
     templates, images, labels = make_problem()
     seen: list[bool] = []
@@ -322,7 +326,8 @@ def test_bf16_precision_autocasts_only_the_eps_predictions(monkeypatch) -> None:
     assert seen and all(seen)
     assert np.array_equal(bf16.predictions, labels) and np.array_equal(fp32.predictions, labels)
     assert not torch.is_autocast_enabled("cpu")  # nothing leaks out of the call
-    monkeypatch.setenv("WBCSTUDY_PRECISION", "bf16")  # the chapter's forced precision wins over the argument
     seen.clear()
-    dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images[:2], sched, K, max_trials=2, prune=False)
+    with precision_forced("bf16"):  # the chapter's forced precision wins over the argument
+        dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images[:2], sched, K, max_trials=2,
+                              prune=False)
     assert all(seen)

@@ -1,4 +1,5 @@
-"""Tests for wbcstudy.experiments.baseline on tiny synthetic data: metrics on hand-made predictions, a toy fit, plateaus."""
+"""Tests for wbcstudy.experiments.baseline on tiny synthetic data: metrics on hand-made predictions, a toy fit,
+plateaus."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -57,7 +58,8 @@ def test_plateaus_read_the_validation_history() -> None:
 def test_split_counts_and_histories() -> None:
     arrays = {"train": (torch.zeros(5), torch.tensor([0, 0, 1, 2, 2])), "test": (torch.zeros(2), torch.tensor([1, 2]))}
     counts = bx.split_counts(arrays, ["a", "b", "c"])
-    assert counts.to_dict() == {"train": {"a": 2, "b": 1, "c": 2, "total": 5}, "test": {"a": 0, "b": 1, "c": 1, "total": 2}}
+    assert counts.to_dict() == {"train": {"a": 2, "b": 1, "c": 2, "total": 5},
+                                "test": {"a": 0, "b": 1, "c": 1, "total": 2}}
     stacked = bx.histories({"m": (_result([0.1, 0.2]), None)}, names={"m": "Model"})
     assert list(stacked.columns) == ["val_accuracy"] and stacked.loc[("Model", 2), "val_accuracy"] == 0.2
 
@@ -107,8 +109,8 @@ def test_evaluate_seeds_means_spread_and_interval_on_hand_made_predictions() -> 
     right = np.eye(2)[y] * 0.9 + 0.05  # every cell right
     one_wrong = right.copy()
     one_wrong[1] = [0.3, 0.7]  # a class-0 cell called class 1
-    runs = {"m_seed0": (_result([0.5, 0.9], seconds=2.0), right), "m_seed1": (_result([0.5, 0.8], seconds=3.0), one_wrong),
-            "other": (_result([0.1, 0.2]), one_wrong)}
+    runs = {"m_seed0": (_result([0.5, 0.9], seconds=2.0), right),
+            "m_seed1": (_result([0.5, 0.8], seconds=3.0), one_wrong), "other": (_result([0.1, 0.2]), one_wrong)}
     metrics, ci, accuracies = bx.evaluate_seeds(runs, "m", y, n_boot=300, seed=0)
     assert accuracies == [1.0, 0.75]
     assert metrics["m_accuracy"] == pytest.approx(0.875)
@@ -116,7 +118,8 @@ def test_evaluate_seeds_means_spread_and_interval_on_hand_made_predictions() -> 
     assert (metrics["m_accuracy_min"], metrics["m_accuracy_max"]) == (0.75, 1.0)
     # balanced accuracy: seed 0 is 1; seed 1 recalls 1/2 of class 0 and 2/2 of class 1 → 0.75
     assert metrics["m_balanced_accuracy"] == pytest.approx(0.875)
-    assert metrics["m_auroc"] == pytest.approx(1.0)  # the wrong cell (0.7 for class 1) still ranks below both class-1 cells
+    # the wrong cell (0.7 for class 1) still ranks below both class-1 cells
+    assert metrics["m_auroc"] == pytest.approx(1.0)
     assert metrics["m_train_seconds"] == 5.0
     assert set(ci) == {"m_accuracy", "m_balanced_accuracy"}
     low, high = ci["m_accuracy"]
@@ -140,10 +143,10 @@ def test_accuracy_difference_is_paired() -> None:
     good = np.eye(2)[y]  # 6/6 right
     bad = np.eye(2)[[0, 1, 0, 1, 1, 1]]  # 3/6 right
     runs = {"a": (_result([0.5]), good), "b": (_result([0.5]), bad)}
-    diff, (low, high) = bx.accuracy_difference(runs, "a", "b", y, n_boot=300, seed=0)
+    diff, (low, high) = bx.runs_accuracy_difference(runs, "a", "b", y, n_boot=300, seed=0)
     assert diff == pytest.approx(0.5)
     assert -1.0 <= low <= 0.5 <= high <= 1.0
-    same, interval = bx.accuracy_difference(runs, "a", "a", y, n_boot=50)
+    same, interval = bx.runs_accuracy_difference(runs, "a", "a", y, n_boot=50)
     assert same == 0.0 and interval == (0.0, 0.0)  # the same predictions on every resample: no spread at all
 
 

@@ -16,9 +16,10 @@ from wbcstudy.intervals import wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = cd.DiffusionRecipe(image_size=8, unet_channels=(8, 16), batch_size=8, lr=3e-3, warmup_steps=2, ema_decay=0.9,
-                          precision="fp32", device="cpu")
-SETTINGS = cd.ClassifierSettings(max_trials=4, min_trials=2, images_per_call=4, weighting="uniform", precision="fp32")
+TINY = cd.DiffusionModelConfig(image_size=8, unet_channels=(8, 16), batch_size=8, lr=3e-3, warmup_steps=2,
+                               ema_decay=0.9, precision="fp32", device="cpu")
+SETTINGS = cd.DiffusionClassifierConfig(max_trials=4, min_trials=2, images_per_call=4, weighting="uniform",
+                                        precision="fp32")
 
 
 def toy(n: int = 24, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,10 +57,10 @@ def test_pooled_balanced_accuracy_and_its_interval() -> None:
 def test_paired_difference_hand_values() -> None:
     y = np.array([0, 0, 1, 1, 2, 2])
     perfect, all_zero = y.copy(), np.zeros(6, int)
-    diff, interval = cd.paired_difference(balanced_accuracy_score, y, perfect, all_zero, n_boot=100)
+    diff, interval = cd.metric_difference(balanced_accuracy_score, y, perfect, all_zero, n_boot=100)
     assert diff == pytest.approx(1 - 1 / 3)
     assert interval == pytest.approx((2 / 3, 2 / 3))  # class-stratified resamples: both scores are fixed
-    assert cd.paired_difference(balanced_accuracy_score, y, perfect, perfect, n_boot=50) == (0.0, (0.0, 0.0))
+    assert cd.metric_difference(balanced_accuracy_score, y, perfect, perfect, n_boot=50) == (0.0, (0.0, 0.0))
 
 
 def test_indomain_comparison_picks_the_best_baseline_and_pairs_the_difference() -> None:
@@ -132,7 +133,8 @@ def test_training_in_segments_equals_training_straight_through(tmp_path) -> None
     from wbcstudy.train import select_precision
 
     assert straight.steps_done == 4 and straight.precision == select_precision(TINY.precision, torch.device("cpu"))
-    first = cd.train_diffusion_model(x, y, 3, 2, TINY, seed=1, checkpoint=tmp_path / "c.pt", stop_after_step=2, total_steps=4)
+    first = cd.train_diffusion_model(x, y, 3, 2, TINY, seed=1, checkpoint=tmp_path / "c.pt", stop_after_step=2,
+                                     total_steps=4)
     assert first.steps_done == 2 and not first.completed
     resumed = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=1, checkpoint=tmp_path / "c.pt", total_steps=4)
     for a, b in zip(straight.ema_model.state_dict().values(), resumed.ema_model.state_dict().values()):
@@ -170,7 +172,8 @@ def test_scaling_run_records_each_step_count(tmp_path) -> None:
     model = cd.train_diffusion_model(x, y, 3, 3, TINY, seed=1).ema_model
     res = cd.diffusion_classify(model, test[0], cd.make_scheduler(), 3, max_trials=4, prune=False, weighting="uniform",
                                 images_per_call=32, seed=1)
-    assert record["rows"][-1]["balanced_accuracy_4_trials"] == pytest.approx(balanced_accuracy_score(test[1], res.predictions))
+    assert (record["rows"][-1]["balanced_accuracy_4_trials"]
+            == pytest.approx(balanced_accuracy_score(test[1], res.predictions)))
     assert record["rows"][-1]["accuracy_4_trials"] == pytest.approx(float((res.predictions == test[1].numpy()).mean()))
     with pytest.raises(ValueError, match="report_trials"):
         cd.scaling_run((x, y), test, 3, TINY, [2], max_trials=4, report_trials=(40,))
@@ -197,8 +200,8 @@ def test_domain_shift_and_low_data_loops_pool_their_cells() -> None:
     x, y = toy()
     val = toy(9, seed=2)
     shifted = toy(9, seed=3)
-    shift = cd.domain_shift((x, y), val, {"shifted": shifted}, 3, 2, TINY, SETTINGS, seeds=1, baseline_epochs=1,
-                            baseline_batch_size=8, n_boot=50)
+    shift = cd.domain_shift_experiment((x, y), val, {"shifted": shifted}, 3, 2, TINY, SETTINGS, seeds=1,
+                                       baseline_epochs=1, baseline_batch_size=8, n_boot=50)
     assert shift.rows[["seed", "test set", "n"]].values.tolist() == [[0, "shifted", 9]]
     # one set, one seed: the pooled number is that set's balanced accuracy
     assert shift.metrics["domain_shift_balanced_accuracy"] == pytest.approx(shift.rows["CytoDiffusion (ours)"][0])

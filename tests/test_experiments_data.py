@@ -53,7 +53,8 @@ def test_decoded_sizes_count_usable_files_only() -> None:
 
 def test_data_metrics() -> None:
     metrics = dx.data_metrics(REPORT, {"toy": MANIFEST})
-    assert metrics["pbc_images_read"] == 5 and metrics["pbc_unreadable_files"] == 1 and metrics["pbc_images_decoded"] == 4
+    assert (metrics["pbc_images_read"] == 5 and metrics["pbc_unreadable_files"] == 1
+            and metrics["pbc_images_decoded"] == 4)
     assert metrics["pbc_duplicate_groups"] == 2 and metrics["pbc_usable"] == 3 and metrics["wbcatt_usable"] == 0
     assert (metrics["toy_train"], metrics["toy_val"], metrics["toy_test"]) == (3, 1, 1)
     assert all(isinstance(v, int) for v in metrics.values())

@@ -58,7 +58,8 @@ def test_metrics_mask_each_label():
     m = hemax_metrics(_pred(data), data)
     assert m["classification_accuracy"] == pytest.approx(3 / 4)
     assert m["box_jaccard"] == pytest.approx(0.5)  # only the two boxed cells
-    # cell 0: Dice cyto 1, nucleus 8/12 → mean 5/6; cell 1: predicted empty vs all-nucleus → cyto 1 (both empty), nucleus 0
+    # cell 0: Dice cyto 1, nucleus 8/12 → mean 5/6; cell 1: predicted empty vs all-nucleus → cyto 1 (both empty),
+    # nucleus 0
     assert m["mask_dice"] == pytest.approx((5 / 6 + 0.5) / 2)
     # nucleus fraction: cell 0 true 0.5 vs 8/12; cell 1 true 1 vs NaN→0
     assert m["nc_ratio_mse"] == pytest.approx(((8 / 12 - 0.5) ** 2 + 1) / 2)
@@ -114,7 +115,8 @@ def test_variant_table_mean_sd():
 
 
 def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
-    """train_hemax stops at the first epoch where reached_plateau holds on the validation loss, and keeps the best epoch."""
+    """train_hemax stops at the first epoch where reached_plateau holds on the validation loss, and keeps the best
+    epoch."""
     import torch
 
     from wbcstudy.experiments import hemax as ex
@@ -122,9 +124,11 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     losses = iter([3.0, 2.0, 1.50, 1.49, 1.495, 1.52, 1.0, 0.5])  # levelled off after epoch 5 (tol 0.02)
     monkeypatch.setattr(ex, "_evaluate", lambda *a, **k: ({"loss": next(losses)}, None))
     monkeypatch.setattr(ex, "hemax_metrics", lambda *a, **k: {"classification_accuracy": 0.5, "box_jaccard": 0.5,
-                                                               "mask_dice": 0.5, **{f"{n}_accuracy": 0.5 for n in ATTRIBUTES}})
+                                                               "mask_dice": 0.5,
+                                                               **{f"{n}_accuracy": 0.5 for n in ATTRIBUTES}})
     data = _data(s=32)
-    cfg = ex.HemaXConfig(d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64, num_queries=2, mask_dim=8,
+    cfg = ex.HemaXConfig(d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64, num_queries=2,
+                         mask_dim=8,
                          fpn_dim=16, epochs=8, batch_size=4, precision="fp32", train_backbone=False, image_size=32)
     torch.manual_seed(0)
     run = ex.train_hemax(data, data, cfg)
@@ -175,7 +179,7 @@ def test_feature_cache_holds_each_flipped_image_features():
 
     data = _data(s=32)
     data.images[:] = np.random.default_rng(0).integers(0, 255, data.images.shape, dtype=np.uint8)
-    model = ex.build_model(_tiny_config())
+    model = ex.build_hemax(_tiny_config())
     cache = ex.cache_features(model, data, flips=True, batch_size=3)
     assert len(cache) == 4 and cache.flips and cache.levels[0].shape[:2] == (4, 4)
     idx, fh, fv = np.array([2, 0, 3]), np.array([True, False, True]), np.array([False, False, True])
@@ -189,11 +193,12 @@ def test_feature_cache_holds_each_flipped_image_features():
     with pytest.raises(ValueError, match="unflipped images only"):
         plain.batch(idx, fh, fv)
     with pytest.raises(ValueError, match="frozen backbone"):
-        ex.cache_features(ex.build_model(_tiny_config(train_backbone=True)), data, flips=False)
+        ex.cache_features(ex.build_hemax(_tiny_config(train_backbone=True)), data, flips=False)
 
 
 def test_training_on_cached_features_equals_training_on_images():
-    """The cache only saves the backbone's forward passes: same seed, same losses and weights as computing them per step."""
+    """The cache only saves the backbone's forward passes: same seed, same losses and weights as computing them per
+    step."""
     import torch
 
     from wbcstudy.experiments import hemax as ex
@@ -204,11 +209,13 @@ def test_training_on_cached_features_equals_training_on_images():
     cached = ex.train_hemax(data, data, cfg)  # builds its own caches (a fixed backbone)
     direct = ex.train_hemax(data, data, cfg, features=(None, None))  # features computed in every step
     cols = ["train_loss", "val_loss", "val_accuracy", "val_mask_dice"]
-    np.testing.assert_allclose(cached.history[cols].to_numpy(float), direct.history[cols].to_numpy(float), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cached.history[cols].to_numpy(float), direct.history[cols].to_numpy(float), rtol=1e-4,
+                               atol=1e-5)
     for (k, a), b in zip(cached.model.state_dict().items(), direct.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-4), k
     with pytest.raises(ValueError, match="training feature cache has 4 images, the training data 3"):
-        ex.train_hemax(data.subset(np.arange(3)), data, cfg, features=(ex.cache_features(cached.model, data, True), None))
+        ex.train_hemax(data.subset(np.arange(3)), data, cfg,
+                       features=(ex.cache_features(cached.model, data, True), None))
 
 
 def test_run_variants_in_worker_processes_match_one_process(one_thread):
@@ -220,7 +227,8 @@ def test_run_variants_in_worker_processes_match_one_process(one_thread):
     cfg = _tiny_config(epochs=1, stop_at_plateau=False)
     baselines = {"classifier": dict(epochs=1, batch_size=2, precision="fp32", train_backbone=False)}
     alone = ex.run_variants(data, data, data, cfg, hidden_layers=(0, 2), seeds=(0, 1), baselines=baselines)
-    parallel = ex.run_variants(data, data, data, cfg, hidden_layers=(0, 2), seeds=(0, 1), workers=2, baselines=baselines)
+    parallel = ex.run_variants(data, data, data, cfg, hidden_layers=(0, 2), seeds=(0, 1), workers=2,
+                               baselines=baselines)
     for result in (alone, parallel):  # the classifier trained on the two PBC cells, after the HemaX runs
         assert list(result["baselines"]) == ["classifier"] and len(result["baselines"]["classifier"]["pred"]) == 2
     np.testing.assert_allclose(parallel["baselines"]["classifier"]["prob"], alone["baselines"]["classifier"]["prob"],
@@ -229,10 +237,12 @@ def test_run_variants_in_worker_processes_match_one_process(one_thread):
         ex.run_variants(data, data, data, cfg, baselines={"resnet": {}})
     assert list(parallel["runs"]) == [(0, 0), (0, 1), (2, 0), (2, 1)] == list(alone["runs"])
     cols = ["classification_accuracy", "mask_dice", "box_jaccard"]
-    np.testing.assert_allclose(parallel["metrics"][cols].to_numpy(float), alone["metrics"][cols].to_numpy(float), atol=1e-6)
+    np.testing.assert_allclose(parallel["metrics"][cols].to_numpy(float), alone["metrics"][cols].to_numpy(float),
+                               atol=1e-6)
     for key, run in alone["runs"].items():
         np.testing.assert_allclose(parallel["runs"][key].history["train_loss"], run.history["train_loss"], rtol=1e-5)
-        np.testing.assert_allclose(parallel["predictions"][key].class_prob, alone["predictions"][key].class_prob, atol=1e-5)
+        np.testing.assert_allclose(parallel["predictions"][key].class_prob, alone["predictions"][key].class_prob,
+                                   atol=1e-5)
     assert alone["runs"][(0, 0)].history["train_loss"].iloc[0] != alone["runs"][(0, 1)].history["train_loss"].iloc[0]
     assert not ex._VARIANT_INPUTS  # nothing left behind in this process
 

@@ -49,7 +49,8 @@ def test_binary_metrics_with_ci_is_inside_the_range_and_contains_the_value() -> 
 
 def _predictions(variant: str, correct: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int = 0) -> pd.DataFrame:
     prob = np.where(correct, y, 1 - y).astype(float) * 0.8 + 0.1  # 0.9 for a right "1", 0.1 for a right "0"
-    return pd.DataFrame({"variant": variant, "fold": folds, "seed": seed, "row": np.arange(len(y)), "y": y, "prob": prob})
+    return pd.DataFrame({"variant": variant, "fold": folds, "seed": seed, "row": np.arange(len(y)), "y": y,
+                         "prob": prob})
 
 
 def test_ablation_difference_and_its_paired_bootstrap_by_hand() -> None:
@@ -125,7 +126,8 @@ def test_mean_histories_and_plateau_by_variant() -> None:
         return pd.DataFrame({"epoch": range(1, len(acc) + 1), "train_loss": [1.0] * len(acc), "train_accuracy": acc})
     histories = {
         ("full", 0, 0): h([0.5, 0.7, 0.8, 0.80, 0.80, 0.80]),
-        ("full", 1, 0): h([0.5, 0.7, 0.8, 0.81, 0.80, 0.80]),  # mean: the last 3 epochs gain 0.005 < 0.01 on the best before
+        # mean: the last 3 epochs gain 0.005 < 0.01 on the best before
+        ("full", 1, 0): h([0.5, 0.7, 0.8, 0.81, 0.80, 0.80]),
         ("rgb", 0, 0): h([0.5, 0.6, 0.7, 0.8, 0.9, 0.95]),  # still rising
     }
     curves = rcc.mean_histories(histories)
@@ -184,8 +186,8 @@ def test_grad_cam_of_fused_map_is_unchanged_from_the_old_implementation(one_thre
     up = nn.functional.interpolate(raw[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
     assert np.allclose(new, up.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="no layer named"):
-        rcc.grad_cam(ResNeXtCC(layers=(1, 1, 1, 3), groups=4, base_planes=16, stem_width=16, fusion="none"), x.numpy(), 0,
-                     names=("fused",))
+        rcc.grad_cam(ResNeXtCC(layers=(1, 1, 1, 3), groups=4, base_planes=16, stem_width=16, fusion="none"), x.numpy(),
+                     0, names=("fused",))
 
 
 def test_ablation_grid_pairs_variants_on_the_same_cells(one_thread) -> None:
@@ -293,7 +295,8 @@ def test_colour_statistics_by_hand_and_hue_wraps_around() -> None:
     assert stats.hue_cos == pytest.approx((1 + math.cos(4 * math.pi / 3)) / 2)  # 0.25
     assert stats.hue_sin == pytest.approx(math.sin(4 * math.pi / 3) / 2)  # -0.433
     assert stats.hue_concentration == pytest.approx(0.5)
-    assert (stats.saturation_mean, stats.saturation_std, stats.value_mean, stats.value_std) == pytest.approx((1, 0, 1, 0))
+    assert ((stats.saturation_mean, stats.saturation_std, stats.value_mean, stats.value_std)
+            == pytest.approx((1, 0, 1, 0)))
     # hues just below and just above a full turn are neighbours: their circular mean is near 0, not 0.5
     near_turn = np.zeros((1, 1, 2, 3), np.uint8)
     near_turn[0, 0, 0] = [255, 0, 15]  # hue ≈ 0.99
@@ -346,7 +349,8 @@ def test_worker_pool_grid_merge_and_baselines_match_one_process(one_thread) -> N
         pool.shutdown()
     assert rcc.worker_pool(1) is None
     assert np.allclose(parallel.predictions.prob, alone.predictions.prob, atol=1e-6)
-    assert parallel.predictions[["variant", "fold", "seed", "row"]].equals(alone.predictions[["variant", "fold", "seed", "row"]])
+    assert parallel.predictions[["variant", "fold", "seed", "row"]].equals(
+        alone.predictions[["variant", "fold", "seed", "row"]])
     assert set(parallel.models) == {"full", "rgb"} and parallel.models["rgb"][0].input.colour == "rgb"
     assert set(deep.predictions.variant) == {"pool"} and len(deep.predictions) == 4
     merged = rcc.merge_grids(parallel, deep)

@@ -7,9 +7,8 @@ from torch import nn
 
 from wbcstudy.experiments.trust import (
     LeaveOneOutCheck,
-    ModelSpec,
     TrainedModel,
-    accuracy_difference,
+    TrustModelConfig,
     accuracy_table,
     augmentation_sharpness,
     captum_cross_check,
@@ -18,6 +17,7 @@ from wbcstudy.experiments.trust import (
     harmful_images_summary,
     harmful_neighbours,
     influence_vs_leave_one_out,
+    models_accuracy_difference,
     readme_robustness,
     resize_images,
     robustness_sweeps,
@@ -53,7 +53,8 @@ class _Fixed(nn.Module):
 def _fake_run(key, probs, size=16, model=None, plateau=True):
     history = pd.DataFrame({"epoch": [1], "val_accuracy": [1.0]})
     result = TrainResult(model or _Fixed(), history, 1, 1.0, 0.5, "cpu", "fp32", True)
-    return TrainedModel(ModelSpec(key, size, 1, 1e-3), result, np.asarray(probs, float), [0.5] * 3, [0.25] * 3, 4, plateau)
+    return TrainedModel(TrustModelConfig(key, size, 1, 1e-3), result, np.asarray(probs, float), [0.5] * 3, [0.25] * 3,
+                        4, plateau)
 
 
 def test_resize_and_stratified_tensors():
@@ -124,8 +125,10 @@ def test_augmentation_sharpness_table():
     from wbcstudy.explain import laplacian_energy
 
     assert list(table.index) == [16, 8]
-    assert table.loc[16, "as they are"] == pytest.approx(laplacian_energy(x)) == pytest.approx(table.loc[16, "identity"])
-    assert table.loc[16, "blur"] < table.loc[16, "as they are"] and table.loc[16, "blur 5×5"] < table.loc[16, "blur 3×3"]
+    assert (table.loc[16, "as they are"] == pytest.approx(laplacian_energy(x))
+            == pytest.approx(table.loc[16, "identity"]))
+    assert (table.loc[16, "blur"] < table.loc[16, "as they are"]
+            and table.loc[16, "blur 5×5"] < table.loc[16, "blur 3×3"])
 
 
 class _Recorder(nn.Module):
@@ -141,7 +144,7 @@ class _Recorder(nn.Module):
 
 def test_train_trust_model_learns_colour_and_records_plateau(one_thread):
     x, y = _colour_images(12, size=16)
-    run = train_trust_model(ModelSpec("cnn", 16, epochs=4, lr=3e-3, optimizer="adam", weight_decay=0.0),
+    run = train_trust_model(TrustModelConfig("cnn", 16, epochs=4, lr=3e-3, optimizer="adam", weight_decay=0.0),
                             (x, y), (x, y), x, n_classes=2, batch_size=8, seed=0)
     assert run.name == "custom CNN" and run.arch == "trust_cnn" and run.train_size == 24
     assert run.test_probs.shape == (24, 2)
@@ -161,8 +164,8 @@ def test_train_trust_models_in_workers_match_one_process(one_thread):
     from wbcstudy.experiments.trust import train_trust_models
 
     x, y = _colour_images(8, size=16)
-    specs = {"cnn": (ModelSpec("cnn", 16, epochs=2, lr=3e-3, optimizer="adam", weight_decay=0.0), (x, y)),
-             "effnet_lite0_frozen": (ModelSpec("effnet_lite0_frozen", 16, epochs=1, lr=1e-3), (x[:8], y[:8]))}
+    specs = {"cnn": (TrustModelConfig("cnn", 16, epochs=2, lr=3e-3, optimizer="adam", weight_decay=0.0), (x, y)),
+             "effnet_lite0_frozen": (TrustModelConfig("effnet_lite0_frozen", 16, epochs=1, lr=1e-3), (x[:8], y[:8]))}
     augment = partial(keras_affine, mode="bicubic")
     alone = train_trust_models(specs, (x, y), x, 2, batch_size=8, seed=0, augment=augment)
     parallel = train_trust_models(specs, (x, y), x, 2, batch_size=8, seed=0, augment=augment, workers=2)
@@ -170,7 +173,8 @@ def test_train_trust_models_in_workers_match_one_process(one_thread):
     assert parallel["effnet_lite0_frozen"].train_size == 8 and len(parallel["cnn"].result.history) == 2
     for key in specs:
         np.testing.assert_allclose(parallel[key].test_probs, alone[key].test_probs, atol=1e-5)
-        np.testing.assert_allclose(parallel[key].result.history.train_loss, alone[key].result.history.train_loss, rtol=1e-5)
+        np.testing.assert_allclose(parallel[key].result.history.train_loss, alone[key].result.history.train_loss,
+                                   rtol=1e-5)
 
 
 def test_fisher_comparison_trace_is_readme_times_feature_norm():
@@ -200,7 +204,8 @@ def _blobs(n=60, d=4, k=3, seed=0):
 
 def test_influence_vs_leave_one_out_on_blobs(one_thread):
     z, y, zt, yt = _blobs()
-    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=4, loo_count=20, l2=1e-2, damping=0.0, tracin_epochs=3)
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=4, loo_count=20, l2=1e-2, damping=0.0,
+                                       tracin_epochs=3)
     assert isinstance(check, LeaveOneOutCheck)
     assert len(check.chosen) == 4 and len(set(check.chosen)) == 4 and len(check.removed) == 20
     assert check.actual.shape == (4, 20) and check.predicted.shape == (4, 60)
@@ -236,10 +241,10 @@ def test_accuracy_difference_is_paired():
     y = np.array([0, 0, 1, 1, 0, 1])
     good = np.eye(2)[y]  # all right
     bad = np.eye(2)[[0, 0, 1, 1, 1, 0]]  # 4 of 6 right
-    value, (lo, hi) = accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", bad), y, n_boot=300, seed=0)
+    value, (lo, hi) = models_accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", bad), y, n_boot=300, seed=0)
     assert value == pytest.approx(1 / 3)
     assert 0 <= lo <= value <= hi <= 1  # A is never worse than B on any resample of the same cells
-    assert accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", good), y, n_boot=50)[1] == (0.0, 0.0)
+    assert models_accuracy_difference(_fake_run("cnn", good), _fake_run("vgg16", good), y, n_boot=50)[1] == (0.0, 0.0)
 
 
 def test_influence_intervals_contain_their_estimates(one_thread):
@@ -264,8 +269,8 @@ def test_row_spearman_equals_scipy_with_ties():
 
 def test_captum_cross_check_agrees_on_the_chapter_problem(one_thread):
     z, y, zt, yt = _blobs()
-    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=3, loo_count=4, l2=1e-2, damping=1e-3, tracin_epochs=1,
-                                       n_boot=10)
+    check = influence_vs_leave_one_out(z, y, zt, yt, 3, loo_tests=3, loo_count=4, l2=1e-2, damping=1e-3,
+                                       tracin_epochs=1, n_boot=10)
     metrics, theirs = captum_cross_check(check, zt, yt, damping=1e-3)
     assert theirs.shape == check.predicted.shape
     assert metrics["captum_influence_max_relative_difference"] < 1e-5 and metrics["captum_influence_spearman"] > 0.9999

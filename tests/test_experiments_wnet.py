@@ -1,4 +1,5 @@
-"""Tests for wbcstudy.experiments.wnet: hand-computed metrics and intervals, fold splits, and tiny separable problems."""
+"""Tests for wbcstudy.experiments.wnet: hand-computed metrics and intervals, fold splits, and tiny separable
+problems."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,11 +76,12 @@ def test_paired_difference_matches_cells_by_fold_and_row() -> None:
     y = np.repeat([0, 1, 2], 10)
     a = pd.DataFrame({"fold": np.tile([0, 1], 15), "row": np.arange(30), "y": y, "pred": y})
     b = a.assign(pred=0).sample(frac=1.0, random_state=0)  # always class 0, rows in another order
-    d, (low, high) = exp.paired_difference(a, b, 3, "balanced_accuracy", n_boot=100)
+    d, (low, high) = exp.fold_pooled_difference(a, b, 3, "balanced_accuracy", n_boot=100)
     assert d == pytest.approx(1 - 1 / 3)
-    assert low == pytest.approx(2 / 3) and high == pytest.approx(2 / 3)  # class-stratified: both are exact on every resample
+    # class-stratified: both are exact on every resample
+    assert low == pytest.approx(2 / 3) and high == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
-        exp.paired_difference(a, b.assign(fold=9), 3)
+        exp.fold_pooled_difference(a, b.assign(fold=9), 3)
 
 
 def _cv(y: np.ndarray, pred: np.ndarray) -> CrossValResult:
@@ -113,8 +115,8 @@ def test_transfer_summary_by_hand() -> None:
 def test_transfer_summary_majority_rate_of_an_unbalanced_set() -> None:
     y = np.array([0] * 7 + [1] * 2 + [2])
     always_zero = _cv(y, np.zeros(10, int))
-    _, metrics, _, _ = exp.transfer_summary({"T": {"from scratch": always_zero, "pre-trained": always_zero}}, {"T": "t"}, 3,
-                                            n_boot=50)
+    _, metrics, _, _ = exp.transfer_summary({"T": {"from scratch": always_zero, "pre-trained": always_zero}},
+                                            {"T": "t"}, 3, n_boot=50)
     assert metrics["t_majority_rate"] == pytest.approx(0.7) == metrics["t_scratch_accuracy"]
     assert metrics["t_scratch_balanced_accuracy"] == pytest.approx(1 / 3)
 
@@ -123,7 +125,8 @@ def test_comparison_summary_reads_pooled_cells() -> None:
     y = np.repeat([0, 1, 2], 4)
     runs = {"W-Net": exp.ModelRun(_cv(y, y), 10, True), "LSTM": exp.ModelRun(_cv(y, np.zeros(12, int)), 20, False)}
     table, metrics, ci = exp.comparison_summary(runs, CLASSES, n_boot=50)
-    assert metrics["wnet_compare_balanced_accuracy"] == 1.0 and metrics["lstm_balanced_accuracy"] == pytest.approx(1 / 3)
+    assert (metrics["wnet_compare_balanced_accuracy"] == 1.0
+            and metrics["lstm_balanced_accuracy"] == pytest.approx(1 / 3))
     assert metrics["lstm_precision"] == pytest.approx((1 / 3) / 3)  # class 0 predicted always: precision 1/3, others 0
     assert table.loc["LSTM", "parameters"] == 20 and not table.loc["LSTM", "plateau"]
     assert metrics["lstm_epochs"] == 6.0 and table.loc["LSTM", "epochs"] == 6.0
@@ -171,8 +174,8 @@ def test_monitoring_does_not_change_training_and_the_model_fits() -> None:
 def test_compare_models_builds_through_the_registry() -> None:
     x, y = _separable(48)
     folds = (np.arange(48) // 2) % 2
-    specs = {"W-Net": exp.ModelSpec("wnet", {"image_size": 8}),
-             "LSTM": exp.ModelSpec("row_lstm", {"image_size": 8, "hidden": 4})}
+    specs = {"W-Net": exp.ComparisonModelConfig("wnet", {"image_size": 8}),
+             "LSTM": exp.ComparisonModelConfig("row_lstm", {"image_size": 8, "hidden": 4})}
     runs = exp.compare_models(specs, torch.from_numpy(x), y, folds, CONFIG, [0.5] * 3, [0.25] * 3, fold_ids=[0, 1],
                               val_limit=8, n_classes=2, log=None)
     # W-Net at 8 px: convs 448 + 4,640 + 18,496; FC 64·1024 + 1,024; output 1,024·2 + 2
@@ -186,7 +189,7 @@ def test_compare_models_builds_through_the_registry() -> None:
 def test_model_spec_learning_rate_and_epochs_replace_the_comparisons() -> None:
     x, y = _separable(32)
     folds = (np.arange(32) // 2) % 2
-    specs = {"W-Net": exp.ModelSpec("wnet", {"image_size": 8}, lr=1e-5, max_epochs=2)}
+    specs = {"W-Net": exp.ComparisonModelConfig("wnet", {"image_size": 8}, lr=1e-5, max_epochs=2)}
     config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "scheduler": "constant"})
     runs = exp.compare_models(specs, torch.from_numpy(x), y, folds, config, [0.5] * 3, [0.25] * 3, fold_ids=[0],
                               val_limit=4, n_classes=2, log=None)
@@ -252,7 +255,8 @@ def test_gan_checks_and_realism_on_a_perfect_generator() -> None:
     assert set(checks.plateau) == {"judge", "synthetic"}
     table, metrics = exp.realism_summary(checks.judge.model, x[64:], y[64:], fake, fake_y, x[64:], ["dark", "bright"])
     assert exp.judge_features(checks.judge.model, x[:3]).shape == (3, 1024)
-    assert metrics["frechet_wnet_real_reference"] == pytest.approx(0.0, abs=1e-3)  # a sample against itself (sqrtm round-off)
+    # a sample against itself (sqrtm round-off)
+    assert metrics["frechet_wnet_real_reference"] == pytest.approx(0.0, abs=1e-3)
     assert metrics["frechet_wnet_generated"] > 0
     assert list(table.index) == ["dark", "bright", "mean"]
 
@@ -264,8 +268,8 @@ def test_transfer_runs_wait_min_steps_before_plateau_stopping() -> None:
     x, y = _separable(20)
     folds = np.arange(20) % 5
     make = lambda: with_input_adapter(build("wnet", 2, image_size=8), [0.5] * 3, [0.25] * 3)  # noqa: E731
-    config = TrainConfig(**{**exp.until_plateau(8, 4, 3e-3, "train_loss").__dict__, "precision": "fp32", "device": "cpu",
-                            "channels_last": False})
+    config = TrainConfig(**{**exp.until_plateau(8, 4, 3e-3, "train_loss").__dict__, "precision": "fp32",
+                            "device": "cpu", "channels_last": False})
     runs = exp.transfer_runs(make(), make, {"T": (torch.from_numpy(x), y, folds)}, config, 5, n_classes=2, min_steps=20)
     for cv in runs["T"].values():
         assert len(cv.predictions) == 20

@@ -152,7 +152,8 @@ def test_captum_naive_influence_function_agrees_with_ours(one_thread):
         expected_draw = torch.rand(3)
         torch.manual_seed(123)
         theirs = captum_influence(problem, theta, zt, yt, damping=damping)
-        assert torch.equal(torch.rand(3), expected_draw)  # captum's re-seeding does not leak into the caller's generator
+        # captum's re-seeding does not leak into the caller's generator
+        assert torch.equal(torch.rand(3), expected_draw)
         assert theirs.shape == (3, problem.n)
         np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6 * np.abs(ours).max())
 
@@ -292,7 +293,8 @@ def test_severity_sweep():
     # Wilson 95% for 2 of 4 by hand: centre (2 + z²/2)/(4 + z²) = 0.5, half-width z·sqrt(4·0.25 + z²/4)/(4 + z²)
     z = 1.959964
     half = z * np.sqrt(1 + z * z / 4) / (4 + z * z)
-    assert table.ci_low.iloc[0] == pytest.approx(0.5 - half, abs=1e-6) and table.ci_high.iloc[0] == pytest.approx(0.5 + half, abs=1e-6)
+    assert (table.ci_low.iloc[0] == pytest.approx(0.5 - half, abs=1e-6)
+            and table.ci_high.iloc[0] == pytest.approx(0.5 + half, abs=1e-6))
     with pytest.raises(ValueError):
         severity_sweep(predict, x, y, {"rain": [1]})
 
@@ -307,11 +309,13 @@ def test_perturbed_predictions_predict_the_clean_images_once():
         seen.append(int(xb[0, 0, 0, 0]))
         return np.tile([0.2, 0.8], (len(xb), 1))
 
-    preds = perturbed_predictions(predict, x, {"gaussian_noise": [0.0], "gaussian_blur": [1, 3], "brightness": [1.0, 2.0]})
+    preds = perturbed_predictions(predict, x,
+                                  {"gaussian_noise": [0.0], "gaussian_blur": [1, 3], "brightness": [1.0, 2.0]})
     assert sorted(preds) == [("brightness", 1.0), ("brightness", 2.0), ("gaussian_blur", 1.0), ("gaussian_blur", 3.0),
                              ("gaussian_noise", 0.0)]
     assert seen == [100, 100, 200]  # clean once (shared by the three identity levels), blur 3 (flat: unchanged), ×2
-    assert preds[("gaussian_noise", 0.0)] is preds[("brightness", 1.0)] and preds[("brightness", 2.0)].tolist() == [1, 1, 1]
+    assert (preds[("gaussian_noise", 0.0)] is preds[("brightness", 1.0)]
+            and preds[("brightness", 2.0)].tolist() == [1, 1, 1])
 
 
 def test_laplacian_energy_by_hand_and_blur_lowers_it():
@@ -377,7 +381,8 @@ def test_gradcam_equals_pytorch_grad_cam(which, one_thread):
     per_layer = gradcam_layer_maps(net, layers, images, targets=targets)
     assert per_layer.shape == (len(layers), 5, 8, 8)
     for layer, maps in zip(layers, per_layer):  # each layer's own map is the library's map for that layer alone
-        np.testing.assert_allclose(_scale_like_library(maps), _library_gradcam(net, [layer], to_float_nchw(images), targets), atol=1e-5)
+        np.testing.assert_allclose(_scale_like_library(maps),
+                                   _library_gradcam(net, [layer], to_float_nchw(images), targets), atol=1e-5)
 
 
 def _scale_like_library(maps):
@@ -392,7 +397,8 @@ def test_gradcam_default_target_is_the_predicted_class(one_thread):
     from wbcstudy.explain.gradcam import to_float_nchw
 
     predicted = net(to_float_nchw(images)).argmax(1).numpy()
-    np.testing.assert_array_equal(gradcam_maps(net, net.act2, images), gradcam_maps(net, net.act2, images, targets=predicted))
+    np.testing.assert_array_equal(gradcam_maps(net, net.act2, images),
+                                  gradcam_maps(net, net.act2, images, targets=predicted))
 
 
 def test_gradcam_of_a_bf16_trained_model_does_not_crash_and_matches_fp32(one_thread):
@@ -417,7 +423,8 @@ def test_gradcam_of_a_bf16_trained_model_does_not_crash_and_matches_fp32(one_thr
     maps = gradcam_maps(bf16, [bf16.act1, bf16.act2], images, targets=targets)
     assert maps.dtype == np.float32 and maps.shape == (4, 8, 8) and np.isfinite(maps).all()
     assert next(bf16.parameters()).dtype == torch.bfloat16
-    np.testing.assert_allclose(maps, gradcam_maps(bf16.float(), [bf16.act1, bf16.act2], images, targets=targets), atol=1e-6)
+    np.testing.assert_allclose(maps, gradcam_maps(bf16.float(), [bf16.act1, bf16.act2], images, targets=targets),
+                               atol=1e-6)
     curves = deletion_insertion(copy.deepcopy(net).to(torch.bfloat16), images, maps, targets, steps=2, baseline="mean")
     assert np.isfinite(curves["deletion"]).all()
 

@@ -280,7 +280,8 @@ def _bccd_archive(path: Path) -> None:
 def test_bccd_labels_are_a_manual_step_named_on_every_fetch(tmp_path, monkeypatch):
     archive = tmp_path / "BCCD_Dataset-master.zip"
     _bccd_archive(archive)
-    monkeypatch.setattr(sources, "inventory_path", lambda key: tmp_path / "no_inventory.csv")  # counts and decoding only
+    # counts and decoding only
+    monkeypatch.setattr(sources, "inventory_path", lambda key: tmp_path / "no_inventory.csv")
     root = _point_at(monkeypatch, tmp_path, "bccd", archive.as_uri(), None,
                      expected=(Expect("BCCD/JPEGImages/*.jpg", 1, ((640, 480),)), Expect("BCCD/Annotations/*.xml", 1)))
     for _ in range(2):  # after the download, and again when the images are in place
@@ -340,7 +341,8 @@ def test_cli_fetch_reports_on_every_dataset(served, tmp_path, monkeypatch, capsy
 
     archive = tmp_path / "BCCD_Dataset-master.zip"
     _bccd_archive(archive)
-    monkeypatch.setattr(sources, "inventory_path", lambda key: tmp_path / "no_inventory.csv")  # counts and decoding only
+    # counts and decoding only
+    monkeypatch.setattr(sources, "inventory_path", lambda key: tmp_path / "no_inventory.csv")
     # no network in tests: only the two local archives and ALL-IDB2 (a copy of the registry, so its order stays)
     monkeypatch.setattr(sources, "SOURCES", {k: v for k, v in SOURCES.items() if k in ("pbc", "bccd", "all_idb2")})
     root = _point_at(monkeypatch, tmp_path, "pbc", served.url, None)
@@ -353,7 +355,8 @@ def test_cli_fetch_reports_on_every_dataset(served, tmp_path, monkeypatch, capsy
     assert cli.main(["data", "fetch"]) == 2  # every dataset: the first failure does not stop the others
     out, err = capsys.readouterr()
     assert f"pbc: {root / 'pbc' / 'PBC_dataset_normal_DIB'}" in out.splitlines()
-    assert any(line.startswith("bccd: not fetched: dataset 'bccd'") and "labels.csv" in line for line in out.splitlines())
+    assert any(line.startswith("bccd: not fetched: dataset 'bccd'") and "labels.csv" in line
+               for line in out.splitlines())
     assert any(line.startswith("all_idb2: not fetched:") and "scotti.di.unimi.it" in line for line in out.splitlines())
     last = err.strip().splitlines()[-1]
     assert last.startswith("wbcstudy: dataset(s) bccd, all_idb2 not fetched")

@@ -97,7 +97,8 @@ def test_bootstrap_difference_is_paired():
     draws = rng.integers(0, 10, size=(n_boot, 10))
     diffs = [_accuracy(y_true[r], pred_a[r]) - _accuracy(y_true[r], pred_b[r]) for r in draws]
     expected = tuple(np.percentile(diffs, [2.5, 97.5]))
-    assert iv.bootstrap_difference(_accuracy, y_true, pred_a, pred_b, n_boot=n_boot, seed=seed) == pytest.approx(expected)
+    assert (iv.bootstrap_difference(_accuracy, y_true, pred_a, pred_b, n_boot=n_boot, seed=seed)
+            == pytest.approx(expected))
     # identical predictions: every paired resample differs by exactly 0 (an unpaired bootstrap would not)
     assert iv.bootstrap_difference(_accuracy, y_true, pred_a, pred_a, n_boot=50) == (0.0, 0.0)
     with pytest.raises(ValueError, match="differ in length"):

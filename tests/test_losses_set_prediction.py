@@ -5,7 +5,15 @@ import torch
 from torchvision.ops import box_convert, generalized_box_iou
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from wbcstudy.losses.set_prediction import Targets, dice_loss, giou_cxcywh, hemax_loss, hungarian_match, matching_cost, sigmoid_focal_loss
+from wbcstudy.losses.set_prediction import (
+    Targets,
+    dice_loss,
+    giou_cxcywh,
+    hemax_loss,
+    hungarian_match,
+    matching_cost,
+    sigmoid_focal_loss,
+)
 
 
 def test_hungarian_2x2():
@@ -59,7 +67,8 @@ def test_matching_cost_weights():
 def _outputs(b=2, n=3, c=5, s=8, requires_grad=False):
     torch.manual_seed(1)
     out = {"pred_logits": torch.randn(b, n, c + 1), "pred_boxes": torch.rand(b, n, 4) * 0.5 + 0.25,
-           "pred_masks": torch.randn(b, n, 2, s // 2, s // 2), "pred_attributes": [torch.randn(b, n, k) for k in (2, 2, 3, 2)]}
+           "pred_masks": torch.randn(b, n, 2, s // 2, s // 2),
+           "pred_attributes": [torch.randn(b, n, k) for k in (2, 2, 3, 2)]}
     if requires_grad:
         for v in out.values():
             for t in (v if isinstance(v, list) else [v]):
@@ -68,8 +77,10 @@ def _outputs(b=2, n=3, c=5, s=8, requires_grad=False):
 
 
 def _targets(b=2, s=8, has_mask=False, attrs=-1):
-    return Targets(labels=torch.tensor([[1], [3]])[:b], boxes=torch.full((b, 1, 4), 0.4), masks=torch.ones(b, 1, 2, s, s),
-                   attributes=torch.full((b, 1, 4), attrs, dtype=torch.long), present=torch.ones(b, 1, dtype=torch.bool),
+    return Targets(labels=torch.tensor([[1], [3]])[:b], boxes=torch.full((b, 1, 4), 0.4),
+                   masks=torch.ones(b, 1, 2, s, s),
+                   attributes=torch.full((b, 1, 4), attrs, dtype=torch.long),
+                   present=torch.ones(b, 1, dtype=torch.bool),
                    has_class=torch.ones(b, dtype=torch.bool), has_box=torch.ones(b, dtype=torch.bool),
                    has_mask=torch.full((b,), has_mask))
 
@@ -93,7 +104,8 @@ def test_mask_and_attribute_terms_present_when_labelled():
 
 def test_no_object_weighting():
     # one image, 2 queries, target class 0 matched to query 0; the other query is no-object with weight 0.1
-    out = {"pred_logits": torch.zeros(1, 2, 3), "pred_boxes": torch.tensor([[[0.4, 0.4, 0.4, 0.4], [0.9, 0.9, 0.1, 0.1]]]),
+    out = {"pred_logits": torch.zeros(1, 2, 3),
+           "pred_boxes": torch.tensor([[[0.4, 0.4, 0.4, 0.4], [0.9, 0.9, 0.1, 0.1]]]),
            "pred_masks": torch.zeros(1, 2, 2, 2, 2), "pred_attributes": [torch.zeros(1, 2, 2)]}
     tg = Targets(labels=torch.tensor([[0]]), boxes=torch.full((1, 1, 4), 0.4), masks=torch.zeros(1, 1, 2, 2, 2),
                  attributes=torch.full((1, 1, 1), -1), present=torch.ones(1, 1, dtype=torch.bool),

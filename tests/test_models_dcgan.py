@@ -121,7 +121,8 @@ def test_tanh_range_round_trip() -> None:
 
 
 def test_callback_columns_stop_and_bf16_autocast() -> None:
-    """The callback's numbers become columns, ``stop`` ends training early, and bf16 autocast still trains both models."""
+    """The callback's numbers become columns, ``stop`` ends training early, and bf16 autocast still trains both
+    models."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 3, 32)
@@ -129,7 +130,8 @@ def test_callback_columns_stop_and_bf16_autocast() -> None:
     g0 = [p.detach().clone() for p in g.parameters()]
     seen = []
     history = dcgan.train_dcgan(g, d, images, labels, epochs=5, batch_size=8, seed=1, device="cpu", precision="bf16",
-                                channels_last=True, callback=lambda epoch: seen.append(epoch) or {"score": 10.0 * epoch},
+                                channels_last=True,
+                                callback=lambda epoch: seen.append(epoch) or {"score": 10.0 * epoch},
                                 stop=lambda rows: rows[-1]["score"] >= 20)
     assert seen == [1, 2] and list(history["epoch"]) == [1, 2]
     assert list(history["step"]) == [4, 8] and list(history["score"]) == [10.0, 20.0]  # 32 cells / batch 8 = 4 steps

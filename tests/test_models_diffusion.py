@@ -31,7 +31,8 @@ def toy_data(n: int = 24, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
 def test_attention_defaults_to_the_lowest_resolution_only() -> None:
     assert dm.UNetConfig().attention_levels == (False, False, False, True)
     assert dm.UNetConfig(image_size=8, block_out_channels=(8, 16, 16)).attention_levels == (False, False, True)
-    assert dm.UNetConfig(image_size=8, block_out_channels=(8, 16), attention_levels=(1, 1)).attention_levels == (True, True)
+    assert (dm.UNetConfig(image_size=8, block_out_channels=(8, 16), attention_levels=(1, 1)).attention_levels
+            == (True, True))
     with pytest.raises(ValueError, match="attention_levels has 1 entries for 2 blocks"):
         dm.UNetConfig(image_size=8, block_out_channels=(8, 16), attention_levels=(True,))
 
@@ -116,7 +117,8 @@ def test_class_vector_mixup_blends_image_and_vector_with_the_same_lambda() -> No
     # Beta(0.3, 0.3) puts most mass near 0 and 1: many nearly pure pairs, some well mixed
     assert ((lam > 0.9) | (lam < 0.1)).float().mean() > 0.4 and ((lam > 0.2) & (lam < 0.8)).any()
     for i in torch.nonzero(~same).flatten()[:10].tolist():
-        j_class = int(torch.topk(vectors[i], 2).indices[1]) if int(vectors[i].argmax()) == labels[i] else int(vectors[i].argmax())
+        j_class = (int(torch.topk(vectors[i], 2).indices[1]) if int(vectors[i].argmax()) == labels[i]
+                   else int(vectors[i].argmax()))
         partners = [j for j in range(64) if labels[j] == j_class]
         assert any(torch.allclose(mixed_x[i], lam[i] * x[i] + (1 - lam[i]) * x[j], atol=1e-5) for j in partners)
     plain_x, plain_v = dm.class_vector_mixup(x, labels, 8, 0.0, g)
@@ -179,8 +181,11 @@ def test_bad_input_raises() -> None:
 
 
 def test_bf16_autocasts_the_forward_pass_and_loss_but_not_the_update(monkeypatch) -> None:
-    """bf16: the loss is close to fp32's on the same batch, weights, gradients and EMA stay fp32, training still learns."""
-    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    """bf16: the loss is close to fp32's on the same batch, weights, gradients and EMA stay fp32, training still
+    learns."""
+    from wbcstudy.train import force_precision, precision_forced
+
+    force_precision(None)
     images, labels = toy_data()
     model = tiny()
     x = dm.to_model_range(images[:8])
@@ -194,9 +199,11 @@ def test_bf16_autocasts_the_forward_pass_and_loss_but_not_the_update(monkeypatch
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(ValueError, match="resolve 'auto' first"):
         dm.autocast(torch.device("cpu"), "auto")
-    res = dm.train_diffusion(tiny(), images, labels, dm.DiffusionTrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5,
-                                                                             log_every=20, precision="bf16"))
+    res = dm.train_diffusion(tiny(), images, labels,
+                             dm.DiffusionTrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5,
+                                                     log_every=20, precision="bf16"))
     assert res.precision == "bf16" and all(p.dtype == torch.float32 for p in res.ema_model.parameters())
     assert res.history["loss"].iloc[-1] < res.history["loss"].iloc[0]
-    monkeypatch.setenv("WBCSTUDY_PRECISION", "fp32")  # a chapter's forced precision wins over the config
-    assert dm.train_diffusion(tiny(), images, labels, dm.DiffusionTrainConfig(steps=1, precision="bf16")).precision == "fp32"
+    with precision_forced("fp32"):  # a chapter's forced precision wins over the config
+        config = dm.DiffusionTrainConfig(steps=1, precision="bf16")
+        assert dm.train_diffusion(tiny(), images, labels, config).precision == "fp32"

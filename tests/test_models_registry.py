@@ -70,7 +70,8 @@ def test_the_two_vgg16s_are_different_models() -> None:
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     convs = 14_723_136  # VGG16-BN's 13 convolutions and BatchNorms, shared by both
     assert count(build("vgg16_tv", 5)) == convs + (512 * 512 + 512) + (512 * 5 + 5)
-    assert count(build("vgg16", 5, classifier_width=512)) == convs + (25_088 * 512 + 512) + (512 * 512 + 512) + (512 * 5 + 5)
+    assert (count(build("vgg16", 5, classifier_width=512))
+            == convs + (25_088 * 512 + 512) + (512 * 512 + 512) + (512 * 5 + 5))
 
 
 def test_unknown_name_lists_the_names() -> None:

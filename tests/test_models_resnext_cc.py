@@ -1,4 +1,5 @@
-"""Tests for wbcstudy.models.resnext_cc (ECA, CFFM, HSV input, the network) and wbcstudy.models.zoo (Grad-CAM: test_experiments)."""
+"""Tests for wbcstudy.models.resnext_cc (ECA, CFFM, HSV input, the network) and wbcstudy.models.zoo (Grad-CAM:
+test_experiments)."""
 from __future__ import annotations
 
 import colorsys
@@ -125,7 +126,8 @@ def test_parameter_count_of_cpu_configuration_by_hand() -> None:
     bn = lambda c: 2 * c  # noqa: E731
     def block(cin, planes):
         width = int(planes * 4 / 64) * 8
-        n = conv(cin, width, 1) + bn(width) + conv(width, width, 3, groups=8) + bn(width) + conv(width, planes * 4, 1) + bn(planes * 4)
+        n = (conv(cin, width, 1) + bn(width) + conv(width, width, 3, groups=8) + bn(width) + conv(width, planes * 4, 1)
+             + bn(planes * 4))
         return n + (conv(cin, planes * 4, 1) + bn(planes * 4) if cin != planes * 4 else 0)
     def down(c):
         return conv(c, c, 3) + bn(c) + eca_kernel_size(c)
@@ -143,7 +145,8 @@ def test_parameter_count_of_cpu_configuration_by_hand() -> None:
         paper, paper101 = resnext_cc(2, "paper"), resnext_cc(2, "paper", depth=101)
     assert paper.channels == 2048 and paper.cffm.first[0].in_channels == 2048
     assert [len(s) for s in paper.stages] == [3, 4, 6, 3] and [len(s) for s in paper101.stages] == [3, 4, 23, 3]
-    assert paper.stages[3][0].conv2.groups == 32 and paper.stages[0][0].conv2.out_channels == 128  # 32 groups × 4 channels
+    # 32 groups × 4 channels
+    assert paper.stages[3][0].conv2.groups == 32 and paper.stages[0][0].conv2.out_channels == 128
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "densenet121", "vgg16", "small_vit"])

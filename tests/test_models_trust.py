@@ -4,7 +4,14 @@ import torch
 from torch import nn
 
 from wbcstudy.models import count_parameters
-from wbcstudy.models.trust_cnn import ARCHITECTURES, TrustCNN, build_model, gradcam_layer, last_linear, trust_cnn_parameter_count
+from wbcstudy.models.trust_cnn import (
+    ARCHITECTURES,
+    TrustCNN,
+    build_trust_model,
+    gradcam_layer,
+    last_linear,
+    trust_cnn_parameter_count,
+)
 
 
 def test_parameter_count_matches_hand_computation_at_128_px():
@@ -38,7 +45,7 @@ def test_bad_size_is_rejected():
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_registry_builds_every_architecture(arch, one_thread):
-    model = build_model(arch, 5, 32, [0.5] * 3, [0.25] * 3).eval()
+    model = build_trust_model(arch, 5, 32, [0.5] * 3, [0.25] * 3).eval()
     x = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8)
     with torch.no_grad():
         assert model(x).shape == (1, 5)
@@ -49,7 +56,7 @@ def test_registry_builds_every_architecture(arch, one_thread):
 
 
 def test_frozen_base_keeps_batchnorm_statistics(one_thread):
-    model = build_model("effnet_lite0_frozen", 5, 32, [0.5] * 3, [0.25] * 3)
+    model = build_trust_model("effnet_lite0_frozen", 5, 32, [0.5] * 3, [0.25] * 3)
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     before = bn.running_mean.clone()
     model.train()
@@ -95,7 +102,7 @@ def test_build_model_creates_the_network_through_the_study_registry(one_thread, 
 
     monkeypatch.setattr(registry, "build", spy)
     torch.manual_seed(0)
-    model = build_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
+    model = build_trust_model("trust_cnn", 5, 32, [0.5] * 3, [0.25] * 3)
     assert built == ["trust_cnn"]
     torch.manual_seed(0)
     direct = registry.build("trust_cnn", 5, image_size=32)

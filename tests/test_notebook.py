@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -23,7 +25,7 @@ def test_configure_forces_the_precision_for_every_model(monkeypatch, capsys):
         notebook.configure("fp16")
     monkeypatch.setenv("WBCSTUDY_PRECISION", "fp8")
     with pytest.raises(ValueError, match="WBCSTUDY_PRECISION='fp8'"):
-        select_precision("auto", torch.device("cpu"))
+        notebook.configure("auto")
 
 
 def test_setup_on_colab_sets_the_data_root_and_fetches(monkeypatch, capsys):
@@ -61,3 +63,27 @@ def test_paper_profile_only_on_an_interactive_colab_gpu_run(monkeypatch):
     ns = {"profile": "cpu"}
     changed = notebook.apply_paper_profile_on_colab_gpu("wnet", ns)
     assert ns["profile"] == "paper" and changed == {**load_profile("wnet", "paper"), "profile": "paper"}
+
+
+def test_glue_writes_the_record_myst_nb_reads_and_rounds_floats(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    from myst_nb.core.variables import format_plain_text
+    from myst_nb.ext.glue import extract_glue_data_cell
+    from nbformat.v4 import new_code_cell, new_output
+
+    shell = InteractiveShell.instance()
+    shown = []
+    shell.display_pub.publish = lambda data, metadata=None, **kw: shown.append((data, metadata))
+    try:
+        notebook.glue(gain=np.float32(0.0123456789), cells=np.int64(412), model="ResNet-18")
+    finally:
+        InteractiveShell.clear_instance()
+    cell = new_code_cell("", outputs=[new_output("display_data", data=d, metadata=m) for d, m in shown])
+    glued = dict(extract_glue_data_cell(cell))
+    assert set(glued) == {"gain", "cells", "model"} and cell.outputs == []  # nothing shown in the notebook
+    assert format_plain_text(glued["gain"]["data"]["text/plain"], ".3f") == "0.012"
+    assert glued["gain"]["data"]["text/plain"] == "0.012346"  # 5 significant digits
+    assert format_plain_text(glued["cells"]["data"]["text/plain"], "") == "412"
+    assert format_plain_text(glued["model"]["data"]["text/plain"], "") == "ResNet-18"  # no quotes
+    with pytest.raises(TypeError, match="glue table"):
+        notebook.glue(table=pd.DataFrame())

@@ -51,7 +51,8 @@ def test_wheel_ships_manifests_params_and_claims(wheel):
     shipped = {n.removeprefix("wbcstudy/_data/manifests/") for n in names if n.startswith("wbcstudy/_data/manifests/")}
     assert shipped == {p.name for p in (ROOT / "data" / "manifests").iterdir() if p.is_file()}
     params = {n.removeprefix("wbcstudy/_data/params/") for n in names if n.startswith("wbcstudy/_data/params/")}
-    assert params == {p.relative_to(ROOT / "notebooks" / "params").as_posix() for p in (ROOT / "notebooks" / "params").rglob("*.yml")}
+    assert params == {p.relative_to(ROOT / "notebooks" / "params").as_posix()
+                      for p in (ROOT / "notebooks" / "params").rglob("*.yml")}
 
 
 def test_unpacked_wheel_finds_its_manifests_without_a_checkout(wheel, tmp_path):

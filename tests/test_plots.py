@@ -32,7 +32,8 @@ def test_class_colours_are_fixed_distinct_and_tolerant() -> None:
     assert plots.class_colour("IG") == plots.class_colour("immature granulocytes") == plots.CLASS_COLOURS["ig"]
     assert plots.class_colour("ALL") == plots.CLASS_COLOURS["blast"]
     assert plots.class_colour("something else") == plots.UNKNOWN_CLASS_COLOUR
-    assert plots.class_palette(["monocyte", "platelet"]) == [plots.CLASS_COLOURS["monocyte"], plots.CLASS_COLOURS["platelet"]]
+    assert plots.class_palette(["monocyte", "platelet"]) == [plots.CLASS_COLOURS["monocyte"],
+                                                             plots.CLASS_COLOURS["platelet"]]
 
 
 def test_set_style_applies_seaborn_theme() -> None:
@@ -73,7 +74,8 @@ def test_plot_confusion_counts_on_given_axes() -> None:
 
 def test_plot_training_curves() -> None:
     history = pd.DataFrame(
-        {"epoch": [1, 2, 3], "train_loss": [1.2, 0.8, 0.5], "val_loss": [1.3, 0.9, 0.7], "val_accuracy": [0.5, 0.7, 0.8]}
+        {"epoch": [1, 2, 3], "train_loss": [1.2, 0.8, 0.5], "val_loss": [1.3, 0.9, 0.7],
+         "val_accuracy": [0.5, 0.7, 0.8]}
     )
     fig = plots.plot_training_curves(history, title="ResNet-18")
     loss_ax, acc_ax = fig.axes[:2]

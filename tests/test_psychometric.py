@@ -46,7 +46,8 @@ def test_map_fit_recovers_known_parameters() -> None:
     assert fit.lapse == pytest.approx(TRUE["lapse"], abs=0.02)
     wrong = ps.PsychometricFit(0.7, 0.5, 0.04, 1 / 8, 0.0)
     data = ps.bin_trials(conf, correct, 25)
-    assert np.abs(fit(data[:, 0]) - data[:, 1] / data[:, 2]).mean() < np.abs(wrong(data[:, 0]) - data[:, 1] / data[:, 2]).mean()
+    assert (np.abs(fit(data[:, 0]) - data[:, 1] / data[:, 2]).mean()
+            < np.abs(wrong(data[:, 0]) - data[:, 1] / data[:, 2]).mean())
     with pytest.raises(ValueError, match="n_correct"):
         ps.fit_psychometric(np.array([[0, 5, 3], [1, 1, 3], [2, 1, 3]]), 8)
 

@@ -61,7 +61,8 @@ def test_frechet_distance_matches_the_closed_form():
 
 
 def _tiny_cnn():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2))
     return with_input_adapter(net, [0.5] * 3, [0.25] * 3)
 
 

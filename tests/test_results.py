@@ -1,4 +1,5 @@
-"""Claims files, the one verdict rule (every outcome of every direction, by hand), the claims table, the plateau test."""
+"""Claims files, the one verdict rule (every outcome of every direction, by hand), the claims table, the plateau
+test."""
 from __future__ import annotations
 
 import json
@@ -78,7 +79,8 @@ def test_load_claims_reads_the_example(tmp_path):
     claims = load_claims("demo", root=tmp_path)
     assert [c.id for c in claims] == ["demo_balanced_accuracy", "demo_c2st", "demo_beats", "demo_hardware"]
     first = claims[0]
-    assert (first.paper_value, first.key, first.direction, first.margin) == (0.97, "demo_balanced_accuracy", "higher", 0.02)
+    assert (first.paper_value, first.key, first.direction, first.margin) == (0.97, "demo_balanced_accuracy", "higher",
+                                                                             0.02)
     assert first.models == ["demo_model"] and first.comparable and first.substitution == "64 px instead of 128 px"
     assert claims[2].paper_value is None and claims[2].models == []
     assert not claims[3].comparable and claims[3].reason == "the authors' hardware is not described"
@@ -86,13 +88,15 @@ def test_load_claims_reads_the_example(tmp_path):
 
 
 @pytest.mark.parametrize("old,new,message", [
-    ("    margin: 0.02\n", "    margin: 0.02\n    colour: red\n", "claim 'demo_balanced_accuracy': unknown field 'colour'"),
+    ("    margin: 0.02\n", "    margin: 0.02\n    colour: red\n",
+     "claim 'demo_balanced_accuracy': unknown field 'colour'"),
     ("direction: close", "direction: similar", "claim 'demo_c2st': direction 'similar' is not one of"),
     ("    key: c2st_accuracy\n", "", "claim 'demo_c2st': missing field 'key'"),
     ("    margin: 0.01\n", "", "claim 'demo_beats': missing field 'margin'"),
     ("    margin: 0.05\n", "    margin: null\n", "claim 'demo_c2st': margin must be a number"),
     ("id: demo_c2st", "id: demo_balanced_accuracy", "claim 'demo_balanced_accuracy': duplicate id"),
-    ('    reason: "the authors\' hardware is not described"\n', "", "claim 'demo_hardware': comparable is false but no reason"),
+    ('    reason: "the authors\' hardware is not described"\n', "",
+     "claim 'demo_hardware': comparable is false but no reason"),
     ("paper_value: 0.523", "paper_value: null", "claim 'demo_c2st': direction 'close' needs a paper_value"),
     ("paper_value: 0.523", "paper_value: high", "claim 'demo_c2st': paper_value must be a number"),
     ("margin: 0.05", "margin: -0.05", "claim 'demo_c2st': margin must not be negative"),
@@ -271,11 +275,13 @@ def test_effect_size_cases_from_the_issue():
                   against=["resnet50"])
     assert verdict(wnet, 0.042, (0.023, 0.063), {"wnet": True, "resnet50": True}).outcome == "smaller effect"
     assert verdict(wnet, 0.042, (0.023, 0.063), {"wnet": True, "resnet50": False}).cause == "plateau"
-    # ResNeXt-CC fusion 5-1 over 5-2: −0.001 [−0.013, 0.013] holds the paper's +0.0059: inconclusive, not "not reproduced"
+    # ResNeXt-CC fusion 5-1 over 5-2: −0.001 [−0.013, 0.013] holds the paper's +0.0059: inconclusive, not "not
+    # reproduced"
     fusion = _claim("beats", 0.0059, 0.02, key="fusion_minus_fusion52_balanced_accuracy")
     assert verdict(fusion, -0.001, (-0.013, 0.013)).outcome == "inconclusive"
     # ECA over pooling: −0.009 [−0.028, 0.010], both at plateau: the paper's +0.0199 is excluded → not reproduced
-    eca = _claim("beats", 0.0199, 0.02, key="eca_minus_pool_balanced_accuracy", models=["full", "pool"], against=["pool"])
+    eca = _claim("beats", 0.0199, 0.02, key="eca_minus_pool_balanced_accuracy", models=["full", "pool"],
+                 against=["pool"])
     got = verdict(eca, -0.009, (-0.028, 0.010), {"full": True, "pool": True})
     assert got.outcome == "not reproduced" and "0.020" in got.why
 
@@ -334,20 +340,23 @@ def test_claims_table_and_write_results_take_the_paper_from_the_claims(tmp_path,
     metrics = {"demo_balanced_accuracy": 0.955, "c2st_accuracy": 1.0, "demo_minus_resnet50_balanced_accuracy": -0.198}
     ci = {"demo_balanced_accuracy": (0.951, 0.959), "c2st_accuracy": (1.0, 1.0),
           "demo_minus_resnet50_balanced_accuracy": (-0.25, -0.15)}
-    path = write_results("demo", "smoke", 2.0, metrics, ci, plateau={"demo_model": True}, results_dir=str(tmp_path / "res"))
+    path = write_results("demo", "smoke", 2.0, metrics, ci, plateau={"demo_model": True},
+                         results_dir=str(tmp_path / "res"))
     res = json.loads(path.read_text())
     assert res["paper"] == {"demo_balanced_accuracy": 0.97, "c2st_accuracy": 0.523}
     assert res["plateau"] == {"demo_model": True}
     table = claims_table("demo", res)
-    assert list(table.columns) == ["claim", "where", "paper", "reproduction", "95% CI", "verdict", "why", "substitution",
-                                   "bound", "cause"]
+    assert list(table.columns) == ["claim", "where", "paper", "reproduction", "95% CI", "verdict", "why",
+                                   "substitution", "bound", "cause"]
     assert list(table.index) == ["demo_balanced_accuracy", "demo_c2st", "demo_beats", "demo_hardware"]
     row = table.loc["demo_balanced_accuracy"]
-    assert (row["paper"], row["reproduction"], row["95% CI"], row["verdict"]) == ("0.970", "0.955", "[0.951, 0.959]", "reproduced")
+    assert ((row["paper"], row["reproduction"], row["95% CI"], row["verdict"])
+            == ("0.970", "0.955", "[0.951, 0.959]", "reproduced"))
     assert row["substitution"] == "64 px instead of 128 px"
     assert table.loc["demo_c2st", "verdict"] == "not reproduced"
     assert (table.loc["demo_beats", "paper"], table.loc["demo_beats", "verdict"]) == ("—", "contradicted")
-    assert (table.loc["demo_hardware", "verdict"], table.loc["demo_hardware", "reproduction"]) == ("not comparable", "—")
+    assert ((table.loc["demo_hardware", "verdict"], table.loc["demo_hardware", "reproduction"])
+            == ("not comparable", "—"))
     # without the plateau record a passing number is a lower bound (training only raises it), a failing one is
     # inconclusive; read from results_dir when results is None
     write_results("demo", "smoke", 2.0, metrics, ci, results_dir=str(tmp_path / "res"))
@@ -442,7 +451,8 @@ def test_a_number_pooled_over_folds_needs_a_hierarchical_interval(tmp_path, monk
         "book/claims/demo.yml: claim 'demo_balanced_accuracy': 'demo_balanced_accuracy' pools 5 runs but its interval "
         "in book/results/demo.json is made over cells: bootstrap the runs, then the cells (wbcstudy.intervals)"]
     write_results("demo", "cpu", 1.0, metrics, ci, plateau={"demo_model": True},
-                  interval_kinds={"demo_balanced_accuracy": "hierarchical"}, results_dir=str(tmp_path / "book" / "results"))
+                  interval_kinds={"demo_balanced_accuracy": "hierarchical"},
+                  results_dir=str(tmp_path / "book" / "results"))
     assert check_claims(tmp_path, ["demo"]) == []
     assert claims_table("demo", results_dir=str(tmp_path / "book" / "results")).loc[
         "demo_balanced_accuracy", "verdict"] == "reproduced"

@@ -22,7 +22,8 @@ def test_parameters_cell_is_typed_commented_and_has_profile(chapter):
     nb = run.read_notebook(chapter)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = [line for line in cell.source.splitlines() if line.strip()]
-    assert all(":" in line.split("=")[0] and "#" in line for line in lines), "each knob is 'name: type = value  # comment'"
+    assert all(":" in line.split("=")[0] and "#" in line
+               for line in lines), "each knob is 'name: type = value  # comment'"
     defaults = run.parameters_cell(chapter)
     assert defaults["profile"] == "cpu" and defaults["results_dir"] == "book/results"
 
@@ -53,8 +54,9 @@ def test_unknown_name_in_a_profile_file_is_an_error(tmp_path, monkeypatch):
 def test_parameter_overrides_are_read_as_yaml_and_checked_like_profile_values():
     overrides = run.parse_overrides([("scratch_models", "[vgg16, resnet50]"), ("cnn_lr", "1e-3"), ("seed", "4"),
                                      ("precision", "fp32"), ("augment_resampling", "a: b: c"), ("seed", "5")])
+    # 1e-3 a float, as papermill reads it; invalid YAML stays text
     assert overrides == {"scratch_models": ["vgg16", "resnet50"], "cnn_lr": 0.001, "seed": 5, "precision": "fp32",
-                         "augment_resampling": "a: b: c"}  # 1e-3 a float, as papermill reads it; invalid YAML stays text
+                         "augment_resampling": "a: b: c"}
     with pytest.raises(run.ChapterError, match=r"-p: cnn_lr='fast' has type str"):
         run.check_profile("trust", "smoke", {**overrides, "cnn_lr": "fast"})
     params = run.check_profile("trust", "smoke", overrides)
@@ -106,7 +108,8 @@ def test_results_contract_round_trip(tmp_path, monkeypatch):
     assert set(res) >= {"chapter", "profile", "seconds", "commit", "metrics", "ci", "paper", "plateau"}
     assert res["metrics"] == {"acc": 0.9, "auc": None} and res["ci"]["acc"] == [0.85, 0.93]
     assert res["paper"] == {"acc": 0.97} and res["plateau"] == {"cnn": True}
-    assert {"cpu_model", "cpu_native_bf16", "torch", "python"} <= set(res["machine"])  # provenance travels with the numbers
+    # provenance travels with the numbers
+    assert {"cpu_model", "cpu_native_bf16", "torch", "python"} <= set(res["machine"])
     table = claims_table("demo", res)
     assert table.loc["demo_acc", "verdict"] == "not reproduced"  # 0.93 < 0.97 - 0.02
     with pytest.raises(ValueError, match="not measured"):
@@ -122,7 +125,8 @@ def test_sync_prose_brings_mended_text_over_and_keeps_code_outputs(tmp_path, mon
     (tmp_path / "notebooks").mkdir()
     header = ("---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  display_name: Python 3\n"
               "  name: python3\n---\n\n")
-    text = header + "# Data\n\nOld sentence.\n\n```{code-cell}\n:tags: [parameters]\n\nn = 1\n```\n\n```{code-cell}\nprint(n)\n```\n"
+    text = header + ("# Data\n\nOld sentence.\n\n```{code-cell}\n:tags: [parameters]\n\nn = 1\n```\n\n"
+                     "```{code-cell}\nprint(n)\n```\n")
     (tmp_path / "notebooks" / "data.md").write_text(text)
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Data\n\nOld sentence.", id="data-00"),
@@ -134,12 +138,14 @@ def test_sync_prose_brings_mended_text_over_and_keeps_code_outputs(tmp_path, mon
     copy = tmp_path / "data.ipynb"
     nbformat.write(nb, copy)
     assert sync_prose("data", copy) is False  # nothing to bring over
-    (tmp_path / "notebooks" / "data.md").write_text(text.replace("Old sentence.", "New sentence.\n\nA second paragraph."))
+    (tmp_path / "notebooks" / "data.md").write_text(text.replace("Old sentence.",
+                                                                 "New sentence.\n\nA second paragraph."))
     assert sync_prose("data", copy) is True
     cells = nbformat.read(copy, as_version=4).cells
     assert [c.cell_type for c in cells] == ["markdown", "code", "code", "code"]
     assert "New sentence." in cells[0].source and "Old" not in cells[0].source
-    assert cells[2].source == "n = 2" and cells[3].outputs[0]["text"] == "2\n"  # the run's injected cell and output stay
+    # the run's injected cell and output stay
+    assert cells[2].source == "n = 2" and cells[3].outputs[0]["text"] == "2\n"
     (tmp_path / "notebooks" / "data.md").write_text(text.replace("print(n)", "print(n + 1)"))
     with pytest.raises(ChapterError, match="re-run the chapter"):
         sync_prose("data", copy)

@@ -35,10 +35,12 @@ def test_counts_and_findings_follow_the_verdict_rule(tmp_path):
     assert dict(zip(audit["id"], audit["verdict"])) == {"acc": "reproduced", "deep_fail": "contradicted",
                                                          "gan": "not reproduced", "pre": "not comparable"}
     counts = scoreboard.verdict_counts(audit).loc["wnet"]
-    got = (counts["reproduced"], counts["contradicted"], counts["not reproduced"], counts["not comparable"], counts["total"])
+    got = (counts["reproduced"], counts["contradicted"], counts["not reproduced"], counts["not comparable"],
+           counts["total"])
     assert got == (1, 1, 1, 1, 4)
     line = scoreboard.finding(audit)
-    assert line.startswith("1 of 4 claims reproduced or exceeded") and "contradicted: `deep_fail`" in line and "`gan`" in line
+    assert (line.startswith("1 of 4 claims reproduced or exceeded") and "contradicted: `deep_fail`" in line
+            and "`gan`" in line)
     md = scoreboard.scoreboard_markdown(tmp_path)
     assert "| [W-Net](chapters/wnet.ipynb) | 1 | 0 | 0 | 1 | 1 | 0 | 1 | 4 |" in md
 
@@ -55,7 +57,8 @@ def test_a_model_short_of_its_plateau_makes_its_claim_inconclusive_only_below_it
 
 
 def test_the_scoreboard_is_stale_until_rewritten(tmp_path):
-    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher", "margin": 0.02}]
+    claims = [{"id": "acc", "claim": "97%", "where": "T3", "paper_value": 0.97, "key": "acc", "direction": "higher",
+               "margin": 0.02}]
     _write(tmp_path, "wnet", claims, {"acc": 0.5}, {"acc": [0.4, 0.6]})
     from wbcstudy.judgement import stale_judgement, write_judgement
 
@@ -69,7 +72,8 @@ def test_claim_totals_count_every_outcome_and_the_papers_apart():
     import pandas as pd
 
     claims = pd.DataFrame({"chapter": ["wnet", "wnet", "data", "hemax", "baseline"],
-                           "verdict": ["reproduced", "not comparable", "not comparable", "inconclusive", "inconclusive"],
+                           "verdict": ["reproduced", "not comparable", "not comparable", "inconclusive",
+                                       "inconclusive"],
                            "cause": ["", "", "", "plateau", "width"]})
     totals = scoreboard.claim_totals(claims)
     assert totals == {"claims_total": 5, "paper_claims_total": 3,

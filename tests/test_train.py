@@ -33,7 +33,8 @@ def _mlp() -> nn.Module:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(epochs=6, batch_size=32, lr=0.05, seed=3, device="cpu", precision="fp32", channels_last=False, progress=False)
+    base = dict(epochs=6, batch_size=32, lr=0.05, seed=3, device="cpu", precision="fp32", channels_last=False,
+                progress=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -126,12 +127,25 @@ def test_explicit_cuda_without_gpu_is_an_error():
         select_precision("fp8", torch.device("cpu"))
 
 
-def test_an_explicit_precision_is_kept_unless_the_environment_forces_one(monkeypatch):
-    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+def test_an_explicit_precision_is_kept_unless_an_entry_forces_one(monkeypatch):
+    from wbcstudy.train import force_precision, precision_forced, precision_from_environment
+
+    force_precision(None)
     assert select_precision("fp32", torch.device("cpu")) == "fp32"
     assert select_precision("bf16", torch.device("cpu")) == "bf16"
+    with precision_forced("bf16"):
+        assert select_precision("fp32", torch.device("cpu")) == "bf16"
+        with precision_forced("auto"):  # auto keeps the force in place
+            assert select_precision("fp32", torch.device("cpu")) == "bf16"
+    assert select_precision("fp32", torch.device("cpu")) == "fp32"  # restored on leaving
+    # the environment is read only when an entry asks, never by select_precision itself
     monkeypatch.setenv("WBCSTUDY_PRECISION", "bf16")
-    assert select_precision("fp32", torch.device("cpu")) == "bf16"
+    assert select_precision("fp32", torch.device("cpu")) == "fp32" and precision_from_environment() == "bf16"
+    monkeypatch.setenv("WBCSTUDY_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="WBCSTUDY_PRECISION='fp8'"):
+        precision_from_environment()
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        force_precision("fp16")
 
 
 def test_flips_and_rot90_only_permutes_pixels():
@@ -156,7 +170,8 @@ def test_cross_validate_predicts_each_fold_once_with_a_fresh_model(one_thread):
         made.append(nn.Linear(2, 2))
         return made[-1]
 
-    cfg = TrainConfig(epochs=20, batch_size=16, lr=0.1, progress=False, device="cpu", precision="fp32", channels_last=False)
+    cfg = TrainConfig(epochs=20, batch_size=16, lr=0.1, progress=False, device="cpu", precision="fp32",
+                      channels_last=False)
     cv = cross_validate(make, x, y, folds, cfg, keep_models=True)
     assert len(made) == 3 and sorted(cv.models) == [0, 1, 2]
     p = cv.predictions
@@ -262,9 +277,9 @@ def test_run_task_trains_keeps_the_best_epoch_and_resumes_bitwise(tmp_path):
 
 
 def test_run_task_autocasts_the_loss_only_and_clips(monkeypatch):
-    from wbcstudy.train import EngineConfig, run_task
+    from wbcstudy.train import EngineConfig, force_precision, run_task
 
-    monkeypatch.delenv("WBCSTUDY_PRECISION", raising=False)
+    force_precision(None)
     run = run_task(_LineTask, EngineConfig(epochs=1, device="cpu", precision="bf16"))
     assert run.precision == "bf16" and run.task.seen_autocast == [True] * 4
     run = run_task(_LineTask, EngineConfig(epochs=1, device="cpu", precision="fp32"))

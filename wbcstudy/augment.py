@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 
-def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None, channels_last: bool = True) -> torch.Tensor:
+def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None,
+                    channels_last: bool = True) -> torch.Tensor:
     """A random symmetry of the square per image (the dihedral group D4): horizontal flip, vertical flip, transpose.
 
     Three draws of ``torch.rand(n)`` (horizontal, vertical, transpose; each applied with probability 1/2, in that
@@ -47,7 +48,8 @@ def dihedral_inverse(x: torch.Tensor, code: int) -> torch.Tensor:
 
 
 def flips_and_rot90(x: torch.Tensor) -> torch.Tensor:
-    """Random horizontal flip, vertical flip and transpose per NHWC image (global torch RNG): the 8 symmetries of the square."""
+    """Random horizontal flip, vertical flip and transpose per NHWC image (global torch RNG): the 8 symmetries of the
+    square."""
     return random_dihedral(x)
 
 
@@ -60,7 +62,8 @@ def keras_affine(x: torch.Tensor, rotation: float = 20.0, shift: float = 0.2, sh
     is almost nothing), zoom drawn per axis uniform in [1 − zoom, 1 + zoom], random horizontal and vertical
     flips; points outside the image take the nearest edge pixel (Keras's ``fill_mode="nearest"``).
     ``mode`` is the resampling kernel (``grid_sample``'s): "bilinear" as Keras (``interpolation_order=1``), which
-    blurs every image it moves by a fraction of a pixel; "bicubic" keeps most of the image's sharpness. Returns uint8 NHWC.
+    blurs every image it moves by a fraction of a pixel; "bicubic" keeps most of the image's sharpness. Returns uint8
+    NHWC.
     """
     import math
 

@@ -5,7 +5,9 @@ Checks, each printing one line per problem (exit status 1 when there is any):
 - every chapter of ``wbcstudy.run.CHAPTERS`` has its executed book copy
   ``book/chapters/<c>.ipynb``, its smoke regression copy ``tests/regression/<c>.ipynb``, its
   results ``book/results/<c>.json`` (from the cpu profile) and an entry in ``_toc.yml``;
+- ``run.CHAPTERS`` is the one list of chapters (the toc, the notebooks and the scoreboard agree with it);
 - each executed copy was run from the chapter's current MyST source (same cells, same code);
+- a chapter's conclusions are MyST prose whose numbers come from glue, and each copy glues every key they paste;
 - the run times recorded in ``book/results/timings.json`` are within the profile budgets
   (smoke < 90 s; cpu < 90 min, CytoDiffusion < 100 min; the whole book at cpu < 8 h, on a CPU without native bf16);
 - every interval in every ``book/results/*.json`` lies inside its metric's range
@@ -94,7 +96,8 @@ def check_chapter_files(root: Path, chapters: Sequence[str] | None = None) -> li
         problems.append("_toc.yml is missing")
     for chapter in _chapters(chapters):
         if not (root / "book" / "chapters" / f"{chapter}.ipynb").is_file():
-            problems.append(f"{chapter}: book/chapters/{chapter}.ipynb is missing (run `wbcstudy run {chapter} --publish`)")
+            problems.append(f"{chapter}: book/chapters/{chapter}.ipynb is missing (run `wbcstudy run {chapter} "
+                            "--publish`)")
         if not (root / "tests" / "regression" / f"{chapter}.ipynb").is_file():
             problems.append(f"{chapter}: tests/regression/{chapter}.ipynb is missing (run `wbcstudy regression`)")
         results = root / "book" / "results" / f"{chapter}.json"
@@ -109,6 +112,65 @@ def check_chapter_files(root: Path, chapters: Sequence[str] | None = None) -> li
                 problems.append(f"{chapter}: book/results/{chapter}.json comes from profile {profile!r}, not 'cpu'")
         if toc_path.is_file() and f"book/chapters/{chapter}" not in toc:
             problems.append(f"{chapter}: _toc.yml has no entry book/chapters/{chapter}")
+    return problems
+
+
+def check_chapter_list(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """``run.CHAPTERS`` is the one list of chapters: the book's ``_toc.yml`` lists exactly those under
+    ``book/chapters/``, and every ``notebooks/*.md`` is one of them (or a draft, ``run.DRAFTS``); ``chapters``
+    replaces the list (a test's tree). (That the scoreboard's ``PAPERS`` are chapters of the list is a unit test.)"""
+    from wbcstudy.run import DRAFTS
+
+    names = _chapters(chapters)
+    problems = []
+    toc_path = root / "_toc.yml"
+    if toc_path.is_file():
+        listed = {f.removeprefix("book/chapters/") for f in _toc_files(yaml.safe_load(toc_path.read_text()))
+                  if f.startswith("book/chapters/")}
+        for extra in sorted(listed - set(names)):
+            problems.append(f"_toc.yml lists book/chapters/{extra}, which wbcstudy.run.CHAPTERS does not name: "
+                            f"add it there (the one list of chapters) or drop it from the toc")
+    for source in sorted((root / "notebooks").glob("*.md")):
+        if source.stem not in names and source.stem not in DRAFTS:
+            problems.append(f"notebooks/{source.name} is in neither wbcstudy.run.CHAPTERS nor run.DRAFTS")
+    return problems
+
+
+#: A `{glue:text}`key:format`` (or `{glue}`, `{glue:md}`) role in a chapter's MyST prose: the key it pastes.
+_GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+
+
+def _glued_keys(notebook: dict) -> set[str]:
+    """The keys a notebook's outputs glue (``myst_nb.glue`` / ``wbcstudy.notebook.glue`` records)."""
+    return {output["metadata"]["scrapbook"]["name"] for cell in notebook.get("cells", [])
+            for output in cell.get("outputs", []) if "scrapbook" in output.get("metadata", {})}
+
+
+def check_prose_glue(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """A chapter's conclusions are MyST prose, not Python strings: no code cell builds Markdown from an f-string
+    (``Markdown(f"...")``), and every value the prose pastes with ``{glue:text}`` is glued by each executed copy
+    (the book's and the regression copy), so no sentence renders with a hole."""
+    import jupytext
+
+    problems = []
+    for chapter in _chapters(chapters):
+        source = root / "notebooks" / f"{chapter}.md"
+        if not source.is_file():
+            continue
+        cells = jupytext.read(source, fmt="md:myst").cells
+        if any(c.cell_type == "code" and re.search(r"Markdown\(\s*f[\"']", c.source) for c in cells):
+            problems.append(f"notebooks/{chapter}.md: a code cell builds prose with Markdown(f\"...\"): write it as "
+                            f"MyST Markdown and paste its numbers with {{glue:text}} (wbcstudy.notebook.glue)")
+        wanted = {key for c in cells if c.cell_type == "markdown" for key in _GLUE_ROLE.findall(c.source)}
+        for copy in (root / "book" / "chapters" / f"{chapter}.ipynb",
+                     root / "tests" / "regression" / f"{chapter}.ipynb"):
+            notebook, error = _read_json(copy) if copy.is_file() else (None, None)
+            if notebook is None:
+                continue
+            missing = sorted(wanted - _glued_keys(notebook))
+            if missing:
+                problems.append(f"{copy.relative_to(root)}: the prose pastes {', '.join(missing[:5])}"
+                                f"{' ...' if len(missing) > 5 else ''}, which this copy does not glue: re-run it")
     return problems
 
 
@@ -135,8 +197,10 @@ def check_copies_fresh(root: Path, chapters: Sequence[str] | None = None) -> lis
             problems.append(f"{chapter}: notebooks/{chapter}.md is missing")
             continue
         want = _cell_sources(jupytext.read(source, fmt="md:myst").cells)
-        for copy, command in ((root / "book" / "chapters" / f"{chapter}.ipynb", f"wbcstudy run {chapter} --profile cpu --publish"),
-                              (root / "tests" / "regression" / f"{chapter}.ipynb", f"wbcstudy run {chapter} --profile smoke --publish")):
+        for copy, command in ((root / "book" / "chapters" / f"{chapter}.ipynb",
+                               f"wbcstudy run {chapter} --profile cpu --publish"),
+                              (root / "tests" / "regression" / f"{chapter}.ipynb",
+                               f"wbcstudy run {chapter} --profile smoke --publish")):
             if not copy.is_file():
                 continue  # reported by check_chapter_files
             data, error = _read_json(copy)
@@ -145,8 +209,8 @@ def check_copies_fresh(root: Path, chapters: Sequence[str] | None = None) -> lis
                 continue
             have = _cell_sources(data.get("cells", []))
             if [c for c in have if c[0] == "code"] != [c for c in want if c[0] == "code"]:
-                problems.append(f"{chapter}: {copy.relative_to(root)} was executed from an older notebooks/{chapter}.md "
-                                f"(re-run `{command}`)")
+                problems.append(f"{chapter}: {copy.relative_to(root)} was executed from an older "
+                                f"notebooks/{chapter}.md (re-run `{command}`)")
             elif have != want:
                 problems.append(f"{chapter}: {copy.relative_to(root)} has older text than notebooks/{chapter}.md "
                                 "(`wbcstudy judge` brings it over; no re-run needed)")
@@ -183,7 +247,8 @@ def check_prose_numbers(root: Path, chapters: Sequence[str] | None = None) -> li
         known = _numbers(_read_json(root / "book" / "results" / f"{chapter}.json")[0] or {})
         claims_file = root / "book" / "claims" / f"{chapter}.yml"
         if claims_file.is_file():
-            known += _numbers([c.get("paper_value") for c in (yaml.safe_load(claims_file.read_text()) or {}).get("claims", [])])
+            known += _numbers([c.get("paper_value")
+                               for c in (yaml.safe_load(claims_file.read_text()) or {}).get("claims", [])])
         known += [1.0 / k for k in range(2, 9)]
         known += [100.0 * n for n in known]
         for cell in jupytext.read(source, fmt="md:myst").cells:
@@ -214,7 +279,8 @@ def check_timings(root: Path, chapters: Sequence[str] | None = None) -> list[str
         for profile, budget in BUDGETS.items():
             budget = BUDGET_EXCEPTIONS.get((chapter, profile), budget)
             entry = recorded.get(profile)
-            seconds = entry.get("seconds") if isinstance(entry, dict) else entry  # entries record the CPU beside the seconds
+            # entries record the CPU beside the seconds
+            seconds = entry.get("seconds") if isinstance(entry, dict) else entry
             if not isinstance(seconds, (int, float)):
                 problems.append(f"{chapter}: no recorded {profile} run time in book/results/timings.json")
                 continue
@@ -222,10 +288,12 @@ def check_timings(root: Path, chapters: Sequence[str] | None = None) -> list[str
             if profile == "cpu":
                 total += slow
             if slow >= budget:
-                timed = f"took {seconds:.1f} s" + (f" on a bf16 CPU, ≈ {slow:.0f} s without native bf16" if slow != seconds else "")
+                timed = f"took {seconds:.1f} s" + (f" on a bf16 CPU, ≈ {slow:.0f} s without native bf16"
+                                                   if slow != seconds else "")
                 problems.append(f"{chapter}: the {profile} run {timed}, over its budget of {budget:.0f} s")
     if total >= BOOK_CPU_BUDGET:
-        problems.append(f"the book's cpu runs take ≈ {total:.1f} s in all without native bf16, over the budget of {BOOK_CPU_BUDGET:.0f} s")
+        problems.append(f"the book's cpu runs take ≈ {total:.1f} s in all without native bf16, over the budget of "
+                        f"{BOOK_CPU_BUDGET:.0f} s")
     return problems
 
 
@@ -271,7 +339,8 @@ def check_intervals(root: Path) -> list[str]:
 
 
 def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
-    """Every claims file loads; its keys are measured, its models have plateau records, its paper numbers are the results'."""
+    """Every claims file loads; its keys are measured, its models have plateau records, its paper numbers are the
+    results'."""
     from wbcstudy.results import ClaimsError, load_claims
 
     known = set(_chapters(chapters))
@@ -307,20 +376,23 @@ def check_claims(root: Path, chapters: Sequence[str] | None = None) -> list[str]
                 continue
             if claim.key not in metrics:
                 if claim.comparable and not claim.awaits:
-                    problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is not in book/results/{chapter}.json metrics")
+                    problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is not in "
+                                    f"book/results/{chapter}.json metrics")
                 continue
             if claim.awaits:
                 problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is measured now: drop its `awaits`")
             kind = (results.get("interval_kinds") or {}).get(claim.key)
             if claim.comparable and claim.runs > 1 and kind not in (None, "hierarchical"):
-                problems.append(f"{where}: claim {claim.id!r}: {claim.key!r} pools {claim.runs} runs but its interval in "
-                                f"book/results/{chapter}.json is made over {kind}: bootstrap the runs, then the cells "
-                                "(wbcstudy.intervals)")
+                problems.append(f"{where}: claim {claim.id!r}: {claim.key!r} pools {claim.runs} runs but its interval "
+                                f"in book/results/{chapter}.json is made over {kind}: bootstrap the runs, then the "
+                                "cells (wbcstudy.intervals)")
             if claim.comparable and metrics[claim.key] is None:
-                problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is null in book/results/{chapter}.json")
+                problems.append(f"{where}: claim {claim.id!r}: key {claim.key!r} is null in "
+                                f"book/results/{chapter}.json")
             for model in claim.models:
                 if model not in plateau:
-                    problems.append(f"{where}: claim {claim.id!r}: model {model!r} has no plateau record in book/results/{chapter}.json")
+                    problems.append(f"{where}: claim {claim.id!r}: model {model!r} has no plateau record in "
+                                    f"book/results/{chapter}.json")
             recorded = paper.get(claim.key)
             if claim.paper_value is not None and recorded is not None and abs(recorded - claim.paper_value) > 1e-6:
                 problems.append(f"{where}: claim {claim.id!r}: paper value {claim.paper_value} differs from "
@@ -338,7 +410,8 @@ def check_cytodiffusion_keys(root: Path) -> list[str]:
         return [error or "cytodiffusion.json is not a mapping"]
     problems = []
     metrics = res.get("metrics") or {}
-    for what, wanted, have in (("metrics", CYTODIFFUSION_METRICS, metrics), ("paper", CYTODIFFUSION_PAPER, res.get("paper") or {}),
+    for what, wanted, have in (("metrics", CYTODIFFUSION_METRICS, metrics),
+                               ("paper", CYTODIFFUSION_PAPER, res.get("paper") or {}),
                                ("ci", CYTODIFFUSION_CI, res.get("ci") or {})):
         missing = sorted(wanted - set(have))
         if missing:
@@ -359,7 +432,8 @@ FIGURES_PENDING_RERUN: dict[str, str] = {}
 
 
 def check_figures(root: Path, pending: dict[str, str] | None = None) -> list[str]:
-    """Figure text and widths written as literals in the chapters and the package are legible at the book's column width.
+    """Figure text and widths written as literals in the chapters and the package are legible at the book's column
+    width.
 
     Files in ``pending`` (default :data:`FIGURES_PENDING_RERUN`) are skipped.
     """
@@ -375,7 +449,8 @@ def check_figures(root: Path, pending: dict[str, str] | None = None) -> list[str
             where = f"{path.relative_to(root)}:{number}"
             found += [f"{where}: font size {m.group(1)} is below the book's smallest, {MIN_FONT}"
                       for m in _FONT.finditer(line) if float(m.group(1)) < MIN_FONT]
-            found += [f"{where}: a figure {m.group(1)} inches wide is shrunk in the book's column: at most {MAX_WIDTH:g}"
+            found += [f"{where}: a figure {m.group(1)} inches wide is shrunk in the book's column: at most "
+                      f"{MAX_WIDTH:g}"
                       for m in _WIDTH.finditer(line) if float(m.group(1)) > MAX_WIDTH]
     return found
 
@@ -386,7 +461,9 @@ def problems(root: Path | str | None = None, chapters: Sequence[str] | None = No
 
     base = Path(root) if root is not None else project_root()
     found: list[str] = []
-    for check in (check_chapter_files, check_copies_fresh, check_prose_numbers, check_timings):
+    found += check_chapter_list(base, chapters)
+    for check in (check_chapter_files, check_copies_fresh, check_prose_numbers, check_prose_glue,
+                  check_timings):
         found += check(base, chapters)
     found += check_intervals(base)
     found += check_claims(base, chapters)

@@ -49,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute one chapter notebook with papermill")
     run.add_argument("chapter")
     run.add_argument("--profile", default="cpu", choices=PROFILES)
-    run.add_argument("--output", default=None, help="executed notebook path (default: build/runs/<profile>/<chapter>.ipynb)")
+    run.add_argument("--output", default=None,
+                     help="executed notebook path (default: build/runs/<profile>/<chapter>.ipynb)")
     run.add_argument("--publish", action="store_true",
-                     help="on success, copy the notebook to the book (cpu) or tests/regression (smoke) and the results to book/results")
+                     help="on success, copy the notebook to the book (cpu) or tests/regression (smoke) and the results "
+                          "to book/results")
     run.add_argument("--allow-dirty", action="store_true", help="publish at cpu even with uncommitted changes")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), default=None,
-                     help="set one of the notebook's parameters over the profile's value (repeatable; the value is read "
-                          "as YAML, as papermill reads its -y values: 3, 0.1, true, [a, b], text); such a run is not published")
+                     help="set one of the notebook's parameters over the profile's value (repeatable; the value is "
+                          "read as YAML, as papermill reads its -y values: 3, 0.1, true, [a, b], text); such a run is "
+                          "not published")
 
     book = sub.add_parser("book", help="run every chapter (cpu) and build the HTML book")
     book.add_argument("--profile", default="cpu", choices=PROFILES)
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     app.add_argument("--checkpoint", default=None, help="app checkpoint (default: build/trust/app_model.pt)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--address", default="127.0.0.1",
-                     help="address the server listens on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
+                     help="address the server listens on (default 127.0.0.1: this machine only; 0.0.0.0 for every "
+                          "interface)")
 
     data = sub.add_parser("data", help="dataset construction")
     data.add_argument("action", choices=["build", "verify", "fetch", "sources"])
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc))
     args = parser.parse_args(argv)
     try:
+        from wbcstudy.train import force_precision, precision_from_environment
+
+        force_precision(precision_from_environment())  # the one read of WBCSTUDY_PRECISION in this process
         if args.command == "run":
             return _run(args.chapter, args.profile, args.output, args.publish, args.allow_dirty, args.parameter)
         if args.command == "book":
@@ -174,7 +181,8 @@ def _run(chapter: str, profile: str, output: str | None, publish: bool, allow_di
 
     known = (*runner.CHAPTERS, *getattr(runner, "DRAFTS", ()))
     if chapter not in known:
-        raise CLIError(f"unknown chapter {chapter!r}; chapters are: {', '.join(known)} (e.g. `wbcstudy run data --profile smoke`)")
+        raise CLIError(f"unknown chapter {chapter!r}; chapters are: {', '.join(known)} (e.g. `wbcstudy run data "
+                       "--profile smoke`)")
     overrides = runner.parse_overrides(parameters)
     if overrides and publish:
         raise CLIError("-p and --publish do not go together: published runs come from the profile files alone "
@@ -210,7 +218,8 @@ def _book(args: argparse.Namespace) -> int:
     chapters = tuple(args.chapters or runner.CHAPTERS)
     unknown = [c for c in chapters if c not in runner.CHAPTERS]
     if unknown:
-        raise CLIError(f"unknown chapter(s) {', '.join(map(repr, unknown))}; chapters are: {', '.join(runner.CHAPTERS)}")
+        raise CLIError(f"unknown chapter(s) {', '.join(map(repr, unknown))}; chapters are: "
+                       f"{', '.join(runner.CHAPTERS)}")
     try:
         print(runner.run_book(args.profile, chapters, allow_dirty=args.allow_dirty))
     except Exception as exc:
@@ -255,7 +264,8 @@ def _check(argv: list[str]) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "wbcstudy.check":
             raise
-        raise CLIError("this installation has no wbcstudy.check module: update the package (`pip install -e .`)") from None
+        raise CLIError("this installation has no wbcstudy.check module: update the package "
+                       "(`pip install -e .`)") from None
     return int(check.main(argv) or 0)
 
 

@@ -148,7 +148,8 @@ def _model_device(eps_model: object) -> torch.device:
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    """A reusable bf16 autocast context for the ε-predictions when ``precision`` resolves to bf16, else a disabled one."""
+    """A reusable bf16 autocast context for the ε-predictions when ``precision`` resolves to bf16, else a disabled
+    one."""
     from wbcstudy.train import select_precision
 
     chosen = select_precision(precision, device)
@@ -356,7 +357,8 @@ def counterfactual_heatmaps(
 
 
 def accuracy_after_each_trial(raw_errors: np.ndarray, timesteps: np.ndarray, labels: np.ndarray,
-                              weighting: str | Sequence[float] = "poly4", num_train_timesteps: int = 1000) -> np.ndarray:
+                              weighting: str | Sequence[float] = "poly4",
+                              num_train_timesteps: int = 1000) -> np.ndarray:
     """(trials,) accuracy after 1..trials trials of kept, unpruned errors under a weighting (no new UNet passes).
 
     Used to compare weightings on the same errors: on validation cells to choose one, on test cells only to report.

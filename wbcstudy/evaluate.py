@@ -207,7 +207,8 @@ def auroc_ovr(y_true: ArrayLike, y_prob: ArrayLike, labels: Sequence[Any] | None
 
 
 def one_hot(labels: ArrayLike, n_classes: int) -> np.ndarray:
-    """``(n, n_classes)`` float64 indicator matrix of integer labels ``0 .. n_classes-1`` (a hard prediction as probabilities)."""
+    """``(n, n_classes)`` float64 indicator matrix of integer labels ``0 .. n_classes-1`` (a hard prediction as
+    probabilities)."""
     idx = _as_numpy(labels).ravel()
     if idx.dtype.kind not in "iu" and not (idx.dtype.kind == "f" and np.all(idx == np.round(idx))):
         raise ValueError(f"one_hot needs integer labels, got dtype {idx.dtype}")
@@ -337,7 +338,8 @@ def metrics_with_ci(
     alpha: float = 0.05,
     stratified: bool = True,
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """All ``classification_metrics`` of argmax predictions, with bootstrap CIs for accuracy, balanced accuracy, macro F1 and AUROC."""
+    """All ``classification_metrics`` of argmax predictions, with bootstrap CIs for accuracy, balanced accuracy, macro
+    F1 and AUROC."""
     prob = _prob_matrix(y_prob)
     y_true_arr = _as_numpy(y_true).ravel()
     label_arr = _resolve_labels(labels, y_true_arr, None, prob.shape[1])

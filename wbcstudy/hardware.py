@@ -77,7 +77,8 @@ def bf16_kernel_available(operation: str) -> bool:
 
 
 def needs_fp32(operation: str, x: "torch.Tensor") -> bool:
-    """Whether ``operation`` on ``x`` must leave bf16 autocast: CPU autocast is on and the CPU has no bf16 kernel for it.
+    """Whether ``operation`` on ``x`` must leave bf16 autocast: CPU autocast is on and the CPU has no bf16 kernel for
+    it.
 
     A True answer is recorded (``fp32_fallbacks``): the caller then runs the operation in fp32.
     """

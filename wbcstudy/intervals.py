@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-__all__ = ["wilson", "bootstrap_metric", "bootstrap_difference", "metric_range", "resample_indices", "percentile_interval",
-           "seed_cell_difference"]
+__all__ = ["wilson", "bootstrap_metric", "bootstrap_difference", "metric_range", "resample_indices",
+           "percentile_interval", "seed_cell_difference"]
 
 ArrayLike = Any
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -166,7 +166,8 @@ def seed_cell_difference(hits_a: ArrayLike, hits_b: ArrayLike, n_boot: int = 100
     """
     a, b = np.atleast_2d(_as_numpy(hits_a).astype(float)), np.atleast_2d(_as_numpy(hits_b).astype(float))
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"the two sides are scored on {a.shape[1]} and {b.shape[1]} cells: they must share their cells")
+        raise ValueError(f"the two sides are scored on {a.shape[1]} and {b.shape[1]} cells: they must share their "
+                         "cells")
     keep = ~(np.isnan(a).any(0) | np.isnan(b).any(0))
     a, b = a[:, keep], b[:, keep]
     if not keep.any():
@@ -191,7 +192,8 @@ def _hierarchical(stat: Callable[..., float], groups: Sequence[tuple[ArrayLike, 
     if not runs or any(len(a) != len(g[0]) or len(g[0]) == 0 for g in runs for a in g):
         raise ValueError("every run needs as many predictions as labels, and at least one cell")
     rng = np.random.default_rng(seed)
-    strata = [[np.flatnonzero(g[0] == c) for c in np.unique(g[0])] if stratify else [np.arange(len(g[0]))] for g in runs]
+    strata = [[np.flatnonzero(g[0] == c) for c in np.unique(g[0])] if stratify else [np.arange(len(g[0]))]
+              for g in runs]
     width = len(runs[0])
     value = float(stat(*(np.concatenate([g[k] for g in runs]) for k in range(width))))
     samples = np.empty(n_boot)
@@ -204,7 +206,8 @@ def _hierarchical(stat: Callable[..., float], groups: Sequence[tuple[ArrayLike, 
 
 
 def hierarchical_bootstrap(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike]], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95, stratify: bool = False) -> tuple[float, tuple[float, float], float]:
+                           seed: int = 0, level: float = 0.95,
+                           stratify: bool = False) -> tuple[float, tuple[float, float], float]:
     """A metric pooled over several runs (folds or seeds), its hierarchical-bootstrap interval, and the runs' SD.
 
     ``groups`` holds each run's (labels, predictions) on its own test cells (folds) or on the same cells (seeds). The

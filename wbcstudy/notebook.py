@@ -33,7 +33,8 @@ def setup() -> None:
     if on_colab() and "WBCSTUDY_DATA" not in os.environ:
         os.environ["WBCSTUDY_DATA"] = COLAB_DATA
         _fetch_public_data()
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by accelerate outside Jupyter
+    # tqdm.auto, imported by accelerate outside Jupyter
+    warnings.filterwarnings("ignore", message="IProgress not found")
     # pandas 3 (copy-on-write) hands out read-only arrays from ``Series.to_numpy()``; a chapter that wraps one in
     # ``torch.from_numpy`` (W-Net's labels) only reads the tensor, and torch's warning, with the kernel's temporary cell
     # path, would be printed into the book
@@ -62,7 +63,8 @@ def elapsed() -> float:
 
 
 def apply_paper_profile_on_colab_gpu(chapter: str, namespace: dict) -> dict:
-    """On Colab with a GPU, replace the cpu defaults in ``namespace`` by the chapter's ``paper`` profile; returns what changed.
+    """On Colab with a GPU, replace the cpu defaults in ``namespace`` by the chapter's ``paper`` profile; returns what
+    changed.
 
     Only an interactive Colab run whose ``profile`` is still the default ``cpu`` is changed: a papermill run keeps the
     profile it was given.
@@ -80,21 +82,51 @@ def apply_paper_profile_on_colab_gpu(chapter: str, namespace: dict) -> dict:
     return changed
 
 
+#: The mime prefix myst-nb gives a value glued without display (``myst_nb.glue(..., display=False)``).
+GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(**values: object) -> None:
+    """Glue each value under its name for the chapter's MyST prose, where ``{glue:text}`name:.3f``` pastes it.
+
+    The same record ``myst_nb.glue(name, value, display=False)`` writes (no myst-nb needed where a chapter runs):
+    nothing is shown in the notebook, and the book pastes the value when it renders the text. A float is glued at 5
+    significant digits (more than any sentence prints), so that the copies nbval compares do not depend on the last bits
+    a CPU's kernels leave; a NumPy scalar as the Python number; text as it is (pasted without quotes). A glued name is
+    what the prose cites: name it for what it is (``hsv_gain``, not ``x``).
+    """
+    import numbers
+
+    from IPython.display import display
+
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Number)):
+            raise TypeError(f"glue {name}: a number or a text, got {type(value).__name__}")
+        if isinstance(value, numbers.Integral):
+            value = int(value)
+        elif isinstance(value, numbers.Real):
+            value = float(f"{float(value):.5g}")
+        elif not isinstance(value, str):
+            raise TypeError(f"glue {name}: a real number or a text, got {type(value).__name__}")
+        display({GLUE_PREFIX + "text/plain": repr(value)}, raw=True,
+                metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})
+
+
 def configure(precision: str = "auto", deterministic: bool = False) -> str:
     """Apply the chapter's ``precision`` parameter to every model it trains; returns the precision the CPU/GPU will use.
 
-    ``fp32`` or ``bf16`` force that precision (through ``WBCSTUDY_PRECISION``, which ``wbcstudy.train`` reads);
-    ``auto`` leaves a precision forced from outside in place, else uses bf16 where the hardware runs it natively.
+    The entry of a chapter's kernel: ``fp32`` or ``bf16`` force that precision (``wbcstudy.train.force_precision``);
+    ``auto`` keeps a precision forced from outside (``WBCSTUDY_PRECISION``, read here once, as the runner and the test
+    session set it for the smoke profile), else uses bf16 where the hardware runs it natively.
     ``deterministic`` asks torch for deterministic algorithms (the smoke profile's regression copies need it).
     """
     import torch
 
-    from wbcstudy.train import PRECISIONS, select_device, select_precision
+    from wbcstudy.train import PRECISIONS, force_precision, precision_from_environment, select_device, select_precision
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        os.environ["WBCSTUDY_PRECISION"] = precision
+    force_precision(precision if precision != "auto" else precision_from_environment())
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = select_device("auto")

@@ -70,7 +70,8 @@ def manifests_dir() -> Path:
 
 
 def params_dir() -> Path:
-    """The chapters' papermill parameter files (``notebooks/params/<chapter>/<profile>.yml``), else the installed copy."""
+    """The chapters' papermill parameter files (``notebooks/params/<chapter>/<profile>.yml``), else the installed
+    copy."""
     return _repo_or_shipped("notebooks/params", "params")
 
 

@@ -103,7 +103,8 @@ def fit_psignifit(data: np.ndarray, n_classes: int, fix_eta: bool = False) -> di
     if fix_eta:
         kwargs["fixed_parameters"] = {"eta": 0.0}
     result = psignifit.psignifit(d, **kwargs)
-    out = {name: float(result.parameter_estimate_MAP[name]) for name in ("threshold", "width", "lambda", "gamma", "eta")}
+    out = {name: float(result.parameter_estimate_MAP[name])
+           for name in ("threshold", "width", "lambda", "gamma", "eta")}
     for name in ("threshold", "width", "lambda"):
         low, high = result.confidence_intervals[name]["0.95"]
         out[f"{name}_ci"] = [float(low), float(high)]

@@ -38,7 +38,8 @@ REMOVE_CELL, REMOVE_OUTPUT, HIDE_INPUT = "remove-cell", "remove-output", "hide-i
 #: uses: ``wbcstudy run`` writes results to ``build/runs/<profile>/results`` and ``--publish`` copies them to the
 #: parameters cell's ``book/results``.
 WORK_ONLY_PARAMETERS: frozenset[str] = frozenset({"results_dir"})
-#: Where an unpublished run writes its results (``run.work_results_dir``); ``--publish`` copies them to ``book/results``.
+#: Where an unpublished run writes its results (``run.work_results_dir``); ``--publish`` copies them to
+#: ``book/results``.
 _WORK_RESULTS = re.compile(r"\bbuild/runs/[\w-]+/results\b")
 _SETUP_CALL = re.compile(r"^\s*notebook\.setup\(\)\s*$", re.MULTILINE)
 _CONFIGURE_LAST = re.compile(r"(?:^|\n)notebook\.configure\([^\n]*\)\s*$")
@@ -67,7 +68,8 @@ def scrub_paths(text: str, root: str | Path | None = None) -> str:
     if root is not None:
         text = text.replace(str(Path(root)).rstrip("/") + "/", "")
     text = _UNDER_PROJECT.sub("", text)
-    return LOCAL_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] if "/" in m.group(0) else "ipykernel", text)
+    return LOCAL_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] if "/" in m.group(0) else "ipykernel",
+                          text)
 
 
 def _scrubbed(value, root: str | Path | None):
@@ -123,7 +125,8 @@ def _assignments(source: str) -> list[tuple[str, str, str]]:
         else:
             continue
         value = ast.get_source_segment(source, node.value) or ""
-        comment = " ".join(comments[i] for i in range(node.lineno, (node.end_lineno or node.lineno) + 1) if i in comments)
+        comment = " ".join(comments[i] for i in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+                           if i in comments)
         rows += [(name, value, comment) for name in names]
     return rows
 
@@ -176,14 +179,16 @@ def _chapter_of(nb: dict) -> str | None:
 def show_rendered_judgement(nb: dict, root: str | Path | None = None) -> dict:
     """Replace what the run printed of its verdicts with ``book/claims_tables/<chapter>.md``: the displayed outputs of
     the cells that print a claims table or the audit are dropped, and the rendered table follows the last of them.
-    A notebook without such cells, or whose chapter has no rendered table, is left as it is. In place; returns ``nb``."""
+    A notebook without such cells, or whose chapter has no rendered table, is left as it is. In place; returns
+    ``nb``."""
     from wbcstudy.judgement import TABLES_DIR
     from wbcstudy.paths import project_root
 
     chapter = _chapter_of(nb)
     path = Path(root or project_root()) / TABLES_DIR / f"{chapter}.md"
     cells = nb.get("cells", [])
-    judged = [i for i, c in enumerate(cells) if c.get("cell_type") == "code" and _JUDGEMENT_CODE.search(_text(c.get("source")))]
+    judged = [i for i, c in enumerate(cells)
+              if c.get("cell_type") == "code" and _JUDGEMENT_CODE.search(_text(c.get("source")))]
     if chapter is None or not judged or not path.is_file():
         return nb
     for i in judged:

@@ -61,7 +61,8 @@ def cosine_similarity_gap(real: np.ndarray, real_labels: np.ndarray, generated: 
     for k, name in enumerate(classes):
         r, g = real[np.asarray(real_labels) == k], generated[np.asarray(generated_labels) == k]
         if len(r) < 2 or len(g) < 1:
-            raise ValueError(f"class {name!r} needs at least two real and one generated item, got {len(r)} and {len(g)}")
+            raise ValueError(f"class {name!r} needs at least two real and one generated item, got {len(r)} and "
+                             f"{len(g)}")
         rr, rg = mean_cosine_similarity(r), mean_cosine_similarity(r, g)
         rows.append({"class": name, "n_real": len(r), "n_generated": len(g), "real_real": rr,
                      "real_generated": rg, "gap": rr - rg})
@@ -69,7 +70,8 @@ def cosine_similarity_gap(real: np.ndarray, real_labels: np.ndarray, generated: 
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature matrices (rows = items): ‖μa−μb‖² + tr(Σa + Σb − 2(ΣaΣb)^½).
+    """Fréchet distance between Gaussians fitted to two feature matrices (rows = items): ‖μa−μb‖² + tr(Σa + Σb −
+    2(ΣaΣb)^½).
 
     The FID formula (Heusel et al. 2017); which network gives the features decides what it
     measures, so report it with the network's name and a real-vs-real reference value.

@@ -22,14 +22,20 @@ from typing import NamedTuple
 import pandas as pd
 import yaml
 
-from wbcstudy.hardware import PRECISION_FLAGS, cpu_flags, cpu_has_native_bf16, cpu_model, fp32_fallbacks  # noqa: F401 (re-exported)
+from wbcstudy.hardware import (  # noqa: F401 (re-exported)
+    PRECISION_FLAGS,
+    cpu_flags,
+    cpu_has_native_bf16,
+    cpu_model,
+    fp32_fallbacks,
+)
 from wbcstudy.intervals import metric_range
 from wbcstudy.paths import project_root
 from wbcstudy.paths import results_dir as _results_dir
 
 #: The verdicts, from the one rule in ``verdict``.
-OUTCOMES: tuple[str, ...] = ("reproduced", "smaller effect", "exceeded", "not reproduced", "contradicted", "inconclusive",
-                             "not comparable")
+OUTCOMES: tuple[str, ...] = ("reproduced", "smaller effect", "exceeded", "not reproduced", "contradicted",
+                             "inconclusive", "not comparable")
 #: What a claim's ``direction`` may be.
 DIRECTIONS: tuple[str, ...] = ("higher", "lower", "close", "beats", "noninferior")
 
@@ -203,8 +209,8 @@ def paper_values(chapter: str, root: str | Path | None = None) -> dict[str, floa
         if claim.key is None or claim.paper_value is None:
             continue
         if claim.key in out and out[claim.key] != claim.paper_value:
-            raise ClaimsError(f"{claims_path(chapter, root)}: claim {claim.id!r}: key {claim.key!r} has two paper values "
-                              f"({out[claim.key]} and {claim.paper_value})")
+            raise ClaimsError(f"{claims_path(chapter, root)}: claim {claim.id!r}: key {claim.key!r} has two paper "
+                              f"values ({out[claim.key]} and {claim.paper_value})")
         out[claim.key] = claim.paper_value
     return out
 
@@ -263,7 +269,8 @@ def _judge(claim: Claim, lo: float, hi: float) -> tuple[str, str]:
                                           f"effect {_f(d)}: the sign reproduces, the size does not")
             return "reproduced", f"the difference's interval {span} lies above 0 and holds the paper's {_f(d)}"
         if d is not None and hi < d:
-            return "not reproduced", f"the difference's interval {span} includes 0 and excludes the paper's effect {_f(d)}"
+            return "not reproduced", (f"the difference's interval {span} includes 0 and excludes the paper's effect "
+                                      f"{_f(d)}")
         if d is None and lo >= -m and hi <= m:
             return "not reproduced", f"the difference's interval {span} lies within ±{_f(m)}: no difference"
         what = f"the paper's effect {_f(d)}" if d is not None else f"values beyond ±{_f(m)}"
@@ -374,10 +381,12 @@ def verdict(claim: Claim, value: float | None, interval: tuple[float, float] | l
         return Verdict("inconclusive", f"invalid interval {span}: its low end is above its high end", cause="invalid")
     valid = metric_range(claim.key or "")
     if valid is not None and (lo < valid[0] - eps or hi > valid[1] + eps):
-        return Verdict("inconclusive", f"invalid interval {span}: it leaves the metric's range [{valid[0]:g}, {valid[1]:g}]",
+        return Verdict("inconclusive",
+                       f"invalid interval {span}: it leaves the metric's range [{valid[0]:g}, {valid[1]:g}]",
                        cause="invalid")
     if not lo - eps <= value <= hi + eps:
-        return Verdict("inconclusive", f"invalid interval {span}: it does not contain the value {_f(value)}", cause="invalid")
+        return Verdict("inconclusive", f"invalid interval {span}: it does not contain the value {_f(value)}",
+                       cause="invalid")
     if claim.runs > 1 and interval_kind != "hierarchical":
         made = f"made over {interval_kind}" if interval_kind else "not recorded as hierarchical"
         return Verdict("inconclusive", f"the interval {span} is {made}: it leaves out the spread over the {claim.runs} "
@@ -394,7 +403,8 @@ def verdict(claim: Claim, value: float | None, interval: tuple[float, float] | l
     (direction,) = moves
     others = [o for o in _reachable(claim, lo, hi, direction) if _FAMILY[o] != _FAMILY[outcome]]
     if others:
-        could = next((o for o in others if o != "inconclusive"), others[0])  # the nearest decided outcome it could reach
+        # the nearest decided outcome it could reach
+        could = next((o for o in others if o != "inconclusive"), others[0])
         return Verdict("inconclusive", f"{names}: more training could make it {could}; {why}", cause="plateau")
     kind = "upper bound" if claim.direction == "lower" else "lower bound"
     if claim.direction in {"beats", "noninferior", "close"}:
@@ -425,7 +435,8 @@ def claims_table(chapter: str, results: dict | None = None, results_dir: str = "
             "id": claim.id, "claim": claim.claim, "where": claim.where,
             "paper": "—" if claim.paper_value is None else _f(claim.paper_value),
             "reproduction": "—" if _missing(value) else _f(float(value)),
-            "95% CI": "—" if interval is None or any(_missing(x) for x in interval) else f"[{_f(interval[0])}, {_f(interval[1])}]",
+            "95% CI": ("—" if interval is None or any(_missing(x) for x in interval)
+                       else f"[{_f(interval[0])}, {_f(interval[1])}]"),
             "verdict": outcome, "why": why, "substitution": claim.substitution, "bound": bound, "cause": cause,
         })
     return pd.DataFrame(rows).set_index("id")

@@ -14,8 +14,8 @@ import yaml
 
 from wbcstudy.paths import params_dir, project_root
 
-#: Chapters in the order `wbcstudy book` runs them (each is ``notebooks/<name>.md``); the summary reads the others, so it
-#: runs last, though the book (``_toc.yml``) shows it first.
+#: Chapters in the order `wbcstudy book` runs them (each is ``notebooks/<name>.md``); the summary reads the others, so
+#: it runs last, though the book (``_toc.yml``) shows it first.
 CHAPTERS: tuple[str, ...] = ("data", "baseline", "hemax", "cytodiffusion", "wnet", "trust", "resnext_cc", "summary")
 #: Chapter sources that ``wbcstudy run`` executes but that are not in the book yet (no published cpu run).
 DRAFTS: tuple[str, ...] = ()
@@ -59,7 +59,8 @@ def read_notebook(chapter: str):
 def executed_copies(chapter: str) -> list[Path]:
     """The committed executed copies of a chapter that exist: the book's (cpu) and the regression copy (smoke)."""
     root = project_root()
-    return [p for p in (root / "book" / "chapters" / f"{chapter}.ipynb", root / "tests" / "regression" / f"{chapter}.ipynb")
+    return [p for p in (root / "book" / "chapters" / f"{chapter}.ipynb",
+                        root / "tests" / "regression" / f"{chapter}.ipynb")
             if p.is_file()]
 
 
@@ -74,7 +75,8 @@ def sync_prose(chapter: str, copy: Path) -> bool:
 
     source = read_notebook(chapter).cells
     executed = nbformat.read(copy, as_version=4)
-    code = [c for c in executed.cells if c.cell_type == "code" and "injected-parameters" not in (c.metadata.get("tags") or [])]
+    code = [c for c in executed.cells
+            if c.cell_type == "code" and "injected-parameters" not in (c.metadata.get("tags") or [])]
     want = [c.source for c in source if c.cell_type == "code"]
     if [c.source for c in code] != want:
         raise ChapterError(f"{copy.name}: its code cells are not notebooks/{chapter}.md's: re-run the chapter")
@@ -91,8 +93,8 @@ def sync_prose(chapter: str, copy: Path) -> bool:
             done = next(code_cells)
             cells += [done, *injected_after.get(id(done), [])]
         else:
-            cells.append(nbformat.from_dict({"cell_type": cell.cell_type, "id": cell["id"], "metadata": dict(cell.metadata),
-                                             "source": cell.source}))
+            cells.append(nbformat.from_dict({"cell_type": cell.cell_type, "id": cell["id"],
+                                             "metadata": dict(cell.metadata), "source": cell.source}))
     if [(c.cell_type, c.source) for c in cells] == [(c.cell_type, c.source) for c in executed.cells]:
         return False
     executed.cells = cells
@@ -166,7 +168,8 @@ def parameters_cell(chapter: str) -> dict[str, object]:
     nb = read_notebook(chapter)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ChapterError(f"{notebook_path(chapter)} must have exactly one cell tagged 'parameters', found {len(cells)}")
+        raise ChapterError(f"{notebook_path(chapter)} must have exactly one cell tagged 'parameters', found "
+                           f"{len(cells)}")
     source = "".join(cells[0]["source"])
     values: dict[str, object] = {}
     for node in ast.parse(source).body:
@@ -205,10 +208,12 @@ def check_parameters(chapter: str, params: dict, where: str) -> dict:
     """
     import dataclasses
 
-    defaults = {f.name: getattr(parameters_class(chapter)(), f.name) for f in dataclasses.fields(parameters_class(chapter))}
+    defaults = {f.name: getattr(parameters_class(chapter)(), f.name)
+                for f in dataclasses.fields(parameters_class(chapter))}
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ChapterError(f"{where} sets {unknown}, which the parameters cell of {notebook_path(chapter)} does not define")
+        raise ChapterError(f"{where} sets {unknown}, which the parameters cell of {notebook_path(chapter)} does not "
+                           "define")
     for name, value in params.items():
         default = defaults[name]
         if default is None or value is None:
@@ -364,11 +369,13 @@ def slow_cpu_seconds(entry: float | dict) -> float:
 
 
 def record_timing(chapter: str, profile: str, seconds: float) -> None:
-    """Keep the latest wall-clock time of each chapter and profile, and the CPU it ran on, in ``book/results/timings.json``."""
+    """Keep the latest wall-clock time of each chapter and profile, and the CPU it ran on, in
+    ``book/results/timings.json``."""
     from wbcstudy.hardware import cpu_has_native_bf16, cpu_model
-    from wbcstudy.train import forced_precision
+    from wbcstudy.train import precision_from_environment
 
-    forced = SMOKE_ENV["WBCSTUDY_PRECISION"] if profile == "smoke" else forced_precision() or "auto"  # what the run was forced to
+    # what the run was forced to
+    forced = SMOKE_ENV["WBCSTUDY_PRECISION"] if profile == "smoke" else precision_from_environment() or "auto"
 
     path = project_root() / "book" / "results" / "timings.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -395,15 +402,18 @@ def _timing_cell(entry: float | dict | None) -> str:
 
 
 def timings_table(timings: dict[str, dict[str, float | dict]]) -> str:
-    """A Markdown table of wall-clock seconds per chapter (rows, in book order) and profile (columns), with the CPU kind."""
-    lines = ["| chapter | " + " | ".join(f"`{p}` (s)" for p in REQUIRED_PROFILES) + " |", "|---" * (len(REQUIRED_PROFILES) + 1) + "|"]
+    """A Markdown table of wall-clock seconds per chapter (rows, in book order) and profile (columns), with the CPU
+    kind."""
+    lines = ["| chapter | " + " | ".join(f"`{p}` (s)" for p in REQUIRED_PROFILES) + " |",
+             "|---" * (len(REQUIRED_PROFILES) + 1) + "|"]
     for chapter in [c for c in CHAPTERS if c in timings] + sorted(set(timings) - set(CHAPTERS)):
         cells = [_timing_cell(timings[chapter].get(p)) for p in REQUIRED_PROFILES]
         lines.append(f"| {chapter} | " + " | ".join(cells) + " |")
     from wbcstudy.scoreboard import book_seconds
 
     cpu, slow, _ = book_seconds(timings, list(timings))
-    lines += ["", f"Whole book at `cpu`: {cpu / 60:.0f} min as timed; ≈ {slow / 60:.0f} min on a CPU without native bf16 "
+    lines += ["",
+              f"Whole book at `cpu`: {cpu / 60:.0f} min as timed; ≈ {slow / 60:.0f} min on a CPU without native bf16 "
               f"(bf16-autocast runs timed on a bf16 CPU count {SLOW_CPU_FACTOR}×), the kind the budgets are set for."]
     return "\n".join(lines) + "\n"
 

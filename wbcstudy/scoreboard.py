@@ -21,7 +21,8 @@ SCOREBOARD_FILE = Path("book") / "scoreboard.md"
 
 
 def audit(root: str | Path | None = None, results_dir: str = "book/results") -> pd.DataFrame:
-    """Every claim of every chapter that has a claims file and published results, with its verdict (one row per claim)."""
+    """Every claim of every chapter that has a claims file and published results, with its verdict (one row per
+    claim)."""
     root = Path(root or project_root())
     frames = []
     for chapter in PAPERS:
@@ -89,17 +90,19 @@ def scoreboard_markdown(root: str | Path | None = None) -> str:
     lines.append("| **the five papers** | " + " | ".join(f"**{int(papers[o])}**" for o in OUTCOMES)
                  + f" | **{int(papers['total'])}** |")
     total = counts.sum()
-    lines.append("| all, with the study's own | " + " | ".join(f"{int(total[o])}" for o in OUTCOMES) + f" | {int(total['total'])} |")
+    lines.append("| all, with the study's own | " + " | ".join(f"{int(total[o])}" for o in OUTCOMES)
+                 + f" | {int(total['total'])} |")
     totals = claim_totals(claims)
     findings.append(f"- **Why the papers' {totals['paper_claims_inconclusive']} inconclusive claims are:** "
                     f"{totals['inconclusive_plateau']} wait for a model to reach its plateau where more training could "
                     f"change the answer, {totals['inconclusive_width']} have an interval too wide to decide, "
-                    f"{totals['inconclusive_missing']} are not measured yet and {totals['inconclusive_invalid']} have an "
-                    "invalid interval. A verdict marked *lower bound* (or *upper bound*) comes from a model short of its "
-                    "plateau whose further training could only strengthen it.")
-    lines += ["", *findings, "", "Each chapter's *Paper vs reproduction* table lists its claims with the interval behind each "
-              "verdict; the [Summary](chapters/summary.ipynb) audits all of them in one table, beside one benchmark of every "
-              "method on the same cells.", ""]
+                    f"{totals['inconclusive_missing']} are not measured yet and {totals['inconclusive_invalid']} have "
+                    "an invalid interval. A verdict marked *lower bound* (or *upper bound*) comes from a model short "
+                    "of its plateau whose further training could only strengthen it.")
+    lines += ["", *findings, "",
+              "Each chapter's *Paper vs reproduction* table lists its claims with the interval behind each "
+              "verdict; the [Summary](chapters/summary.ipynb) audits all of them in one table, beside one benchmark of "
+              "every method on the same cells.", ""]
     return "\n".join(lines)
 
 
@@ -119,7 +122,8 @@ def claim_totals(claims: pd.DataFrame) -> dict[str, int]:
     return totals
 
 
-def book_seconds(timings: dict, chapters: list[str] | tuple[str, ...], profile: str = "cpu") -> tuple[float, float, list[str]]:
+def book_seconds(timings: dict, chapters: list[str] | tuple[str, ...],
+                 profile: str = "cpu") -> tuple[float, float, list[str]]:
     """Seconds of the whole book at ``profile`` from a timings.json dict: as timed, as they would be on a CPU without
     native bf16 (``run.slow_cpu_seconds``), and the chapters that have no timing at that profile."""
     from wbcstudy.run import slow_cpu_seconds, timing_seconds

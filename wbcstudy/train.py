@@ -14,13 +14,14 @@ resumed from its checkpoint ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,8 @@ def select_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={requested!r} was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise RuntimeError(f"device={requested!r} was requested but no CUDA GPU is available; use device='auto' or "
+                           "'cpu'")
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError("device='mps' was requested but Apple's MPS backend is not available; use 'auto' or 'cpu'")
     if requested not in {"cpu", "mps"} and not requested.startswith("cuda"):
@@ -109,8 +111,16 @@ def select_device(requested: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def forced_precision() -> str | None:
-    """The precision ``WBCSTUDY_PRECISION`` forces on every model (``bf16`` or ``fp32``), or None for ``auto``/unset."""
+#: The precision forced on every model of this process (``bf16``/``fp32``), or None: set by an entry (the CLI, the
+#: runner, a chapter's set-up, the test session) through :func:`force_precision`, read by :func:`select_precision`.
+_FORCED: list[str | None] = [None]
+
+
+def precision_from_environment() -> str | None:
+    """What ``WBCSTUDY_PRECISION`` asks for (``bf16``/``fp32``), None for ``auto`` or unset; a clear error otherwise.
+
+    Only the entries call this, once, and hand the value to :func:`force_precision`; nothing else reads the variable.
+    """
     import os
 
     value = os.environ.get("WBCSTUDY_PRECISION", "auto").strip().lower() or "auto"
@@ -119,8 +129,36 @@ def forced_precision() -> str | None:
     return None if value == "auto" else value
 
 
+def force_precision(precision: str | None) -> None:
+    """Force ``precision`` (``bf16``/``fp32``) on every model this process trains or evaluates from now on; ``auto``
+    or None lifts the force (each call's own request, ``auto`` meaning bf16 where native, then holds)."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    _FORCED[0] = None if precision in (None, "auto") else precision
+
+
+def forced_precision() -> str | None:
+    """The precision forced on every model (``bf16`` or ``fp32``, see :func:`force_precision`), or None."""
+    return _FORCED[0]
+
+
+@contextlib.contextmanager
+def precision_forced(precision: str) -> Iterator[None]:
+    """Force ``precision`` on everything inside (``auto`` leaves the current force as it is), then restore it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    before = _FORCED[0]
+    if precision != "auto":
+        _FORCED[0] = precision
+    try:
+        yield
+    finally:
+        _FORCED[0] = before
+
+
 def select_precision(requested: str, device: torch.device) -> str:
-    """``"bf16"`` or ``"fp32"``: ``WBCSTUDY_PRECISION`` when it forces one, else the request, ``auto`` meaning bf16 where native."""
+    """``"bf16"`` or ``"fp32"``: the forced precision when one is (:func:`force_precision`), else the request, ``auto``
+    meaning bf16 where native."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}: use 'auto', 'bf16' or 'fp32'")
     requested = forced_precision() or requested
@@ -149,7 +187,8 @@ def _accelerator(device: torch.device, precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != ("bf16" if precision == "bf16" else "no"):
+    if (AcceleratorState._shared_state
+            and AcceleratorState().mixed_precision != ("bf16" if precision == "bf16" else "no")):
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
     return Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if precision == "bf16" else "no")
@@ -164,7 +203,8 @@ def _class_weight_tensor(weights: Sequence[float] | str | None, y: torch.Tensor,
             raise ValueError(f"class_weights must be None, 'balanced' or a sequence, got {weights!r}")
         counts = torch.bincount(y, minlength=n_classes).float()
         if (counts == 0).any():
-            raise ValueError(f"class_weights='balanced' needs every class in the training set; counts: {counts.tolist()}")
+            raise ValueError("class_weights='balanced' needs every class in the training set; counts: "
+                             f"{counts.tolist()}")
         return counts.sum() / (n_classes * counts)
     w = torch.as_tensor(list(weights), dtype=torch.float32)
     if w.numel() != n_classes:
@@ -280,7 +320,8 @@ class Task:
 
 @dataclass
 class EngineConfig:
-    """How ``run_task`` runs a task: length, seeding, device and precision, clipping, best epoch, stopping, checkpoints."""
+    """How ``run_task`` runs a task: length, seeding, device and precision, clipping, best epoch, stopping,
+    checkpoints."""
 
     epochs: int
     seed: int | None = 0  # seeds Python, NumPy and torch before the task is built; None: the caller has seeded
@@ -364,7 +405,8 @@ def run_task(make_task: Callable[[], Task], cfg: EngineConfig) -> TaskResult:
 
     completed, epoch = True, start_epoch - 1
     start = time.perf_counter()
-    bar = tqdm(range(start_epoch, cfg.epochs + 1), desc=type(task).__name__.strip("_").lower(), disable=not cfg.progress,
+    bar = tqdm(range(start_epoch, cfg.epochs + 1), desc=type(task).__name__.strip("_").lower(),
+               disable=not cfg.progress,
                file=sys.stdout, initial=start_epoch - 1, total=cfg.epochs, mininterval=5, ascii=True, leave=False)
     for epoch in bar:
         epoch_start = time.perf_counter()
@@ -545,16 +587,19 @@ class _ClassifierTask(Task):
 
         with torch.random.fork_rng():
             branch = copy.deepcopy(self.accelerator.unwrap_model(self.model))
-            params = self.cfg.trainable(branch) if self.cfg.trainable else [p for p in branch.parameters() if p.requires_grad]
+            params = (self.cfg.trainable(branch) if self.cfg.trainable
+                      else [p for p in branch.parameters() if p.requires_grad])
             optimizer = _make_optimizer(params, self.cfg)
             optimizer.load_state_dict(copy.deepcopy(self.optimizer.state_dict()))
             steps = max(1, epochs * len(self.loader))
             decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (steps - step) / steps))
-            cooled = _ClassifierTask(branch, self.loader.dataset.tensors, self.val, dataclasses.replace(self.cfg, channels_last=False),
+            cooled = _ClassifierTask(branch, self.loader.dataset.tensors, self.val,
+                                     dataclasses.replace(self.cfg, channels_last=False),
                                      self.augment, self.loss_fn, self.n_classes, self.accelerator, 0,
                                      optimizer=optimizer, scheduler=decay, seed_offset=50_020)
-            run = run_task(lambda: cooled, EngineConfig(epochs=epochs, seed=None, deterministic=None, device=self.device.type,
-                                                        precision=self.precision, grad_clip=self.cfg.grad_clip))
+            run = run_task(lambda: cooled,
+                           EngineConfig(epochs=epochs, seed=None, deterministic=None, device=self.device.type,
+                                        precision=self.precision, grad_clip=self.cfg.grad_clip))
         return float(run.history[self.cfg.monitor].iloc[-1])
 
     def state_dict(self) -> dict:

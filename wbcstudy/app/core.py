@@ -99,7 +99,8 @@ def validate_image(data: bytes) -> tuple[np.ndarray, list[str]]:
     except Exception as exc:  # any other decoder failure is still the file's fault, not a crash
         raise ImageRejected(f"The image could not be decoded ({type(exc).__name__}: {exc}).") from None
     if min(w, h) < MIN_SIDE:
-        raise ImageRejected(f"The image is only {w}×{h} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed to show a cell.")
+        raise ImageRejected(f"The image is only {w}×{h} pixels; at least {MIN_SIDE}×{MIN_SIDE} is needed to show a "
+                            "cell.")
     try:
         upright = ImageOps.exif_transpose(img)
     except Exception:
@@ -168,7 +169,8 @@ def calibrate_ood(model: torch.nn.Module, in_dist_images: np.ndarray | torch.Ten
 
     Score: the top softmax probability. Threshold: the highest one that keeps at least ``tpr`` (95 %) of the
     in-distribution cells (with n of them: the ⌈tpr·n⌉-th highest score). AUROC: how well the score separates
-    in-distribution cells (positives) from the out-of-distribution ones (e.g. PBC platelets and erythroblasts), 0.5 = chance. Returns
+    in-distribution cells (positives) from the out-of-distribution ones (e.g. PBC platelets and erythroblasts),
+    0.5 = chance. Returns
     ``{"score": "max_softmax", "threshold", "auroc", "tpr", "fpr" (share of OOD cells that pass), "n_in", "n_ood"}``
     for ``save_checkpoint(..., ood=...)``.
     """
@@ -206,7 +208,7 @@ def ood_warning(meta: dict, probabilities: dict[str, float]) -> str | None:
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: str, classes: list[str], image_size: int,
                     mean: list[float], std: list[float], ood: dict | None = None, **info: object) -> Path:
-    """Write the app's checkpoint (state dict + JSON metadata) for ``model``, built by ``build_model(arch, ...)``.
+    """Write the app's checkpoint (state dict + JSON metadata) for ``model``, built by ``build_trust_model(arch, ...)``.
 
     ``ood`` is the out-of-distribution rule from ``calibrate_ood`` (stored in the metadata; the app then warns).
     """
@@ -216,7 +218,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: str, classes
         raise ValueError(f"unknown architecture {arch!r}")
     if ood is not None:
         if ood.get("score") != "max_softmax" or not 0.0 <= float(ood.get("threshold", -1)) <= 1.0:
-            raise ValueError(f"ood must come from calibrate_ood (score 'max_softmax', threshold in [0, 1]); got {ood!r}")
+            raise ValueError("ood must come from calibrate_ood (score 'max_softmax', threshold in [0, 1]); got "
+                             f"{ood!r}")
         info["ood"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in ood.items()}
     meta = {"arch": arch, "classes": list(classes), "image_size": int(image_size), "mean": [float(m) for m in mean],
             "std": [float(s) for s in std], **info}
@@ -329,12 +332,12 @@ def provenance_warning(meta: dict) -> str | None:
 
 def load_checkpoint(path: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """The model (eval mode, float32, CPU) and metadata from an app checkpoint, loaded with ``weights_only=True``."""
-    from wbcstudy.models.trust_cnn import build_model
+    from wbcstudy.models.trust_cnn import build_trust_model
 
     path = Path(path) if path else default_checkpoint()
     blob, meta = _read_blob(path)
     try:
-        model = build_model(meta["arch"], len(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
+        model = build_trust_model(meta["arch"], len(meta["classes"]), meta["image_size"], meta["mean"], meta["std"])
         model.load_state_dict(blob["state_dict"])
     except Exception as exc:
         raise CheckpointError(f"The checkpoint {path} cannot be loaded ({_load_failure(exc)}). "

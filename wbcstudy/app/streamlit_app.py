@@ -51,7 +51,8 @@ if unknown:
     st.warning(unknown)
 
 st.write(f"Model: **{meta['arch']}** at {meta['image_size']} px, classes: {', '.join(meta['classes'])}"
-         + (f"; test accuracy {meta['test_accuracy']:.3f} ({meta.get('profile', '?')} profile)" if "test_accuracy" in meta else ""))
+         + (f"; test accuracy {meta['test_accuracy']:.3f} ({meta.get('profile', '?')} profile)"
+            if "test_accuracy" in meta else ""))
 
 ood = meta.get("ood")
 if ood:

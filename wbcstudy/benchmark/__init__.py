@@ -1,8 +1,8 @@
 """The summary chapter's benchmark: every method's model on the same PBC-5 test cells.
 
-``METHODS`` maps each method's key to its adapter ``train_<key>(profile, seed, precision) -> BenchmarkModel``, in the
-order the summary shows them. ``wbcstudy.benchmark.store.load_or_train(key, profile, METHODS[key])`` returns a stored
-model or trains one; ``wbcstudy.benchmark.measure.run_benchmark(model)`` measures it. The adapters import their
+``METHODS`` maps each method's key to its adapter ``benchmark_<key>(profile, seed, precision) -> BenchmarkModel``, in
+the order the summary shows them. ``wbcstudy.benchmark.store.load_or_train(key, profile, METHODS[key])`` returns a
+stored model or trains one; ``wbcstudy.benchmark.measure.run_benchmark(model)`` measures it. The adapters import their
 chapters' code only when called.
 """
 from __future__ import annotations
@@ -14,13 +14,13 @@ __all__ = ["METHODS", "METHOD_MODULES", "method"]
 
 #: key → (module under ``wbcstudy.benchmark``, adapter function), in the summary's order.
 METHOD_MODULES: dict[str, tuple[str, str]] = {
-    "wnet": ("classifiers", "train_wnet"),
-    "trust_cnn": ("classifiers", "train_trust_cnn"),
-    "resnext_cc": ("paper_models", "train_resnext_cc"),
-    "hemax": ("paper_models", "train_hemax"),
-    "cytodiffusion": ("paper_models", "train_cytodiffusion"),
-    "resnet18": ("classifiers", "train_resnet18"),
-    "efficientnet_lite0": ("classifiers", "train_efficientnet_lite0"),
+    "wnet": ("classifiers", "benchmark_wnet"),
+    "trust_cnn": ("classifiers", "benchmark_trust_cnn"),
+    "resnext_cc": ("paper_models", "benchmark_resnext_cc"),
+    "hemax": ("paper_models", "benchmark_hemax"),
+    "cytodiffusion": ("paper_models", "benchmark_cytodiffusion"),
+    "resnet18": ("classifiers", "benchmark_resnet18"),
+    "efficientnet_lite0": ("classifiers", "benchmark_efficientnet_lite0"),
 }
 
 

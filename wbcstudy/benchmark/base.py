@@ -25,8 +25,8 @@ class BenchmarkModel:
     ``predict`` takes uint8 NHWC images at ``image_size`` px (the resolution the method was trained at) and returns
     class probabilities over :data:`WBC5`; ``anomaly_score`` (higher = more anomalous) defaults to one minus the
     largest probability. ``train_seconds`` is the wall-clock of the training that made the model (also when it was
-    loaded from the store); ``recipe`` the chapter parameters it was trained with; ``plateau`` whether its validation
-    curve reached its plateau (``train.reached_plateau``).
+    loaded from the store); ``parameters`` its chapter's parameters it was trained with (all of them, as a dict);
+    ``plateau`` whether its validation curve reached its plateau (``train.reached_plateau``).
 
     For the model store (``wbcstudy.benchmark.store``), an adapter also sets ``module`` — what ``predict`` closes over:
     an ``nn.Module``, or any object ``torch.save`` can pickle (a dict of modules and tensors) — and ``factory``, the
@@ -44,7 +44,7 @@ class BenchmarkModel:
     predict: Predict
     train_seconds: float
     plateau: bool
-    recipe: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
     history: pd.DataFrame | None = None
     note: str = ""
     anomaly_score: Callable[[np.ndarray], np.ndarray] | None = None
@@ -68,20 +68,15 @@ def pbc5_split(split: str, size: int, crop: str = "none") -> tuple[np.ndarray, n
     return images, labels
 
 
-def chapter_recipe(chapter: str, profile: str) -> dict:
-    """The parameters a chapter runs with at ``profile``: its typed ``Parameters`` (``wbcstudy.experiments.<chapter>``),
-    filled from its profile file, as a dict. A benchmarked model is trained with its chapter's recipe at the
-    summary's profile, never a re-typed copy of it; no notebook is read."""
+def chapter_parameters_dict(chapter: str, profile: str) -> dict:
+    """A chapter's typed ``Parameters`` at ``profile`` (``run.chapter_parameters``: the profile file checked against the
+    dataclass in ``wbcstudy.experiments.<chapter>``) as the plain dict a stored model keeps: the store reuses a model
+    only while every one of its chapter's parameters is unchanged. No notebook is read."""
     from dataclasses import asdict
 
     from wbcstudy.run import chapter_parameters
 
     return asdict(chapter_parameters(chapter, profile))
-
-
-def pick_parameters(recipe: dict, *names: str) -> dict:
-    """The chapter parameters an adapter uses (what the store compares when it decides to reuse a model)."""
-    return {name: recipe[name] for name in names}
 
 
 def check_images(key: str, size: int, images: np.ndarray) -> np.ndarray:
@@ -93,8 +88,8 @@ def check_images(key: str, size: int, images: np.ndarray) -> np.ndarray:
 
 
 #: The fields of a :class:`BenchmarkModel` that the store keeps as data (everything but the callables and the module).
-META_FIELDS: tuple[str, ...] = ("key", "name", "chapter", "image_size", "crop", "train_seconds", "plateau", "recipe",
-                                "note", "factory")
+META_FIELDS: tuple[str, ...] = ("key", "name", "chapter", "image_size", "crop", "train_seconds", "plateau",
+                                "parameters", "note", "factory")
 
 
 def model_meta(model: BenchmarkModel) -> dict:

@@ -6,7 +6,7 @@
 * ``robustness``: the trust chapter's perturbation sweep (``wbcstudy.explain.perturbed_predictions``, noise, blur and
   brightness) applied to each model's own-resolution images of a fixed stratified subset of test cells, accuracy
   with Wilson intervals and the paired perturbed-minus-clean difference;
-* ``domain_shift``: balanced accuracy on Zheng Dataset 1, Zheng Dataset 2 and BCCD's white-cell crops (WBC5 only);
+* ``shift_scores``: balanced accuracy on Zheng Dataset 1, Zheng Dataset 2 and BCCD's white-cell crops (WBC5 only);
 * ``anomaly``: AUROC of the model's anomaly score separating PBC-8 test cells of the classes no model trained on
   (:data:`~wbcstudy.benchmark.base.ANOMALY_CLASSES`) from the PBC-5 test cells;
 * ``latency_ms_per_image``: wall-clock of ``predict`` per image on 2 threads after a warm-up batch.
@@ -30,8 +30,8 @@ from wbcstudy.benchmark.base import ANOMALY_CLASSES, WBC5, BenchmarkModel
 from wbcstudy.evaluate import binary_auroc as auroc
 from wbcstudy.explain import SWEEP_LEVELS
 
-__all__ = ["LEVELS", "README_LEVELS_ONLY", "README_SETTINGS", "SHIFT_SETS", "benchmark_images", "test_cells", "fixed_subset",
-           "classification", "calibration_interval", "robustness", "domain_shift", "anomaly", "auroc",
+__all__ = ["LEVELS", "README_LEVELS_ONLY", "README_SETTINGS", "SHIFT_SETS", "benchmark_images", "test_cells",
+           "fixed_subset", "classification", "calibration_interval", "robustness", "shift_scores", "anomaly", "auroc",
            "latency_ms_per_image", "BenchmarkResult", "run_benchmark"]
 
 #: The trust chapter's severity sweep (``wbcstudy.explain.SWEEP_LEVELS``): perturbation → levels; the identity
@@ -40,15 +40,17 @@ LEVELS: dict[str, list[float]] = SWEEP_LEVELS
 #: The README's single settings (``wbcstudy.explain.README_LEVELS``) and the metric-name suffix the trust chapter uses.
 README_SETTINGS: dict[str, str] = {"gaussian_noise": "noise005", "gaussian_blur": "blur5", "brightness": "brightness13"}
 #: The clean images and the README's single setting of each perturbation: the sweep for a model too slow for ``LEVELS``.
-README_LEVELS_ONLY: dict[str, list[float]] = {"gaussian_noise": [0.0, 0.05], "gaussian_blur": [1, 5], "brightness": [1.0, 1.3]}
+README_LEVELS_ONLY: dict[str, list[float]] = {"gaussian_noise": [0.0, 0.05], "gaussian_blur": [1, 5],
+                                              "brightness": [1.0, 1.3]}
 #: Domain-shift test sets: manifest → (results-key part, readable name).
-SHIFT_SETS: dict[str, tuple[str, str]] = {"zheng1": ("zheng1", "Zheng Dataset 1"), "zheng2": ("zheng2", "Zheng Dataset 2"),
-                                          "bccd": ("bccd", "BCCD crops")}
+SHIFT_SETS: dict[str, tuple[str, str]] = {"zheng1": ("zheng1", "Zheng Dataset 1"),
+                                          "zheng2": ("zheng2", "Zheng Dataset 2"), "bccd": ("bccd", "BCCD crops")}
 
 
 # ------------------------------------------------------------------------------------------------------- images
 @lru_cache(maxsize=None)
-def _images(manifest: str, split: str | None, size: int, crop: str, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _images(manifest: str, split: str | None, size: int, crop: str,
+            classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     from wbcstudy.data.cache import load_split_arrays
 
     x, y, _ = load_split_arrays(manifest, split, size, classes=list(classes), crop=crop)
@@ -80,7 +82,8 @@ def test_cells(size: int, crop: str = "none") -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_labels() -> np.ndarray:
-    """Labels (indices into WBC5) of the benchmark's test cells, in ``test_cells`` order, read from the manifest only."""
+    """Labels (indices into WBC5) of the benchmark's test cells, in ``test_cells`` order, read from the manifest
+    only."""
     from wbcstudy.data.construct import load_manifest
 
     df = load_manifest("pbc5")
@@ -150,7 +153,8 @@ def classification(model: BenchmarkModel, images: np.ndarray, y: np.ndarray, n_b
         _check_size(model, images)
         probs = np.asarray(model.predict(images), dtype=np.float64)
     if probs.shape != (len(y), len(WBC5)):
-        raise ValueError(f"{model.key}: probabilities of shape {probs.shape} for {len(y)} cells and {len(WBC5)} classes")
+        raise ValueError(f"{model.key}: probabilities of shape {probs.shape} for {len(y)} cells and {len(WBC5)} "
+                         "classes")
     m, c = metrics_with_ci(y, probs, labels=list(range(len(WBC5))), n_boot=n_boot, seed=seed)
     metrics = {name: float(m[name]) for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc")}
     ci = {name: _containing(metrics[name], c[name]) for name in metrics}
@@ -204,14 +208,15 @@ def robustness(model: BenchmarkModel, images: np.ndarray, y: np.ndarray, limit: 
         if hit.empty:
             continue
         row = hit.iloc[0]
-        metrics[f"{setting}_accuracy"], ci[f"{setting}_accuracy"] = float(row.accuracy), [float(row.ci_low), float(row.ci_high)]
+        metrics[f"{setting}_accuracy"], ci[f"{setting}_accuracy"] = (float(row.accuracy),
+                                                                     [float(row.ci_low), float(row.ci_high)])
         metrics[f"{setting}_minus_clean_accuracy"] = float(row.minus_clean)
         ci[f"{setting}_minus_clean_accuracy"] = [float(row.minus_clean_low), float(row.minus_clean_high)]
     return table, metrics, ci
 
 
 # -------------------------------------------------------------------------------------------------- domain shift
-def domain_shift(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, limit: int = 0,
+def shift_scores(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, limit: int = 0,
                  sets: dict[str, tuple[str, str]] | None = None
                  ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
     """Accuracy and balanced accuracy (mean recall over the classes present) of ``model`` on each shift set's WBC5
@@ -272,7 +277,8 @@ def anomaly(model: BenchmarkModel, normal_images: np.ndarray, n_boot: int = 1000
         scores = np.r_[normal, scores_a[mask]]
         key = "anomaly_auroc" if name == "any" else f"anomaly_{name}_auroc"
         metrics[key] = auroc(labels, scores)
-        ci[key] = _containing(metrics[key], bootstrap_metric(auroc, labels, scores, n_boot=n_boot, seed=seed, strata=True))
+        ci[key] = _containing(metrics[key],
+                              bootstrap_metric(auroc, labels, scores, n_boot=n_boot, seed=seed, strata=True))
         rows.append({"anomalous class": "all together" if name == "any" else name, "anomalous cells": int(mask.sum()),
                      "normal cells": len(normal), "AUROC": metrics[key], "ci_low": ci[key][0], "ci_high": ci[key][1]})
     return pd.DataFrame(rows).set_index("anomalous class"), metrics, ci
@@ -316,7 +322,8 @@ class BenchmarkResult:
     seconds: dict[str, float] = field(default_factory=dict)  #: wall-clock of each measurement
 
 
-def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test_limit: int = 0, robust_limit: int = 500,
+def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test_limit: int = 0,
+                  robust_limit: int = 500,
                   levels: dict[str, Sequence[float]] | None = None, shift_limit: int = 0, anomaly_limit: int = 0,
                   latency_limit: int = 256, threads: int = 2) -> BenchmarkResult:
     """Every measurement of ``model`` on the test cells at its resolution and crop; the metrics carry the model's key
@@ -337,7 +344,7 @@ def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test
     ci.update(c)
     seconds["robustness"] = time.perf_counter() - start
     start = time.perf_counter()
-    shift_table, m, c = domain_shift(model, n_boot, seed, shift_limit)
+    shift_table, m, c = shift_scores(model, n_boot, seed, shift_limit)
     metrics.update(m)
     ci.update(c)
     seconds["domain_shift"] = time.perf_counter() - start
@@ -354,7 +361,8 @@ def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test
     seconds["latency"] = time.perf_counter() - start
     metrics["train_seconds"] = float(model.train_seconds)
     prefix = f"{model.key}_"
-    return BenchmarkResult(model.key, {prefix + k: v for k, v in metrics.items()}, {prefix + k: v for k, v in ci.items()},
+    return BenchmarkResult(model.key, {prefix + k: v for k, v in metrics.items()},
+                           {prefix + k: v for k, v in ci.items()},
                            rows, probs, robust_table.assign(model=model.name), shift_table.assign(model=model.name),
                            anomaly_table.assign(model=model.name), seconds)
 

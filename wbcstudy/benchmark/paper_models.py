@@ -1,15 +1,15 @@
 """The summary's three paper models, each trained by its chapter's own package functions on PBC's five WBC classes.
 
-- ``resnext_cc``: ResNeXt-CC (HSV input, cross-layer fusion, ECA down-sampling) with its chapter's headline recipe,
-  widened to five classes; its loss is :class:`wbcstudy.losses.OneVsRestWeightedBCECenterLoss` (the chapter's weighted BCE, one class
-  against the rest, plus center loss).
+- ``resnext_cc``: ResNeXt-CC (HSV input, cross-layer fusion, ECA down-sampling) with its chapter's headline parameters,
+  widened to five classes; its loss is :class:`wbcstudy.losses.OneVsRestWeightedBCECenterLoss` (the chapter's weighted
+  BCE, one class against the rest, plus center loss).
 - ``hemax``: HemaX's class head, trained as its chapter trains it (WBCAtt's PBC cells, Zheng masks, BCCD boxes) on
   every cell that is *not* a ``pbc5`` test cell (:func:`exclude_pbc5_test`).
 - ``cytodiffusion``: the class-conditional diffusion classifier of the chapter's 5-class domain-shift model; its
   probabilities are a softmax of the negative normalised errors at a temperature fitted on validation cells.
 
-Each adapter is ``train_<key>(profile, seed=0, precision="auto") -> BenchmarkModel`` and follows the store's
-contract (``wbcstudy.benchmark.base``): ``recipe`` holds exactly the chapter parameters the adapter reads (what the
+Each adapter is ``benchmark_<key>(profile, seed=0, precision="auto") -> BenchmarkModel`` and follows the store's
+contract (``wbcstudy.benchmark.base``): ``parameters`` holds the chapter's parameters at the profile (what the
 store compares), ``module`` is ``{"net": the trained nn.Module, "meta": facts made in training}`` (the temperature,
 the weighting, the cells used), and ``factory`` names ``predictor_<key>(module, meta, precision) -> (predict,
 anomaly_score or None)``, with which the adapter builds its own predict too, so a stored model predicts as the fresh
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -30,19 +31,18 @@ from wbcstudy.benchmark.base import (
     BenchmarkModel,
     Predict,
     attach_predictors,
-    chapter_recipe,
     check_images,
     pbc5_split,
-    pick_parameters,
     unset_predict,
 )
 from wbcstudy.data.transforms import stratified_subset
+from wbcstudy.run import chapter_parameters
 
 __all__ = [
-    "train_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
-    "exclude_pbc5_test", "hemax_headline_hidden", "hemax_class_probabilities", "train_hemax", "predictor_hemax",
+    "benchmark_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
+    "exclude_pbc5_test", "hemax_headline_hidden", "hemax_class_probabilities", "benchmark_hemax", "predictor_hemax",
     "CYTODIFFUSION_TEST_CELLS", "CYTODIFFUSION_PERTURBED_CELLS", "errors_to_probabilities", "fit_temperature",
-    "CYTODIFFUSION_INPUT_SIZE", "train_cytodiffusion", "predictor_cytodiffusion", "FACTORIES",
+    "CYTODIFFUSION_INPUT_SIZE", "benchmark_cytodiffusion", "predictor_cytodiffusion", "FACTORIES",
 ]
 
 Anomaly = Callable[[np.ndarray], np.ndarray]
@@ -70,14 +70,15 @@ def predictor_resnext_cc(module: dict, meta: dict, precision: str = "auto") -> t
     return _checked(meta, lambda x: predict_proba(net, torch.from_numpy(x), precision=precision)), None
 
 
-def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
-    """ResNeXt-CC (the chapter's full model at its scale) trained on ``pbc5`` train with the chapter's recipe, 5 classes.
+def benchmark_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
+    """ResNeXt-CC (the chapter's full model at its scale) trained on ``pbc5`` train with the chapter's parameters, 5
+    classes.
 
     The chapter's optimiser (AdamW with ``AblationConfig``'s weight decay, one-cycle), learning rate, batch size,
     epochs, augmentation (the 8 symmetries of the square), image size, center-loss β and rate come from
-    ``chapter_recipe("resnext_cc", profile)``; the full model's components from ``variant_spec("full")``. The epoch
-    kept is the best on ``pbc5`` validation (the chapter has no validation split and keeps its last epoch). The
-    recipe's ``train_limit`` (smoke) keeps a stratified subset of training and of validation cells.
+    ``run.chapter_parameters("resnext_cc", profile)``; the full model's components from ``variant_spec("full")``. The
+    epoch kept is the best on ``pbc5`` validation (the chapter has no validation split and keeps its last epoch). The
+    parameter ``train_limit`` (smoke) keeps a stratified subset of training and of validation cells.
     """
     from wbcstudy.augment import flips_and_rot90
     from wbcstudy.experiments import resnext_cc as rcc
@@ -86,16 +87,15 @@ def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> Be
     from wbcstudy.models.resnext_cc import colour_mean_std
     from wbcstudy.train import TrainConfig, fit, reached_plateau
 
-    r = pick_parameters(chapter_recipe("resnext_cc", profile), "image_size", "model_scale", "train_limit", "epochs",
-                        "batch_size", "lr", "center_weight", "center_alpha")
-    size, limit = int(r["image_size"]), int(r["train_limit"])
+    p = chapter_parameters("resnext_cc", profile)
+    size, limit = int(p.image_size), int(p.train_limit)
     train_x, train_y = pbc5_split("train", size)
     val_x, val_y = pbc5_split("val", size)
     keep, keep_val = stratified_subset(train_y, limit, seed), stratified_subset(val_y, limit, seed + 1)
     train_x, train_y, val_x, val_y = train_x[keep], train_y[keep], val_x[keep_val], val_y[keep_val]
-    config = rcc.AblationConfig(model_scale=r["model_scale"], epochs=int(r["epochs"]), batch_size=int(r["batch_size"]),
-                                lr=float(r["lr"]), center_weight=float(r["center_weight"]),
-                                center_alpha=float(r["center_alpha"]))
+    config = rcc.AblationConfig(model_scale=p.model_scale, epochs=int(p.epochs), batch_size=int(p.batch_size),
+                                lr=float(p.lr), center_weight=float(p.center_weight),
+                                center_alpha=float(p.center_alpha))
     spec = rcc.variant_spec("full")
     mean, std = colour_mean_std(train_x, str(spec["colour"]))
     torch.manual_seed(seed)
@@ -112,15 +112,15 @@ def train_resnext_cc(profile: str, seed: int = 0, precision: str = "auto") -> Be
     facts = {"train_cells": len(train_y), "val_cells": len(val_y), "best_epoch": int(result.best_epoch),
              "weight_decay": config.weight_decay, **{f"full_{k}": v for k, v in spec.items()}}
     note = (f"ResNeXt-CC's full model (HSV input, conv5_1+conv5_3 fusion, ECA down-sampling) at the chapter's "
-            f"{config.model_scale} scale and {size} px with 5 outputs. Loss: the chapter's weighted BCE taken one class "
-            f"against the rest on the softmax probabilities (each class's positives weighted by the other classes' "
-            f"share; exactly the chapter's binary loss at 2 classes) + {config.center_weight} x center loss with 5 "
-            f"centres. {len(train_y)} pbc5 training cells, {config.epochs} epochs (the chapter's, on 208 ALL-IDB2 "
-            f"cells), best of {len(val_y)} validation cells' accuracy kept (epoch {result.best_epoch}; the chapter "
-            f"keeps its last epoch).")
+            f"{config.model_scale} scale and {size} px with 5 outputs. Loss: the chapter's weighted BCE taken one "
+            "class against the rest on the softmax probabilities (each class's positives weighted by the other "
+            f"classes' share; exactly the chapter's binary loss at 2 classes) + {config.center_weight} x center loss "
+            f"with 5 centres. {len(train_y)} pbc5 training cells, {config.epochs} epochs (the chapter's, on 208 "
+            f"ALL-IDB2 cells), best of {len(val_y)} validation cells' accuracy kept (epoch {result.best_epoch}; the "
+            f"chapter keeps its last epoch).")
     model = BenchmarkModel("resnext_cc", "ResNeXt-CC", "resnext_cc", size, "none", unset_predict, float(result.seconds),
-                           bool(reached_plateau(result.history["val_accuracy"].tolist())), r, result.history, note,
-                           module={"net": result.model.cpu().eval(), "meta": facts},
+                           bool(reached_plateau(result.history["val_accuracy"].tolist())), asdict(p), result.history,
+                           note, module={"net": result.model.cpu().eval(), "meta": facts},
                            factory=f"{__name__}:predictor_resnext_cc")
     return attach_predictors(model, precision)
 
@@ -146,8 +146,8 @@ def exclude_pbc5_test(data, test_paths: set[str] | None = None):
     return data.subset(np.flatnonzero(~drop)), int(drop.sum())
 
 
-def hemax_headline_hidden(recipe: dict, results_path: str | None = None) -> int:
-    """The attribute head the HemaX chapter headlines: among ``recipe["hidden_layers"]``, the one with the best
+def hemax_headline_hidden(hidden_layers: list[int], results_path: str | None = None) -> int:
+    """The attribute head the HemaX chapter headlines: among ``hidden_layers``, the one with the best
     ``hidden<h>_classification_f1`` in its published results (the chapter's rule; the first of equals); the first
     variant when no results are published."""
     import json
@@ -155,7 +155,7 @@ def hemax_headline_hidden(recipe: dict, results_path: str | None = None) -> int:
 
     from wbcstudy.paths import results_dir
 
-    hidden = [int(h) for h in recipe["hidden_layers"]]
+    hidden = [int(h) for h in hidden_layers]
     path = Path(results_path) if results_path else results_dir() / "hemax.json"
     try:
         metrics = json.loads(path.read_text())["metrics"]
@@ -192,17 +192,18 @@ def predictor_hemax(module: dict, meta: dict, precision: str = "auto") -> tuple[
     from wbcstudy.data.hemax import CLASSES
     from wbcstudy.experiments import hemax as ex
 
-    net, batch = module["net"].eval(), int(meta["recipe"]["batch_size"])
+    net, batch = module["net"].eval(), int(meta["parameters"]["batch_size"])
     resolved = ex._precision(precision)
 
     def fn(x: np.ndarray) -> np.ndarray:
-        return hemax_class_probabilities(ex.predict_hemax(net, _hemax_data(x), batch, resolved).class_prob, list(CLASSES))
+        return hemax_class_probabilities(ex.predict_hemax(net, _hemax_data(x), batch, resolved).class_prob,
+                                         list(CLASSES))
 
     return _checked(meta, fn), None
 
 
-def train_hemax(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
-    """HemaX trained by its chapter's ``train_hemax`` with its recipe, on cells that are not ``pbc5`` test cells.
+def benchmark_hemax(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
+    """HemaX trained by its chapter's ``train_hemax`` with its parameters, on cells that are not ``pbc5`` test cells.
 
     The data are the chapter's (``build_hemax_data``: WBCAtt's PBC cells, Zheng 2018 masks, BCCD boxes, WBCAtt's own
     train/validation split), with every WBCAtt-PBC row that is a ``pbc5`` test cell removed *before* the chapter's
@@ -213,24 +214,22 @@ def train_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Benchma
     from wbcstudy.experiments import hemax as ex
     from wbcstudy.train import reached_plateau
 
-    r = pick_parameters(chapter_recipe("hemax", profile), "image_size", "train_pbc", "train_zheng", "train_bccd", "eval_pbc",
-                        "eval_zheng", "eval_bccd", "backbone", "train_backbone", "d_model", "encoder_layers", "decoder_layers",
-                        "ffn_dim", "num_queries", "mask_dim", "fpn_dim", "epochs", "lr_drop", "batch_size", "lr", "lr_backbone",
-                        "hidden_layers")
-    size = int(r["image_size"])
-    hidden = hemax_headline_hidden(r)
+    p = chapter_parameters("hemax", profile)
+    size = int(p.image_size)
+    hidden = hemax_headline_hidden(p.hidden_layers)
     test_paths = pbc5_test_paths()
     parts, dropped, wbcatt_rows = {}, {}, {}
     for split, prefix in (("train", "train"), ("val", "eval")):
-        full = build_hemax_data(split, size, {"pbc": 0, "zheng": r[f"{prefix}_zheng"], "bccd": r[f"{prefix}_bccd"]}, seed)
+        full = build_hemax_data(split, size, {"pbc": 0, "zheng": getattr(p, f"{prefix}_zheng"),
+                                              "bccd": getattr(p, f"{prefix}_bccd")}, seed)
         wbcatt_rows[split] = int((full.source == "pbc").sum())
         clean, dropped[split] = exclude_pbc5_test(full, test_paths)
-        parts[split] = subsample(clean, {"pbc": int(r[f"{prefix}_pbc"])}, seed)
-    config = ex.HemaXConfig(backbone=r["backbone"], d_model=r["d_model"], encoder_layers=r["encoder_layers"],
-                            decoder_layers=r["decoder_layers"], ffn_dim=r["ffn_dim"], num_queries=r["num_queries"],
-                            mask_dim=r["mask_dim"], fpn_dim=r["fpn_dim"], epochs=r["epochs"], batch_size=r["batch_size"],
-                            lr=r["lr"], lr_backbone=r["lr_backbone"], seed=seed, precision=precision, image_size=size,
-                            train_backbone=r["train_backbone"], lr_drop=r["lr_drop"])
+        parts[split] = subsample(clean, {"pbc": int(getattr(p, f"{prefix}_pbc"))}, seed)
+    config = ex.HemaXConfig(backbone=p.backbone, d_model=p.d_model, encoder_layers=p.encoder_layers,
+                            decoder_layers=p.decoder_layers, ffn_dim=p.ffn_dim, num_queries=p.num_queries,
+                            mask_dim=p.mask_dim, fpn_dim=p.fpn_dim, epochs=p.epochs, batch_size=p.batch_size,
+                            lr=p.lr, lr_backbone=p.lr_backbone, seed=seed, precision=precision, image_size=size,
+                            train_backbone=p.train_backbone, lr_drop=p.lr_drop)
     config = dataclasses.replace(config, attribute_hidden_layers=hidden)
     run = ex.train_hemax(parts["train"], parts["val"], config)
     counts = {f"{split}_{source}": int((parts[split].source == source).sum())
@@ -239,16 +238,16 @@ def train_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Benchma
              "wbcatt_pbc_val_rows": wbcatt_rows["val"], "pbc5_test_cells_dropped_train": dropped["train"],
              "pbc5_test_cells_dropped_val": dropped["val"], "best_epoch": int(run.best_epoch)}
     note = (f"HemaX with {hidden} attribute hidden layers (the chapter's headline variant) and a "
-            f"{'fine-tuned' if config.train_backbone else 'frozen'} {config.backbone} backbone at {size} px, trained by "
-            f"the chapter's train_hemax on {counts['train_pbc']} WBCAtt-PBC, {counts['train_zheng']} Zheng and "
+            f"{'fine-tuned' if config.train_backbone else 'frozen'} {config.backbone} backbone at {size} px, trained "
+            f"by the chapter's train_hemax on {counts['train_pbc']} WBCAtt-PBC, {counts['train_zheng']} Zheng and "
             f"{counts['train_bccd']} BCCD cells (best validation-loss epoch {run.best_epoch} of {len(run.history)}). "
-            f"WBCAtt's own split puts {dropped['train']} of its {wbcatt_rows['train']} training and {dropped['val']} of "
-            f"its {wbcatt_rows['val']} validation PBC cells in the pbc5 test split: they were removed (matched by path) "
-            f"before the chapter's caps were drawn. Probabilities: the most confident query's class softmax with the "
-            f"no-object column dropped and the five classes renormalised (predict_hemax), in WBC5 order.")
+            f"WBCAtt's own split puts {dropped['train']} of its {wbcatt_rows['train']} training and {dropped['val']} "
+            f"of its {wbcatt_rows['val']} validation PBC cells in the pbc5 test split: they were removed (matched by "
+            "path) before the chapter's caps were drawn. Probabilities: the most confident query's class softmax with "
+            f"the no-object column dropped and the five classes renormalised (predict_hemax), in WBC5 order.")
     plateau = bool(reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=config.plateau_tol))
-    model = BenchmarkModel("hemax", "HemaX (class head)", "hemax", size, "none", unset_predict, float(run.seconds), plateau, r,
-                           run.history, note, module={"net": run.model.cpu().eval(), "meta": facts},
+    model = BenchmarkModel("hemax", "HemaX (class head)", "hemax", size, "none", unset_predict, float(run.seconds),
+                           plateau, asdict(p), run.history, note, module={"net": run.model.cpu().eval(), "meta": facts},
                            factory=f"{__name__}:predictor_hemax")
     return attach_predictors(model, precision)
 
@@ -287,8 +286,8 @@ def fit_temperature(normalised_errors: np.ndarray, labels: np.ndarray, grid: np.
 
 
 def predictor_cytodiffusion(module: dict, meta: dict, precision: str = "auto") -> tuple[Predict, Anomaly]:
-    """``(predict, anomaly_score)`` of the diffusion classifier (``ClassifierSettings.classify`` with the chapter's
-    settings and the weighting chosen in training). Images come at 64 px and are average-pooled to the model's
+    """``(predict, anomaly_score)`` of the diffusion classifier (``DiffusionClassifierConfig.classify`` with the
+    chapter's settings and the weighting chosen in training). Images come at 64 px and are average-pooled to the model's
     32 px (``pool_images``), as the chapter's ``load_arrays`` does. ``predict``: softmax of minus the normalised
     per-class errors at the fitted temperature; ``anomaly_score``: minus the chapter's confidence (the gap between
     the two smallest normalised errors: a low confidence flags an anomaly). The two share one classification of the
@@ -297,15 +296,15 @@ def predictor_cytodiffusion(module: dict, meta: dict, precision: str = "auto") -
 
     from wbcstudy.experiments import cytodiffusion as cd
 
-    net, facts, recipe = module["net"].eval(), module["meta"], meta["recipe"]
-    settings = cd.ClassifierSettings(int(recipe["max_trials"]), int(recipe["min_trials"]),
-                                     int(recipe["images_per_call"]), facts["weighting"], precision)
+    net, facts, params = module["net"].eval(), module["meta"], meta["parameters"]
+    settings = cd.DiffusionClassifierConfig(int(params["max_trials"]), int(params["min_trials"]),
+                                     int(params["images_per_call"]), facts["weighting"], precision)
     last: dict = {}
 
     def classify(x: np.ndarray):
         key = (x.shape, hashlib.sha1(x.tobytes()).hexdigest())
         if last.get("key") != key:
-            result = settings.classify(net, cd.pool_images(x, int(recipe["image_size"])), len(WBC5), int(facts["seed"]))
+            result = settings.classify(net, cd.pool_images(x, int(params["image_size"])), len(WBC5), int(facts["seed"]))
             last.update(key=key, result=result)
         return last["result"]
 
@@ -318,10 +317,10 @@ def predictor_cytodiffusion(module: dict, meta: dict, precision: str = "auto") -
     return predict, anomaly
 
 
-def train_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
+def benchmark_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
     """The CytoDiffusion chapter's 5-class domain-shift diffusion model and classifier, trained on ``pbc5`` train.
 
-    ``train_diffusion_model`` with the chapter's recipe for ``shift_steps`` steps on ``load_arrays("pbc5", ...)``;
+    ``train_diffusion_model`` with the chapter's parameters for ``shift_steps`` steps on ``load_arrays("pbc5", ...)``;
     the per-timestep weighting chosen as the chapter chooses it (``fit_poly4_weighting`` + ``choose_weighting`` on
     ``weighting_fit_images`` unpruned validation cells); the chapter's trials, pruning and batching. A softmax
     temperature for the normalised errors is fitted on ``shift_test_limit`` other validation cells, classified as test
@@ -330,28 +329,26 @@ def train_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") ->
     from wbcstudy.diffusion_classifier import fit_poly4_weighting
     from wbcstudy.experiments import cytodiffusion as cd
 
-    r = pick_parameters(chapter_recipe("cytodiffusion", profile), "image_size", "unet_channels", "train_limit", "val_limit",
-                        "batch_size", "diffusion_lr", "warmup_steps", "ema_decay", "shift_steps", "max_trials", "min_trials",
-                        "images_per_call", "weighting_fit_images", "shift_test_limit")
-    size = int(r["image_size"])
-    recipe = cd.DiffusionRecipe(size, r["unet_channels"], r["batch_size"], r["diffusion_lr"], r["warmup_steps"],
-                                r["ema_decay"], precision)
+    p = chapter_parameters("cytodiffusion", profile)
+    size = int(p.image_size)
+    recipe = cd.DiffusionModelConfig(size, p.unet_channels, p.batch_size, p.diffusion_lr, p.warmup_steps,
+                                p.ema_decay, precision)
     start = time.perf_counter()
-    train_x, train_y, names = cd.load_arrays("pbc5", "train", size, seed, limit=r["train_limit"])
-    val_x, val_y, _ = cd.load_arrays("pbc5", "val", size, seed, limit=r["val_limit"])
+    train_x, train_y, names = cd.load_arrays("pbc5", "train", size, seed, limit=p.train_limit)
+    val_x, val_y, _ = cd.load_arrays("pbc5", "val", size, seed, limit=p.val_limit)
     if list(names) != WBC5:
         raise ValueError(f"pbc5's classes {names} are not WBC5 {WBC5}")
-    run = cd.train_diffusion_model(train_x, train_y, len(WBC5), int(r["shift_steps"]), recipe, seed=seed)
+    run = cd.train_diffusion_model(train_x, train_y, len(WBC5), int(p.shift_steps), recipe, seed=seed)
     net = run.ema_model.eval()
-    settings = cd.ClassifierSettings(r["max_trials"], r["min_trials"], r["images_per_call"], "uniform", precision)
+    settings = cd.DiffusionClassifierConfig(p.max_trials, p.min_trials, p.images_per_call, "uniform", precision)
     vy = val_y.numpy()
-    fit_rows = stratified_subset(vy, int(r["weighting_fit_images"]), seed)
+    fit_rows = stratified_subset(vy, int(p.weighting_fit_images), seed)
     fit_run = settings.classify(net, val_x[fit_rows], len(WBC5), seed, prune=False, keep_errors=True)
     poly4 = fit_poly4_weighting(fit_run.timesteps, fit_run.raw_errors)
     choice = cd.choose_weighting(fit_run.raw_errors, fit_run.timesteps, vy[fit_rows], poly4)
     settings.weighting = choice.weighting
     rest = np.setdiff1d(np.arange(len(vy)), fit_rows)
-    calib_rows = rest[stratified_subset(vy[rest], int(r["shift_test_limit"]), seed)]
+    calib_rows = rest[stratified_subset(vy[rest], int(p.shift_test_limit), seed)]
     calib = settings.classify(net, val_x[calib_rows], len(WBC5), seed)
     temperature = fit_temperature(calib.normalised_errors, vy[calib_rows])
     seconds = time.perf_counter() - start
@@ -362,14 +359,14 @@ def train_cytodiffusion(profile: str, seed: int = 0, precision: str = "auto") ->
              "calibration_seconds_per_image": calib.seconds / max(1, len(calib_rows)),
              "diffusion_train_seconds": float(run.seconds), "test_cells": CYTODIFFUSION_TEST_CELLS,
              "perturbed_cells": CYTODIFFUSION_PERTURBED_CELLS}
-    note = (f"The chapter's 5-class domain-shift diffusion model ({r['shift_steps']} steps at {size} px; cells decoded "
+    note = (f"The chapter's 5-class domain-shift diffusion model ({p.shift_steps} steps at {size} px; cells decoded "
             f"at 64 px and average-pooled, as the chapter does) on {len(train_y)} pbc5 training cells; the "
-            f"{choice.name} weighting, chosen on {len(fit_rows)} validation cells; {r['max_trials']} trials with "
+            f"{choice.name} weighting, chosen on {len(fit_rows)} validation cells; {p.max_trials} trials with "
             f"pruning. Probabilities: softmax of minus the normalised per-class errors at temperature "
             f"{temperature:.3g}, fitted (least NLL) on {len(calib_rows)} other validation cells; anomaly score: minus "
             f"the chapter's confidence (the gap between the two smallest normalised errors).")
-    model = BenchmarkModel("cytodiffusion", "CytoDiffusion", "cytodiffusion", CYTODIFFUSION_INPUT_SIZE, "none", unset_predict,
-                           float(seconds), bool(cd.diffusion_plateau(run)), r, run.history, note,
+    model = BenchmarkModel("cytodiffusion", "CytoDiffusion", "cytodiffusion", CYTODIFFUSION_INPUT_SIZE, "none",
+                           unset_predict, float(seconds), bool(cd.diffusion_plateau(run)), asdict(p), run.history, note,
                            module={"net": net, "meta": facts}, factory=f"{__name__}:predictor_cytodiffusion")
     return attach_predictors(model, precision)
 

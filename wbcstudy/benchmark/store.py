@@ -1,16 +1,16 @@
 """The benchmark's model store: each method's trained model saved once under ``build/models/<profile>/<key>.pt``.
 
 ``load_or_train`` returns the stored model when its file exists and was made for the same key, profile, seed and
-recipe; otherwise it trains the model with the method's adapter (timing the call), saves it and returns it. A file
+parameters; otherwise it trains the model with the method's adapter (timing the call), saves it and returns it. A file
 that cannot be read, or one made for other settings, is never served: the reason is printed and the model retrained.
 
 A stored file is ``torch.save({"format", "module", "meta", "history", "probe"})``: the adapter's ``module`` (what its
 predict function closes over, pickled whole), the model's plain-data fields (``base.META_FIELDS``: key, chapter,
-resolution, crop, training seconds, plateau, recipe, note, and the dotted name of the adapter's predict ``factory``),
-its training history, and a *probe*: the class probabilities the freshly trained model gave to a few fixed random
-images (in fp32). Loading rebuilds ``predict`` with the factory and checks the probe, so a changed factory or a module that no
-longer loads the same way is caught instead of silently benchmarking another model. The files are pickles: load only
-files this project wrote (``build/`` is git-ignored and local).
+resolution, crop, training seconds, plateau, the chapter's parameters, note, and the dotted name of the adapter's
+predict ``factory``), its training history, and a *probe*: the class probabilities the freshly trained model gave to a
+few fixed random images (in fp32). Loading rebuilds ``predict`` with the factory and checks the probe, so a changed
+factory or a module that no longer loads the same way is caught instead of silently benchmarking another model. The
+files are pickles: load only files this project wrote (``build/`` is git-ignored and local).
 """
 from __future__ import annotations
 
@@ -22,12 +22,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wbcstudy.benchmark.base import BenchmarkModel, attach_predictors, chapter_recipe, model_meta, unset_predict
+from wbcstudy.benchmark.base import (
+    BenchmarkModel,
+    attach_predictors,
+    chapter_parameters_dict,
+    model_meta,
+    unset_predict,
+)
 
 __all__ = ["STORE_FORMAT", "model_path", "save_model", "load_model", "stored_mismatch", "load_or_train", "probe_images"]
 
 #: Version of the stored file's layout; a file of another version is retrained.
-STORE_FORMAT: int = 1
+STORE_FORMAT: int = 2  # 2: a model keeps its chapter's parameters (all of them) as ``parameters``
+#: Formats a stored file may have: format 1 kept the parameters its adapter read, as ``recipe`` (read as ``parameters``,
+#: and compared over those keys only, as before).
+READABLE_FORMATS: tuple[int, ...] = (1, 2)
 #: Fixed random images the probe predictions are made on, and the largest allowed difference on reload. A reloaded
 #: network computes in fp32 with kernels chosen for its weights' memory layout, which moved the probabilities of the
 #: trust CNN and ResNeXt-CC by up to 0.0025 (their classes not at all); another model moves them by far more.
@@ -53,20 +62,12 @@ def probe_images(size: int, count: int = PROBE_COUNT, seed: int = PROBE_SEED) ->
 def _probe(model: BenchmarkModel) -> np.ndarray:
     """The model's probabilities on the probe images, predicted in fp32 whatever precision it serves at (a model saved
     under bf16 and loaded under fp32, or the reverse, must still pass its check)."""
-    import os
-
     from wbcstudy.benchmark.base import resolve_factory
+    from wbcstudy.train import precision_forced
 
-    before = os.environ.get("WBCSTUDY_PRECISION")
-    os.environ["WBCSTUDY_PRECISION"] = "fp32"
-    try:
+    with precision_forced("fp32"):
         predict, _ = resolve_factory(model.factory)(model.module, model_meta(model), "fp32")
         return np.asarray(predict(probe_images(model.image_size)), dtype=np.float64)
-    finally:
-        if before is None:
-            os.environ.pop("WBCSTUDY_PRECISION", None)
-        else:
-            os.environ["WBCSTUDY_PRECISION"] = before
 
 
 def save_model(model: BenchmarkModel, profile: str, seed: int, path: str | Path) -> Path:
@@ -91,32 +92,36 @@ def save_model(model: BenchmarkModel, profile: str, seed: int, path: str | Path)
 
 
 def _read(path: Path) -> dict:
-    """The stored payload; ValueError when the file cannot be read or is not a store file of this format."""
+    """The stored payload (a format-1 file's ``recipe`` renamed ``parameters``); ValueError when the file cannot be
+    read or is not a store file of a readable format."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file (truncated, not a pickle, missing class) is reported
         raise ValueError(f"cannot be read ({type(err).__name__}: {err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != STORE_FORMAT or "meta" not in payload:
-        raise ValueError(f"is not a model-store file of format {STORE_FORMAT}")
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS or "meta" not in payload:
+        raise ValueError(f"is not a model-store file of format {' or '.join(map(str, READABLE_FORMATS))}")
+    if payload["format"] == 1:
+        payload["meta"]["parameters"] = payload["meta"].pop("recipe", None) or {}
     return payload
 
 
-def stored_mismatch(meta: dict, key: str, profile: str, seed: int, recipe: dict | None = None) -> str | None:
+def stored_mismatch(meta: dict, key: str, profile: str, seed: int, parameters: dict | None = None) -> str | None:
     """Why a stored model does not serve this request (a sentence), or None when it does.
 
-    The recipe is compared key by key over the stored recipe's keys: the adapter stores the chapter parameters it
-    uses, and their current values come from ``recipe`` when given, else from ``chapter_recipe(<stored chapter>,
-    profile)``. A parameter whose value changed, or that the chapter no longer has, is a mismatch.
+    The parameters are compared key by key over the stored model's: the adapter stores its chapter's parameters, and
+    their current values come from ``parameters`` when given, else from the chapter's typed ``Parameters`` at
+    ``profile`` (``chapter_parameters_dict``). A parameter whose value changed, or that the chapter no longer has, is a
+    mismatch.
     """
     for name, wanted in (("key", key), ("profile", profile), ("seed", int(seed))):
         if meta.get(name) != wanted:
             return f"it was made for {name} {meta.get(name)!r}, not {wanted!r}"
-    stored = meta.get("recipe") or {}
-    current = recipe if recipe is not None else chapter_recipe(meta["chapter"], profile)
+    stored = meta.get("parameters") or {}
+    current = parameters if parameters is not None else chapter_parameters_dict(meta["chapter"], profile)
     changed = sorted(k for k in stored if k not in current or current[k] != stored[k])
     if changed:
         shown = ", ".join(f"{k}: {stored[k]!r} -> {current.get(k, '(gone)')!r}" for k in changed[:5])
-        return f"the recipe changed ({shown}{', ...' if len(changed) > 5 else ''})"
+        return f"the chapter's parameters changed ({shown}{', ...' if len(changed) > 5 else ''})"
     return None
 
 
@@ -131,9 +136,10 @@ def _from_payload(payload: dict, path: Path, precision: str, check_probe: bool) 
     """A stored payload as a model, its predict functions rebuilt and its probe checked (see ``load_model``)."""
     meta = dict(payload["meta"])
     history = payload.get("history")
-    model = BenchmarkModel(key=meta["key"], name=meta["name"], chapter=meta["chapter"], image_size=int(meta["image_size"]),
+    model = BenchmarkModel(key=meta["key"], name=meta["name"], chapter=meta["chapter"],
+                           image_size=int(meta["image_size"]),
                            crop=meta["crop"], predict=unset_predict, train_seconds=float(meta["train_seconds"]),
-                           plateau=bool(meta["plateau"]), recipe=dict(meta.get("recipe") or {}),
+                           plateau=bool(meta["plateau"]), parameters=dict(meta.get("parameters") or {}),
                            history=None if history is None else pd.DataFrame(history), note=meta.get("note", ""),
                            module=payload["module"], factory=meta["factory"])
     attach_predictors(model, precision)
@@ -142,8 +148,8 @@ def _from_payload(payload: dict, path: Path, precision: str, check_probe: bool) 
         now = _probe(model)
         if now.shape != probe.shape or not np.allclose(now, probe, atol=PROBE_TOLERANCE, rtol=0):
             diff = float(np.abs(now - probe).max()) if now.shape == probe.shape else float("inf")
-            raise ValueError(f"{path}: the reloaded model predicts the probe images differently from the model that was "
-                             f"saved (largest difference {diff:.2g} > {PROBE_TOLERANCE:g}); its factory "
+            raise ValueError(f"{path}: the reloaded model predicts the probe images differently from the model that "
+                             f"was saved (largest difference {diff:.2g} > {PROBE_TOLERANCE:g}); its factory "
                              f"{meta['factory']!r} or the code it uses has changed")
     return model
 
@@ -160,12 +166,12 @@ def shown_path(path: Path) -> str:
 
 
 def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, precision: str = "auto",
-                  root: str | Path | None = None, recipe: dict | None = None, retrain: bool = False,
+                  root: str | Path | None = None, parameters: dict | None = None, retrain: bool = False,
                   log: Callable[[str], None] | None = print) -> BenchmarkModel:
     """The stored model of method ``key`` at ``profile`` and ``seed``, or a freshly trained (and then stored) one.
 
-    A stored file is used when it reads, was made for the same key, profile and seed, its recipe still matches the
-    chapter's (``stored_mismatch``; ``recipe`` overrides the chapter's current one) and its probe predictions
+    A stored file is used when it reads, was made for the same key, profile and seed, its parameters still match
+    the chapter's (``stored_mismatch``; ``parameters`` overrides the chapter's current ones) and its probe predictions
     reproduce. Otherwise ``train_fn(profile, seed, precision)`` runs; its wall-clock seconds become the model's
     ``train_seconds``, and the model is saved when it carries ``module`` and ``factory`` (else a line says it could
     not be stored). ``retrain`` forces training. ``log`` receives one line saying what happened.
@@ -176,7 +182,7 @@ def load_or_train(key: str, profile: str, train_fn: TrainFn, seed: int = 0, prec
     if not retrain and path.is_file():
         try:
             payload = _read(path)
-            reason = stored_mismatch(payload["meta"], key, profile, seed, recipe)
+            reason = stored_mismatch(payload["meta"], key, profile, seed, parameters)
             if reason is None:
                 model = _from_payload(payload, path, precision, check_probe=True)
                 say(f"{key}: loaded from {shown_path(path)} (trained in {model.train_seconds:.0f} s)")

@@ -120,7 +120,8 @@ def manifest_items(manifest: str, df: pd.DataFrame | None = None) -> list[str]:
     """The cache item names of a manifest's rows (paths; BCCD box ids for 'bccd')."""
     df = load_manifest(manifest) if df is None else df
     if manifest == "bccd":
-        return [bccd_item_id(*row) for row in df[["image_path", "xmin", "ymin", "xmax", "ymax"]].itertuples(index=False)]
+        return [bccd_item_id(*row)
+                for row in df[["image_path", "xmin", "ymin", "xmax", "ymax"]].itertuples(index=False)]
     return df["path"].tolist()
 
 

@@ -171,7 +171,8 @@ def _rng(name: str) -> np.random.Generator:
 
 
 def stratified_split(labels: Iterable[str], fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
-    """Split names per row: within each class (sorted), a seeded permutation cut by fractions (first split takes the rest)."""
+    """Split names per row: within each class (sorted), a seeded permutation cut by fractions (first split takes the
+    rest)."""
     labels = np.asarray(list(labels), dtype=object)
     names = list(fractions)
     out = np.empty(len(labels), dtype=object)
@@ -189,7 +190,8 @@ def stratified_split(labels: Iterable[str], fractions: dict[str, float], rng: np
 
 
 def stratified_folds(labels: Iterable[str], k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold numbers 0..k-1 per row: within each class (sorted), a seeded shuffle dealt round-robin, the deal continuing across classes."""
+    """Fold numbers 0..k-1 per row: within each class (sorted), a seeded shuffle dealt round-robin, the deal continuing
+    across classes."""
     labels = np.asarray(list(labels), dtype=object)
     folds = np.empty(len(labels), dtype=np.int64)
     offset = 0
@@ -293,7 +295,8 @@ def _zheng(zheng_inv: pd.DataFrame, dataset: int) -> pd.DataFrame:
 
 
 def _bccd(bccd_inv: pd.DataFrame) -> pd.DataFrame:
-    """BCCD WBC boxes; usable = readable image with exactly one WBC box and exactly one subtype; fold5 over usable rows."""
+    """BCCD WBC boxes; usable = readable image with exactly one WBC box and exactly one subtype; fold5 over usable
+    rows."""
     df = readers.read_bccd()
     ok_images = set(bccd_inv.loc[bccd_inv["status"] == "ok", "path"])
     one_type = (df["subtype"] != "") & ~df["subtype"].str.contains(",")
@@ -411,7 +414,8 @@ def build_manifests(out_dir: Path | None = None, processes: int = PROCESSES) -> 
         for fold_col in ("fold10", "fold5"):
             if fold_col in df:
                 sub = df[df[fold_col] >= 0]
-                entry[f"per_{fold_col}"] = {str(k): int(v) for k, v in sub[fold_col].value_counts().sort_index().items()}
+                entry[f"per_{fold_col}"] = {str(k): int(v)
+                                            for k, v in sub[fold_col].value_counts().sort_index().items()}
                 break
         if name == "pbc_lowdata":
             entry["subset_sizes_r0"] = {
@@ -437,6 +441,7 @@ def load_manifest(name: str) -> pd.DataFrame:
     for col in df.columns:
         if col.startswith("subset_") or col in ("width", "height"):
             df[col] = pd.to_numeric(df[col].replace("", pd.NA)).astype("Int64")
-        elif col in ("fold5", "fold10", "held_out", "usable", "image_id", "xmin", "ymin", "xmax", "ymax", "n_wbc_in_image"):
+        elif col in ("fold5", "fold10", "held_out", "usable", "image_id", "xmin", "ymin", "xmax", "ymax",
+                     "n_wbc_in_image"):
             df[col] = df[col].astype(np.int64)
     return df

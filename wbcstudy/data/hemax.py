@@ -156,7 +156,8 @@ def _pbc(split: str, size: int, limit: int = 0, seed: int = 0) -> HemaXData:
     df = _limit(df[df["split"] == split], limit, seed)
     base = _empty(len(df), size)
     base["attributes"] = attribute_codes(df)
-    base["nc_category"] = df["nuclear_cytoplasmic_ratio"].map({"low": 0, "high": 1}).fillna(-1).astype(np.int64).to_numpy()
+    base["nc_category"] = (df["nuclear_cytoplasmic_ratio"].map({"low": 0, "high": 1}).fillna(-1).astype(np.int64)
+                           .to_numpy())
     images = cached_images("pbc", df["path"].tolist(), size)
     return HemaXData(images=images, labels=df["label"].map(CLASSES.index).to_numpy(np.int64),
                      source=np.full(len(df), "pbc"), path=df["path"].to_numpy(str), **base)

@@ -6,7 +6,8 @@ import torch
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """HSV of float RGB in [0, 1] with shape (..., 3, H, W); every output channel in [0, 1] (hue as a fraction of a turn, as colorsys)."""
+    """HSV of float RGB in [0, 1] with shape (..., 3, H, W); every output channel in [0, 1] (hue as a fraction of a
+    turn, as colorsys)."""
     if x.ndim < 3 or x.shape[-3] != 3:
         raise ValueError(f"expected shape (..., 3, H, W), got {tuple(x.shape)}")
     r, g, b = x.unbind(dim=-3)
@@ -32,12 +33,14 @@ def channel_mean_std(images: np.ndarray) -> tuple[list[float], list[float]]:
         raise ValueError(f"expected uint8 images of shape (N,H,W,3), got {images.shape}")
     pixels = images.reshape(-1, 3)
     mean = pixels.mean(0, dtype=np.float64) / 255.0
-    sq = np.einsum("ij,ij->j", pixels.astype(np.float32), pixels.astype(np.float32), dtype=np.float64) / len(pixels) / 255.0**2
+    sq = (np.einsum("ij,ij->j", pixels.astype(np.float32), pixels.astype(np.float32), dtype=np.float64) / len(pixels)
+          / 255.0**2)
     return mean.tolist(), np.sqrt(sq - mean**2).tolist()
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int = 0, nested: bool = False) -> np.ndarray:
-    """Sorted indices of about ``n`` items drawn per class in proportion to the class shares (every class keeps one or more).
+    """Sorted indices of about ``n`` items drawn per class in proportion to the class shares (every class keeps one or
+    more).
 
     ``nested``: each class is one fixed random order cut at its share, so the items of a smaller ``n`` are among those
     of a larger one (same labels and seed); otherwise each class's items are drawn with ``Generator.choice``.
@@ -55,7 +58,8 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = 0, nested: bool = 
 
 
 def area_downsample(images: np.ndarray, factor: int) -> np.ndarray:
-    """uint8 NHWC images shrunk by an integer ``factor`` per side, each output pixel the rounded mean of a factor×factor block.
+    """uint8 NHWC images shrunk by an integer ``factor`` per side, each output pixel the rounded mean of a factor×factor
+    block.
 
     Exact box (area) averaging, so a 32 px array made from a cached 64 px array needs no second decode of the files.
     """

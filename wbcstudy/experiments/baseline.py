@@ -21,7 +21,7 @@ import torch
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
 __all__ = ["Arrays", "Run", "load_pbc_arrays", "split_counts", "train_classifier", "train_seeds", "seed_runs",
-           "evaluate_models", "evaluate_seeds", "accuracy_difference", "plateaus", "seed_plateaus", "histories",
+           "evaluate_models", "evaluate_seeds", "runs_accuracy_difference", "plateaus", "seed_plateaus", "histories",
            "run_summary", "plot_learning_curves"]
 
 #: split name ("train", "val", "test") → (uint8 NHWC images, integer labels)
@@ -61,7 +61,8 @@ def load_pbc_arrays(sizes: Iterable[int], train_limit: int = 0, eval_limit: int 
 
 def split_counts(arrays: Arrays, classes: Sequence[str]) -> pd.DataFrame:
     """Images per class (rows, with a total) and split (columns)."""
-    counts = pd.DataFrame({split: np.bincount(np.asarray(arrays[split][1]), minlength=len(classes)) for split in arrays},
+    counts = pd.DataFrame({split: np.bincount(np.asarray(arrays[split][1]), minlength=len(classes))
+                           for split in arrays},
                           index=list(classes))
     counts.loc["total"] = counts.sum()
     return counts
@@ -110,7 +111,8 @@ def seed_runs(runs: Mapping[str, Run], key: str) -> dict[str, Run]:
 def evaluate_models(runs: Mapping[str, Run], test_y: np.ndarray | torch.Tensor, n_boot: int = 1000, seed: int = 0,
                     names: Mapping[str, str] | None = None
                     ) -> tuple[dict[str, float], dict[str, tuple[float, float]], pd.DataFrame]:
-    """Test metrics of every run, their 95% stratified-bootstrap intervals over test cells, and a table (one row per model).
+    """Test metrics of every run, their 95% stratified-bootstrap intervals over test cells, and a table (one row per
+    model).
 
     ``metrics`` holds ``<key>_accuracy``, ``_balanced_accuracy``, ``_macro_f1``, ``_auroc`` and
     ``_train_seconds``; ``ci`` holds intervals for accuracy, balanced accuracy and AUROC.
@@ -181,9 +183,10 @@ def evaluate_seeds(runs: Mapping[str, Run], key: str, test_y: np.ndarray | torch
     return metrics, ci, accuracies
 
 
-def accuracy_difference(runs: Mapping[str, Run], a: str, b: str, test_y: np.ndarray | torch.Tensor,
+def runs_accuracy_difference(runs: Mapping[str, Run], a: str, b: str, test_y: np.ndarray | torch.Tensor,
                         n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Test accuracy of run ``a`` minus run ``b`` on the same cells, with its paired stratified-bootstrap 95% interval."""
+    """Test accuracy of run ``a`` minus run ``b`` on the same cells, with its paired stratified-bootstrap 95%
+    interval."""
     from wbcstudy.intervals import bootstrap_difference
 
     y = np.asarray(test_y)
@@ -217,7 +220,8 @@ def histories(runs: Mapping[str, Run], names: Mapping[str, str] | None = None) -
 
 def run_summary(runs: Mapping[str, Run], names: Mapping[str, str] | None = None,
                 plateau: Mapping[str, bool] | None = None) -> pd.DataFrame:
-    """One row per run: trainable parameters, epochs run, best (kept) epoch, its validation accuracy, precision, plateau."""
+    """One row per run: trainable parameters, epochs run, best (kept) epoch, its validation accuracy, precision,
+    plateau."""
     from wbcstudy.models import count_parameters
 
     names, plateau = names or {}, plateau or plateaus(runs)

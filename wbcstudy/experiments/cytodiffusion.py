@@ -76,7 +76,7 @@ def load_arrays(manifest: str, split: str | None, image_size: int, seed: int = 0
 
 # ------------------------------------------------------------------------------------------------------- training
 @dataclass
-class DiffusionRecipe:
+class DiffusionModelConfig:
     """The chapter's diffusion model and training recipe (its parameters cell), shared by every diffusion run."""
 
     image_size: int = 32
@@ -92,7 +92,8 @@ class DiffusionRecipe:
         self.unet_channels = tuple(int(c) for c in self.unet_channels)
 
 
-def train_diffusion_model(images: Images, labels: torch.Tensor, n_classes: int, steps: int, recipe: DiffusionRecipe,
+def train_diffusion_model(images: Images, labels: torch.Tensor, n_classes: int, steps: int,
+                          recipe: DiffusionModelConfig,
                           seed: int = 0, checkpoint: str | Path | None = None, stop_after_step: int | None = None,
                           total_steps: int | None = None) -> DiffusionTrainResult:
     """Train a fresh class-conditional UNet (weights seeded by ``seed``) for ``steps`` steps with the recipe.
@@ -151,7 +152,8 @@ def build_classifier(kind: str, n_classes: int, train_images: Images) -> tuple[t
         mean, std = channel_mean_std(train_images.numpy())
         return with_input_adapter(build("resnet18", n_classes), mean, std), 0.003
     if kind == "efficientnet_lite0":
-        return with_input_adapter(build("efficientnet_lite0", n_classes, pretrained=True), IMAGENET_MEAN, IMAGENET_STD), 0.001
+        return with_input_adapter(build("efficientnet_lite0", n_classes, pretrained=True), IMAGENET_MEAN,
+                                  IMAGENET_STD), 0.001
     raise ValueError(f"unknown baseline {kind!r}: use 'resnet18' or 'efficientnet_lite0'")
 
 
@@ -178,7 +180,8 @@ def logits(model: torch.nn.Module, images: Images, batch_size: int = 256) -> np.
 
     model.eval()
     device = next(model.parameters()).device
-    out = [logits_of(model(images[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [logits_of(model(images[i:i + batch_size].to(device))).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -197,7 +200,7 @@ def balanced_accuracy_with_ci(y_parts: Sequence[np.ndarray], pred_parts: Sequenc
     return float(m["balanced_accuracy"]), tuple(map(float, c["balanced_accuracy"]))
 
 
-def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, a: np.ndarray,
+def metric_difference(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, a: np.ndarray,
                       b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """metric(y, a) − metric(y, b) on the same cells, with its 95% paired bootstrap interval
     (``wbcstudy.intervals.bootstrap_difference``, resampled within each class so every resample keeps every class)."""
@@ -216,7 +219,7 @@ def comparison(name: str, y_parts: Sequence[np.ndarray], ours: Sequence[np.ndarr
     for key, pred in ((f"{name}_balanced_accuracy", a), (f"baseline_{name}_balanced_accuracy", b)):
         metrics[key], ci[key] = balanced_accuracy_with_ci([y], [pred], n_classes, n_boot, seed)
     key = f"{name}_balanced_accuracy_difference"
-    metrics[key], ci[key] = paired_difference(balanced_accuracy_score, y, a, b, n_boot, seed)
+    metrics[key], ci[key] = metric_difference(balanced_accuracy_score, y, a, b, n_boot, seed)
     return metrics, ci
 
 
@@ -225,10 +228,12 @@ def anomaly_comparison(is_anomaly: np.ndarray, ours_confidence: np.ndarray, base
     """ROC AUCs of low confidence as an anomaly score (ours, the baseline's logit gap) and their paired difference."""
     flag = np.asarray(is_anomaly).astype(int)
     metrics, ci = {}, {}
-    for key, score in (("anomaly_auc", -np.asarray(ours_confidence)), ("baseline_anomaly_auc", -np.asarray(baseline_gap))):
+    for key, score in (("anomaly_auc", -np.asarray(ours_confidence)),
+                       ("baseline_anomaly_auc", -np.asarray(baseline_gap))):
         metrics[key] = float(roc_auc_score(flag, score))
-        ci[key] = bootstrap_metric(roc_auc_score, flag, score, n_boot=n_boot, seed=seed, strata=True)  # within normal / anomalous
-    metrics["anomaly_auc_difference"], ci["anomaly_auc_difference"] = paired_difference(
+        # within normal / anomalous
+        ci[key] = bootstrap_metric(roc_auc_score, flag, score, n_boot=n_boot, seed=seed, strata=True)
+    metrics["anomaly_auc_difference"], ci["anomaly_auc_difference"] = metric_difference(
         roc_auc_score, flag, -np.asarray(ours_confidence), -np.asarray(baseline_gap), n_boot, seed)
     return metrics, ci
 
@@ -239,14 +244,15 @@ def indomain_comparison(y_true: np.ndarray, ours: np.ndarray, baselines: dict[st
     accuracy) as ``baseline_indomain_*``, and the paired difference to it; returns (metrics, ci, best baseline)."""
     metrics, ci = {}, {}
     for prefix, pred in {"indomain": ours, **{f"baseline_{n}_indomain": p for n, p in baselines.items()}}.items():
-        m, c = metrics_with_ci(y_true, one_hot(pred, n_classes), labels=list(range(n_classes)), n_boot=n_boot, seed=seed)
+        m, c = metrics_with_ci(y_true, one_hot(pred, n_classes), labels=list(range(n_classes)), n_boot=n_boot,
+                               seed=seed)
         for name in ("accuracy", "balanced_accuracy"):
             metrics[f"{prefix}_{name}"], ci[f"{prefix}_{name}"] = float(m[name]), tuple(map(float, c[name]))
     best = max(baselines, key=lambda n: metrics[f"baseline_{n}_indomain_balanced_accuracy"])  # the first of equals
     for name in ("accuracy", "balanced_accuracy"):
         metrics[f"baseline_indomain_{name}"] = metrics[f"baseline_{best}_indomain_{name}"]
         ci[f"baseline_indomain_{name}"] = ci[f"baseline_{best}_indomain_{name}"]
-    metrics["indomain_balanced_accuracy_difference"], ci["indomain_balanced_accuracy_difference"] = paired_difference(
+    metrics["indomain_balanced_accuracy_difference"], ci["indomain_balanced_accuracy_difference"] = metric_difference(
         balanced_accuracy_score, y_true, ours, baselines[best], n_boot, seed)
     return metrics, ci, best
 
@@ -267,13 +273,14 @@ def turing_substitutes(real: np.ndarray, generated: np.ndarray, generated_labels
     c2st = float(cross_val_score(LogisticRegression(max_iter=2000, C=0.1), x, y, cv=folds).mean())
     agree = np.asarray(judged_labels) == np.asarray(generated_labels)
     metrics = {"c2st_accuracy": c2st, "class_agreement": float(agree.mean())}
-    ci = {"c2st_accuracy": wilson(round(c2st * len(y)), len(y)), "class_agreement": wilson(int(agree.sum()), len(agree))}
+    ci = {"c2st_accuracy": wilson(round(c2st * len(y)), len(y)),
+          "class_agreement": wilson(int(agree.sum()), len(agree))}
     return metrics, ci, folds
 
 
 # --------------------------------------------------------------------------------------------- the classifier
 @dataclass
-class ClassifierSettings:
+class DiffusionClassifierConfig:
     """How every test cell is classified (the chapter's trials, pruning and batching knobs, and the weighting)."""
 
     max_trials: int = 40
@@ -313,7 +320,8 @@ def choose_weighting(raw_errors: np.ndarray, timesteps: np.ndarray, labels: np.n
     except ValueError as err:  # a fit that crosses zero cannot weight
         del candidates["refitted poly4"]
         note = f"not usable ({err})"
-    accuracy = {name: float(accuracy_after_each_trial(raw_errors, timesteps, labels, w)[-1]) for name, w in candidates.items()}
+    accuracy = {name: float(accuracy_after_each_trial(raw_errors, timesteps, labels, w)[-1])
+                for name, w in candidates.items()}
     name = max(candidates, key=accuracy.get)  # max keeps the first of equals
     return WeightingChoice(name, candidates[name], candidates, accuracy, note)
 
@@ -363,9 +371,10 @@ class ShiftOrLowDataResult:
     plateau: dict[str, bool] = field(default_factory=dict)
 
 
-def domain_shift(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor],
-                 test_sets: dict[str, tuple[Images, torch.Tensor]], n_classes: int, steps: int, recipe: DiffusionRecipe,
-                 settings: ClassifierSettings, seeds: int = 1, seed: int = 0, baseline_epochs: int = 2,
+def domain_shift_experiment(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor],
+                 test_sets: dict[str, tuple[Images, torch.Tensor]], n_classes: int, steps: int,
+                 recipe: DiffusionModelConfig,
+                 settings: DiffusionClassifierConfig, seeds: int = 1, seed: int = 0, baseline_epochs: int = 2,
                  baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
     """Per seed: train a diffusion model and a ResNet-18 on ``train``, classify every shifted test set; the headline
     pools every set's and seed's cells into one balanced accuracy per model (``domain_shift_*``) and their
@@ -422,7 +431,7 @@ def baseline_epochs_for(steps: int, batch_size: int, train_cells: int, min_epoch
 
 def low_data(train_subsets: Callable[[int, int], tuple[Images, torch.Tensor]], val: tuple[Images, torch.Tensor],
              test: tuple[Images, torch.Tensor], n_classes: int, sizes: Sequence[int], steps: Sequence[int],
-             recipe: DiffusionRecipe, settings: ClassifierSettings, repeats: int = 1, seed: int = 0,
+             recipe: DiffusionModelConfig, settings: DiffusionClassifierConfig, repeats: int = 1, seed: int = 0,
              baseline_min_epochs: int = 2, baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
     """Per subset size (with its diffusion step count) and repeat r: train a diffusion model and a ResNet-18 on
     ``train_subsets(size, r)`` (the baseline sees as many images as the diffusion model, at least
@@ -462,7 +471,7 @@ def low_data(train_subsets: Callable[[int, int], tuple[Images, torch.Tensor]], v
 
 # --------------------------------------------------------------------------------- the GPU training-budget run
 def scaling_run(train: tuple[Images, torch.Tensor], test: tuple[Images, torch.Tensor], n_classes: int,
-                recipe: DiffusionRecipe, step_counts: Sequence[int], seed: int = 0, max_trials: int = 100,
+                recipe: DiffusionModelConfig, step_counts: Sequence[int], seed: int = 0, max_trials: int = 100,
                 report_trials: Sequence[int] = (40, 100), images_per_call: int = 32,
                 out_json: str | Path | None = None) -> dict:
     """Train the chapter's model on ``train`` up to each of ``step_counts`` in turn (one run, continued from its

@@ -31,12 +31,14 @@ def construction_table(report: Mapping, skip: Iterable[str] = ("wbcatt",)) -> pd
 
 def unreadable_files(report: Mapping) -> pd.DataFrame:
     """Every file that did not decode, with its dataset."""
-    return pd.DataFrame([{"dataset": key, "file": path} for key, d in report["datasets"].items() for path in d["unreadable"]],
+    return pd.DataFrame([{"dataset": key, "file": path} for key, d in report["datasets"].items()
+                         for path in d["unreadable"]],
                         columns=["dataset", "file"])
 
 
 def duplicate_groups(report: Mapping) -> pd.DataFrame:
-    """Every group of byte-identical files: the copies, their labels and the copy kept (none when the labels disagree)."""
+    """Every group of byte-identical files: the copies, their labels and the copy kept (none when the labels
+    disagree)."""
     rows = [{"dataset": key, "copies": " = ".join(Path(p).name for p in g["paths"]), "labels": ", ".join(g["labels"]),
              "kept": Path(g["kept"]).name if g.get("kept") else "none (labels disagree)"}
             for key, d in report["datasets"].items() for g in d["duplicate_groups"]]
@@ -68,7 +70,8 @@ def decoded_sizes(inventories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def data_metrics(report: Mapping, manifests: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    """The chapter's results: per dataset images read, unreadable files, duplicate groups, usable images; per manifest split sizes."""
+    """The chapter's results: per dataset images read, unreadable files, duplicate groups, usable images; per manifest
+    split sizes."""
     metrics: dict[str, int] = {}
     for key, d in report["datasets"].items():
         metrics[f"{key}_images_read"] = int(d["images_read"])

@@ -22,11 +22,11 @@ from wbcstudy.models.hemax import HemaX, nucleus_fraction
 from wbcstudy.train import Step, Task
 
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
-           "backbone_is_fixed", "make_targets", "build_model", "train_hemax", "predict_hemax",
+           "backbone_is_fixed", "make_targets", "build_hemax", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
            "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals", "variant_hits",
-           "variant_difference"]
+           "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals",
+           "variant_hits", "variant_difference"]
 
 
 @dataclasses.dataclass
@@ -119,7 +119,8 @@ class FeatureCache:
         """Whether the cache holds the flipped images' features too."""
         return self.levels[0].shape[0] == len(FLIP_STATES)
 
-    def batch(self, idx: np.ndarray, flip_h: np.ndarray | None = None, flip_v: np.ndarray | None = None) -> list[torch.Tensor]:
+    def batch(self, idx: np.ndarray, flip_h: np.ndarray | None = None,
+              flip_v: np.ndarray | None = None) -> list[torch.Tensor]:
         """The features of rows idx, each row in its flip state (as :func:`make_targets` flips its image)."""
         state = np.zeros(len(idx), np.int64)
         if flip_h is not None:
@@ -127,13 +128,15 @@ class FeatureCache:
         if flip_v is not None:
             state += 2 * np.asarray(flip_v, bool)
         if state.any() and not self.flips:
-            raise ValueError("this feature cache holds unflipped images only; build it with flips=True to train with flips")
+            raise ValueError("this feature cache holds unflipped images only; build it with flips=True to train with "
+                             "flips")
         s, i = torch.from_numpy(state), torch.from_numpy(np.asarray(idx, np.int64))
         return [level[s, i] for level in self.levels]
 
 
 def backbone_is_fixed(config: HemaXConfig) -> bool:
-    """Whether a config's backbone is a fixed function of the image: frozen and pretrained (so the same for every seed)."""
+    """Whether a config's backbone is a fixed function of the image: frozen and pretrained (so the same for every
+    seed)."""
     return not config.train_backbone and config.pretrained
 
 
@@ -146,7 +149,8 @@ def cache_features(model: HemaX, data: HemaXData, flips: bool, batch_size: int =
     take more than :data:`FEATURE_CACHE_BYTES`.
     """
     if any(p.requires_grad for p in model.backbone.parameters()):
-        raise ValueError("cache_features needs a frozen backbone (HemaX.freeze_backbone): a trained one changes every step")
+        raise ValueError("cache_features needs a frozen backbone (HemaX.freeze_backbone): a trained one changes every "
+                         "step")
     model.eval()
     dev = _device_of(model)
     n, states = len(data), FLIP_STATES if flips else FLIP_STATES[:1]
@@ -197,7 +201,7 @@ def make_targets(data: HemaXData, idx: np.ndarray, flip_h: np.ndarray | None = N
     return images, targets
 
 
-def build_model(config: HemaXConfig, num_classes: int = len(CLASSES)) -> HemaX:
+def build_hemax(config: HemaXConfig, num_classes: int = len(CLASSES)) -> HemaX:
     """A fresh HemaX for a config (seeded)."""
     torch.manual_seed(config.seed)
     model = HemaX(num_classes, attribute_hidden_layers=config.attribute_hidden_layers, backbone=config.backbone,
@@ -264,7 +268,8 @@ def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, fe
         p = prob[rows, q]
         parts["p"].append((p / p.sum(-1, keepdim=True)).numpy())
         parts["b"].append(out["pred_boxes"][rows, q].float().numpy())
-        masks = F.interpolate(out["pred_masks"][rows, q].float(), size=(size, size), mode="bilinear", align_corners=False)
+        masks = F.interpolate(out["pred_masks"][rows, q].float(), size=(size, size), mode="bilinear",
+                              align_corners=False)
         parts["m"].append((masks > 0).numpy())
         parts["a"].append([a[rows, q].float().softmax(-1).numpy() for a in out["pred_attributes"]])
     masks = np.concatenate(parts["m"])
@@ -277,7 +282,8 @@ def _evaluate(model: HemaX, data: HemaXData, batch_size: int, precision: str, fe
 def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights = LossWeights(),
                 max_steps: int | None = None,
                 features: tuple[FeatureCache | None, FeatureCache | None] | None = None) -> HemaXRun:
-    """Train HemaX (AdamW, lower backbone lr, grad clip, random flips) and keep the epoch with the lowest validation loss.
+    """Train HemaX (AdamW, lower backbone lr, grad clip, random flips) and keep the epoch with the lowest validation
+    loss.
 
     A fixed backbone (:func:`backbone_is_fixed`) computes its features once (:func:`cache_features`; pass
     ``features=(train_cache, val_cache)`` to share them between runs) instead of in every step.
@@ -291,7 +297,7 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     from wbcstudy.train import EngineConfig, run_task, select_device
 
     def make_task() -> _HemaXTask:
-        model = build_model(config)
+        model = build_hemax(config)
         model.to(select_device("auto"))
         caches = features
         if caches is None and backbone_is_fixed(config):
@@ -314,18 +320,21 @@ class _HemaXTask(Task):
 
     def __init__(self, model: HemaX, train: HemaXData, val: HemaXData, config: HemaXConfig, weights: LossWeights,
                  max_steps: int | None, caches: tuple[FeatureCache | None, FeatureCache | None]) -> None:
-        self.model, self.train, self.val, self.config, self.weights, self.max_steps = model, train, val, config, weights, max_steps
+        (self.model, self.train, self.val, self.config, self.weights,
+         self.max_steps) = model, train, val, config, weights, max_steps
         self.train_cache, self.val_cache = caches
         for cache, data, name in ((self.train_cache, train, "training"), (self.val_cache, val, "validation")):
             if cache is not None and len(cache) != len(data):
                 raise ValueError(f"the {name} feature cache has {len(cache)} images, the {name} data {len(data)}")
         self.modules = {"model": model}
         backbone = {id(p) for p in model.backbone_parameters()}
-        groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad], "lr": config.lr},
+        groups = [{"params": [p for p in model.parameters() if id(p) not in backbone and p.requires_grad],
+                   "lr": config.lr},
                   {"params": model.backbone_parameters(), "lr": config.lr_backbone}]
         groups = [g for g in groups if g["params"]]  # a frozen backbone has no trainable parameters
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_drop, gamma=0.1) if config.lr_drop else None
+        self.scheduler = (torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_drop, gamma=0.1)
+                          if config.lr_drop else None)
         self.rng = np.random.default_rng(config.seed)
         self.steps = 0
 
@@ -333,7 +342,8 @@ class _HemaXTask(Task):
         order, self.total = self.rng.permutation(len(self.train)), 0.0
         for b in range(0, len(order), self.config.batch_size):
             idx = order[b:b + self.config.batch_size]
-            flips = (self.rng.random(len(idx)) < 0.5, self.rng.random(len(idx)) < 0.5) if self.config.flips else (None, None)
+            flips = ((self.rng.random(len(idx)) < 0.5, self.rng.random(len(idx)) < 0.5) if self.config.flips
+                     else (None, None))
             yield idx, flips
 
     def training_step(self, batch) -> list[Step]:
@@ -373,7 +383,8 @@ class _HemaXTask(Task):
 @torch.no_grad()
 def predict_hemax(model: HemaX, data: HemaXData, batch_size: int = 64, precision: str = "fp32",
                   features: FeatureCache | None = None) -> Predictions:
-    """Each image's most confident query: class probabilities (no-object dropped, renormalised), box, masks, attributes, N:C.
+    """Each image's most confident query: class probabilities (no-object dropped, renormalised), box, masks, attributes,
+    N:C.
 
     ``features``: the images' cached backbone features (:func:`cache_features`), when the backbone is fixed.
     """
@@ -399,12 +410,14 @@ def mask_dice(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 #: metric → the column of :func:`per_cell_scores` whose mean over the labelled cells it is
-CELL_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", "box_jaccard": "box_iou", "mask_dice": "mask_dice",
+CELL_COLUMNS: dict[str, str] = {"classification_accuracy": "correct", "box_jaccard": "box_iou",
+                                "mask_dice": "mask_dice",
                                 "nc_ratio_mse": "nc_sq_error", **{f"{a}_accuracy": f"{a}_hit" for a in ATTRIBUTES}}
 
 
 def per_cell_scores(pred: Predictions, data: HemaXData) -> pd.DataFrame:
-    """One row per cell: source, true and predicted class, box IoU, mask Dice, N:C squared error, attribute hits (NaN where no label)."""
+    """One row per cell: source, true and predicted class, box IoU, mask Dice, N:C squared error, attribute hits (NaN
+    where no label)."""
     df = pd.DataFrame({"source": data.source, "true": data.labels, "pred": pred.pred_class})
     df["correct"] = (df["true"] == df["pred"]).astype(float)
     df["box_iou"] = np.where(data.has_box, box_iou_cxcywh(pred.boxes, data.boxes), np.nan)
@@ -514,7 +527,7 @@ def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXC
     precision = _precision(base.precision)
     caches: tuple[FeatureCache | None, ...] = (None, None, None)
     if backbone_is_fixed(base):  # the same fixed features for every variant and seed: computed once
-        model = build_model(base)
+        model = build_hemax(base)
         caches = (cache_features(model, train, base.flips, base.batch_size, precision),
                   cache_features(model, val, False, base.batch_size, precision),
                   cache_features(model, test, False, base.batch_size, precision))
@@ -545,7 +558,8 @@ def variant_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def attribute_auc_by_correctness(pred: Predictions, data: HemaXData) -> pd.DataFrame:
-    """Table VI: one-vs-rest AUC of each attribute category among correctly and wrongly classified cells (NaN if one-sided)."""
+    """Table VI: one-vs-rest AUC of each attribute category among correctly and wrongly classified cells (NaN if
+    one-sided)."""
     from sklearn.metrics import roc_auc_score
 
     correct = pred.pred_class == data.labels
@@ -557,14 +571,17 @@ def attribute_auc_by_correctness(pred: Predictions, data: HemaXData) -> pd.DataF
             for group, sel in (("correct", correct), ("wrong", ~correct)):
                 keep = sel & (t >= 0)
                 y = (t[keep] == k).astype(int)
-                row[f"auc_{group}"] = float(roc_auc_score(y, pred.attribute_prob[a][keep, k])) if 0 < y.sum() < len(y) else np.nan
+                row[f"auc_{group}"] = (float(roc_auc_score(y, pred.attribute_prob[a][keep, k]))
+                                       if 0 < y.sum() < len(y) else np.nan)
                 row[f"n_{group}"] = int(keep.sum())
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 300, seed: int = 0) -> dict[str, list[float]]:
-    """95 % bootstrap intervals of the mean attribute AUC among correctly and wrongly classified cells (cells resampled)."""
+def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 300,
+                            seed: int = 0) -> dict[str, list[float]]:
+    """95 % bootstrap intervals of the mean attribute AUC among correctly and wrongly classified cells (cells
+    resampled)."""
     import types
 
     from wbcstudy.intervals import percentile_interval
@@ -576,8 +593,8 @@ def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 30
         idx = labelled[rng.integers(0, len(labelled), len(labelled))]
         # only classes and attributes enter the AUCs: no images or masks are copied per resample
         table = attribute_auc_by_correctness(
-            Predictions(pred.class_prob[idx], pred.boxes[idx], np.empty((len(idx), 0)), [a[idx] for a in pred.attribute_prob],
-                        pred.nucleus_fraction[idx]),
+            Predictions(pred.class_prob[idx], pred.boxes[idx], np.empty((len(idx), 0)),
+                        [a[idx] for a in pred.attribute_prob], pred.nucleus_fraction[idx]),
             types.SimpleNamespace(labels=data.labels[idx], attributes=data.attributes[idx]))
         for group in draws:
             draws[group].append(float(table[f"auc_{group}"].mean()))
@@ -672,9 +689,11 @@ def _detector_predict(model: nn.Module, data: HemaXData, batch_size: int) -> tup
 
 def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 8,
                       lr: float = 1e-4, seed: int = 0, train_backbone: bool = True) -> dict:
-    """Faster R-CNN (torchvision) with HemaX's EfficientNet-Lite0 backbone on the boxed images; keep the best val Jaccard.
+    """Faster R-CNN (torchvision) with HemaX's EfficientNet-Lite0 backbone on the boxed images; keep the best val
+    Jaccard.
 
-    ``train_backbone=False`` keeps the ImageNet backbone fixed (as HemaX's when it is frozen): only the RPN and the box heads train.
+    ``train_backbone=False`` keeps the ImageNet backbone fixed (as HemaX's when it is frozen): only the RPN and the box
+    heads train.
 
     Returns ``{"history": DataFrame(epoch, train_loss, val_box_jaccard, val_accuracy), "box_iou": test IoUs,
     "pred": test class predictions, "seconds": float}``.
@@ -698,9 +717,11 @@ def train_faster_rcnn(train: HemaXData, val: HemaXData, test: HemaXData, epochs:
 
 
 class _FasterRCNNTask(Task):
-    """Faster R-CNN's part of ``run_task``: shuffled batches, the sum of torchvision's losses, the validation Jaccard."""
+    """Faster R-CNN's part of ``run_task``: shuffled batches, the sum of torchvision's losses, the validation
+    Jaccard."""
 
-    def __init__(self, model: nn.Module, train: HemaXData, val: HemaXData, batch_size: int, lr: float, seed: int) -> None:
+    def __init__(self, model: nn.Module, train: HemaXData, val: HemaXData, batch_size: int, lr: float,
+                 seed: int) -> None:
         self.model, self.train, self.val, self.batch_size = model, train, val, batch_size
         self.modules = {"model": model}
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
@@ -721,12 +742,14 @@ class _FasterRCNNTask(Task):
 
     def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
         boxes, labels = _detector_predict(self.model, self.val, self.batch_size)
-        return {"train_loss": self.total / len(self.train), "val_box_jaccard": float(box_iou_cxcywh(boxes, self.val.boxes).mean()),
+        return {"train_loss": self.total / len(self.train),
+                "val_box_jaccard": float(box_iou_cxcywh(boxes, self.val.boxes).mean()),
                 "val_accuracy": float((labels == self.val.labels).mean())}
 
 
 def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, epochs: int, batch_size: int = 32,
-                           lr: float = 1e-3, seed: int = 0, precision: str = "auto", train_backbone: bool = True) -> dict:
+                           lr: float = 1e-3, seed: int = 0, precision: str = "auto",
+                           train_backbone: bool = True) -> dict:
     """EfficientNet-Lite0 (ImageNet) trained on the class labels alone, through the study's training loop.
 
     ``train_backbone=False`` trains only its new linear head on the fixed ImageNet features (matching a frozen HemaX).
@@ -737,7 +760,8 @@ def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, ep
     from wbcstudy.train import TrainConfig, fit, predict_proba
 
     torch.manual_seed(seed)
-    model = with_input_adapter(efficientnet_lite0(len(CLASSES), freeze_base=not train_backbone), IMAGENET_MEAN, IMAGENET_STD)
+    model = with_input_adapter(efficientnet_lite0(len(CLASSES), freeze_base=not train_backbone), IMAGENET_MEAN,
+                               IMAGENET_STD)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision, progress=False)
     result = fit(model, (torch.from_numpy(train.images), torch.from_numpy(train.labels)),
                  (torch.from_numpy(val.images), torch.from_numpy(val.labels)), cfg, n_classes=len(CLASSES))
@@ -748,7 +772,8 @@ def train_plain_classifier(train: HemaXData, val: HemaXData, test: HemaXData, ep
 
 
 def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
-    """One-vs-rest ROC curve per attribute category over the cells with that attribute: attribute, category, fpr, tpr, auc."""
+    """One-vs-rest ROC curve per attribute category over the cells with that attribute: attribute, category, fpr, tpr,
+    auc."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     rows = []
@@ -765,7 +790,8 @@ def attribute_roc_curves(pred: Predictions, data: HemaXData) -> pd.DataFrame:
 
 
 def variant_hits(variants: dict, test: HemaXData, hidden: int, metric: str) -> np.ndarray:
-    """(seeds, cells) one variant's per-cell hits for a metric, one row per seed (NaN where the cell lacks the label)."""
+    """(seeds, cells) one variant's per-cell hits for a metric, one row per seed (NaN where the cell lacks the
+    label)."""
     column = CELL_COLUMNS[metric]
     hits = [per_cell_scores(pred, test)[column].to_numpy(float)
             for (h, _), pred in variants["predictions"].items() if h == hidden]
@@ -782,8 +808,8 @@ def variant_difference(variants: dict, test: HemaXData, a: int, b: int, metric: 
     """
     from wbcstudy.intervals import seed_cell_difference
 
-    value, interval = seed_cell_difference(variant_hits(variants, test, a, metric), variant_hits(variants, test, b, metric),
-                                           n_boot, seed)
+    value, interval = seed_cell_difference(variant_hits(variants, test, a, metric),
+                                           variant_hits(variants, test, b, metric), n_boot, seed)
     return value, list(interval)
 
 
@@ -842,7 +868,8 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     ci["hemax_minus_fasterrcnn_box_jaccard_difference"] = list(percentile_interval(
         (hemax_iou[idx] - np.asarray(frcnn["box_iou"])[idx]).mean(1)))
     acc = lambda t, p: float(np.mean(t == p))  # noqa: E731
-    metrics["hemax_minus_fasterrcnn_accuracy"] = acc(test.labels[bccd], pred.pred_class[bccd]) - metrics["fasterrcnn_accuracy"]
+    metrics["hemax_minus_fasterrcnn_accuracy"] = (acc(test.labels[bccd], pred.pred_class[bccd])
+                                                  - metrics["fasterrcnn_accuracy"])
     ci["hemax_minus_fasterrcnn_accuracy"] = list(bootstrap_difference(acc, test.labels[bccd], pred.pred_class[bccd],
                                                                       frcnn["pred"], n_boot, seed))
     # plain classifier vs HemaX on the PBC test cells
@@ -854,9 +881,11 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
     classifier_hits = (np.asarray(classifier["pred"]) == test.labels[pbc]).astype(float)[None]
     diff, interval = seed_cell_difference(hemax_hits, classifier_hits, n_boot, seed)
     metrics["hemax_minus_classifier_accuracy"], ci["hemax_minus_classifier_accuracy"] = diff, list(interval)
-    macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro", zero_division=0))  # noqa: E731
+    macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro",  # noqa: E731
+                                           zero_division=0))
     metrics["classifier_f1"] = macro_f1(test.labels[pbc], classifier["pred"])
-    plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min", tol=run.config.plateau_tol)
+    plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min",
+                                                   tol=run.config.plateau_tol)
                for (h, s), run in variants["runs"].items()}
     plateau["hemax"] = plateau[f"hemax_h{key[0]}_s{key[1]}"]
     for h in hidden:  # a variant has reached its plateau when every one of its seeds has

@@ -29,7 +29,7 @@ from wbcstudy.parallel import map_jobs, worker_pool
 __all__ = [
     "FULL", "VARIANTS", "VARIANT_LABELS", "DIFFERENCE_KEYS", "AblationConfig", "Split", "GridResult",
     "variant_spec", "build_variant", "train_variant", "cross_validation_splits", "imbalanced_draw",
-    "imbalanced_splits", "worker_pool", "run_ablation_grid", "merge_grids", "BaselineSpec", "baseline_specs",
+    "imbalanced_splits", "worker_pool", "run_ablation_grid", "merge_grids", "BaselineConfig", "baseline_specs",
     "run_baselines", "COLOUR_FEATURES", "colour_statistics", "colour_stats_predictions",
     "accuracy_at_half", "auroc", "binary_metrics", "binary_metrics_with_ci", "pooled", "pooled_by_seed", "seed_metrics",
     "ablation_differences", "mean_histories", "plateau_by_variant", "grad_cam", "feature_compactness",
@@ -51,7 +51,8 @@ VARIANT_LABELS: dict[str, str] = {
     "ce": "cross-entropy loss", "weighted_bce": "weighted BCE, no center loss", "pool": "max-pool down-sampling",
     "depth101": "ResNeXt-101-style depth"}
 DIFFERENCE_KEYS: dict[str, str] = {  # variant → results key of "full minus variant" accuracy (the idea it tests)
-    "rgb": "hsv_minus_rgb_accuracy", "fusion52": "fusion51_minus_52_accuracy", "no_fusion": "fusion51_minus_none_accuracy",
+    "rgb": "hsv_minus_rgb_accuracy", "fusion52": "fusion51_minus_52_accuracy",
+    "no_fusion": "fusion51_minus_none_accuracy",
     "weighted_bce": "center_minus_weighted_accuracy", "ce": "full_minus_ce_accuracy", "pool": "eca_minus_pool_accuracy",
     "depth101": "depth50_minus_101_accuracy"}
 PREDICTION_COLUMNS = ["variant", "fold", "seed", "row", "y", "prob"]
@@ -123,7 +124,8 @@ def _variant_loss(name: str, train_y: torch.Tensor, feature_dim: int, config: Ab
 
 
 def train_variant(name: str, split: Split, config: AblationConfig):
-    """Train one variant on ``split`` (seeded by ``split.seed``); returns ``(TrainResult, test probability of class 1)``."""
+    """Train one variant on ``split`` (seeded by ``split.seed``); returns
+    ``(TrainResult, test probability of class 1)``."""
     from wbcstudy.augment import flips_and_rot90
     from wbcstudy.train import TrainConfig, fit, predict_proba
 
@@ -139,7 +141,8 @@ def train_variant(name: str, split: Split, config: AblationConfig):
 
 def cross_validation_splits(images: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, folds: Sequence[int],
                             seeds: Sequence[int], train_limit: int = 0) -> list[Split]:
-    """One split per (fold, seed): test on that fold, train on the others (a stratified ``train_limit`` subset, seeded)."""
+    """One split per (fold, seed): test on that fold, train on the others (a stratified ``train_limit`` subset,
+    seeded)."""
     from wbcstudy.data.transforms import stratified_subset
 
     splits = []
@@ -151,13 +154,15 @@ def cross_validation_splits(images: np.ndarray, labels: np.ndarray, fold_of: np.
             train_idx = np.flatnonzero(fold_of != fold)
             if train_limit:
                 train_idx = train_idx[stratified_subset(labels[train_idx], train_limit, seed)]
-            splits.append(Split(int(fold), int(seed), torch.from_numpy(images[train_idx]), torch.from_numpy(labels[train_idx]),
+            splits.append(Split(int(fold), int(seed), torch.from_numpy(images[train_idx]),
+                                torch.from_numpy(labels[train_idx]),
                                 torch.from_numpy(images[test_idx]), labels[test_idx], test_idx))
     return splits
 
 
 def imbalanced_draw(labels: np.ndarray, n: int, positive_share: float, seed: int) -> np.ndarray:
-    """Sorted indices of n cells, round(n · positive_share) of class 1 and the rest of class 0, drawn without replacement."""
+    """Sorted indices of n cells, round(n · positive_share) of class 1 and the rest of class 0, drawn without
+    replacement."""
     rng = np.random.default_rng(seed)
     n_pos = round(n * positive_share)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -199,7 +204,8 @@ def _grid_result(jobs: list[tuple[str, Split]], outputs: list[dict]) -> GridResu
     frames, runs, histories, models = [], [], {}, {}
     for (name, split), out in zip(jobs, outputs):
         frames.append(_prediction_frame(name, split, out["prob"]))
-        runs.append(dict(variant=name, fold=split.fold, seed=split.seed, accuracy=accuracy_at_half(split.test_y, out["prob"]),
+        runs.append(dict(variant=name, fold=split.fold, seed=split.seed,
+                         accuracy=accuracy_at_half(split.test_y, out["prob"]),
                          seconds=out["seconds"], epochs=len(out["history"]), train_cells=len(split.train_y)))
         histories[(name, split.fold, split.seed)] = out["history"]
         if out["model"] is not None:
@@ -240,7 +246,7 @@ def merge_grids(*grids: GridResult) -> GridResult:
 
 # --------------------------------------------------------------------------- baselines
 @dataclass
-class BaselineSpec:
+class BaselineConfig:
     """A baseline network: its registry name and options, input size in px, peak learning rate, input normalisation."""
 
     model: str  # name in wbcstudy.models.build
@@ -257,20 +263,21 @@ class BaselineSpec:
         return build(self.model, 2, **self.options)
 
 
-def baseline_specs(image_size: int, vgg_size: int, lr: float, effnet_lr: float) -> dict[str, BaselineSpec]:
-    """The paper's baselines as trained here: torchvision networks from scratch, EfficientNet-Lite0 fine-tuned, a small ViT."""
+def baseline_specs(image_size: int, vgg_size: int, lr: float, effnet_lr: float) -> dict[str, BaselineConfig]:
+    """The paper's baselines as trained here: torchvision networks from scratch, EfficientNet-Lite0 fine-tuned, a small
+    ViT."""
     return {
-        "resnet50": BaselineSpec("resnet50", {}, image_size, lr, False, "ResNet-50"),
-        "inception_v3": BaselineSpec("inception_v3", {}, image_size, lr, False, "Inception-V3"),
-        "densenet121": BaselineSpec("densenet121", {}, image_size, lr, False, "DenseNet-121"),
-        "vgg16": BaselineSpec("vgg16_tv", {}, vgg_size, lr, False, f"VGG16-BN ({vgg_size} px)"),
-        "effnet_lite0": BaselineSpec("efficientnet_lite0", {"pretrained": True}, image_size, effnet_lr, True,
+        "resnet50": BaselineConfig("resnet50", {}, image_size, lr, False, "ResNet-50"),
+        "inception_v3": BaselineConfig("inception_v3", {}, image_size, lr, False, "Inception-V3"),
+        "densenet121": BaselineConfig("densenet121", {}, image_size, lr, False, "DenseNet-121"),
+        "vgg16": BaselineConfig("vgg16_tv", {}, vgg_size, lr, False, f"VGG16-BN ({vgg_size} px)"),
+        "effnet_lite0": BaselineConfig("efficientnet_lite0", {"pretrained": True}, image_size, effnet_lr, True,
                                      "EfficientNet-Lite0 (ImageNet)"),
-        "small_vit": BaselineSpec("small_vit", {"image_size": image_size}, image_size, lr, False, "small ViT"),
+        "small_vit": BaselineConfig("small_vit", {"image_size": image_size}, image_size, lr, False, "small ViT"),
     }
 
 
-def _baseline_job(job: tuple[BaselineSpec, Split, AblationConfig, int]) -> dict:
+def _baseline_job(job: tuple[BaselineConfig, Split, AblationConfig, int]) -> dict:
     """Train one baseline on one split with plain cross-entropy (a picklable unit of work)."""
     from wbcstudy.augment import flips_and_rot90
     from wbcstudy.data.transforms import channel_mean_std
@@ -288,12 +295,13 @@ def _baseline_job(job: tuple[BaselineSpec, Split, AblationConfig, int]) -> dict:
             "seconds": result.seconds, "model": None}
 
 
-def run_baselines(names: Sequence[str], specs: dict[str, BaselineSpec], images_by_size: dict[int, np.ndarray],
+def run_baselines(names: Sequence[str], specs: dict[str, BaselineConfig], images_by_size: dict[int, np.ndarray],
                   labels: np.ndarray, fold_of: np.ndarray, folds: Sequence[int], seed: int, config: AblationConfig,
                   epochs: int, train_limit: int = 0, pool=None) -> GridResult:
     """Train each baseline with plain cross-entropy on the same cross-validation splits and seed as ResNeXt-CC."""
     jobs = [(name, split) for name in names
-            for split in cross_validation_splits(images_by_size[specs[name].size], labels, fold_of, folds, [seed], train_limit)]
+            for split in cross_validation_splits(images_by_size[specs[name].size], labels, fold_of, folds, [seed],
+                                                 train_limit)]
     outputs = map_jobs(_baseline_job, [(specs[name], split, config, epochs) for name, split in jobs], pool)
     return _grid_result(jobs, outputs)
 
@@ -410,7 +418,8 @@ def binary_metrics_with_ci(y: np.ndarray, prob: np.ndarray, n_boot: int = 1000, 
 
 
 def pooled(predictions: pd.DataFrame, variant: str) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and positive-class probabilities of one variant, pooled over its folds and seeds (sorted by fold, seed, row)."""
+    """Labels and positive-class probabilities of one variant, pooled over its folds and seeds (sorted by fold, seed,
+    row)."""
     part = predictions[predictions.variant == variant].sort_values(["fold", "seed", "row"])
     if part.empty:
         raise ValueError(f"no predictions of {variant!r}")
@@ -476,7 +485,8 @@ def ablation_differences(predictions: pd.DataFrame, variants: Sequence[str], ref
         per_seed = [metric_fn(y, a[:, r]) - metric_fn(y, b[:, r]) for r in range(a.shape[1])]
         n_seeds = a.shape[1]
         seed_weights = np.random.default_rng(seed + 1).multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot)
-        diffs = [sum(w * (metric_fn(y[i], a[i, r]) - metric_fn(y[i], b[i, r])) for r, w in enumerate(weights) if w) / n_seeds
+        diffs = [sum(w * (metric_fn(y[i], a[i, r]) - metric_fn(y[i], b[i, r]))
+                     for r, w in enumerate(weights) if w) / n_seeds
                  for i, weights in zip(resample_indices(len(y), n_boot, seed), seed_weights)]
         low, high = percentile_interval(diffs)
         ref_value, value = _replicate_mean(metric_fn, y, a), _replicate_mean(metric_fn, y, b)
@@ -560,23 +570,22 @@ class Parameters:
     ablations: list = field(default_factory=lambda: ['rgb', 'fusion52', 'no_fusion', 'weighted_bce', 'ce', 'pool'])
     #: variants on ALL-IDB2 trained under depth_seeds only
     depth_ablations: list = field(default_factory=lambda: ['depth101'])
-    depth_seeds: list = field(default_factory=lambda: [0])  # seeds for depth_ablations
+    depth_seeds: list = field(default_factory=lambda: [0, 1, 2])  # seeds for depth_ablations
     #: variants on the PBC ig-vs-neutrophil pair
     pbc_ablations: list = field(default_factory=lambda: ['rgb', 'weighted_bce', 'ce', 'pool'])
     #: PBC replicates: each seed draws its own 68/32 training subset and initialisation
-    pbc_seeds: list = field(default_factory=lambda: [0])
-    #: PBC training cells per replicate (68% ig, 32% neutrophil); 240 cells x 6 epochs stayed below the 68% majority
-    #: rate
+    pbc_seeds: list = field(default_factory=lambda: [0, 1, 2])
+    #: PBC training cells per replicate (68% ig); 240 cells x 6 epochs stayed below the majority rate
     pbc_train: int = 400
-    #: PBC test cells (68/32 from the test split, which holds 289 ig: at most 425; the same for every replicate)
+    #: PBC test cells, the same for every replicate (68/32 from the test split's 289 ig: at most 425)
     pbc_test: int = 420
     pbc_epochs: int = 10  # training epochs per PBC run
-    #: the paper's CNN baselines (also: effnet_lite0, small_vit)
+    #: paper's CNNs (also: effnet_lite0, small_vit)
     baselines: list = field(default_factory=lambda: ['resnet50', 'inception_v3', 'densenet121', 'vgg16'])
     #: ALL-IDB2 folds the baselines are trained on (the same splits as ResNeXt-CC)
     baseline_folds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
     baseline_seed: int = 0  # the baselines' seed (one run per fold)
-    #: epochs per baseline (one costs 6-12 ResNeXt-CC epochs): a budget choice, short of their plateau
+    #: epochs per baseline (one costs 6-12 ResNeXt-CC epochs): budget-bound, short of their plateau
     baseline_epochs: int = 2
     baseline_lr: float = 0.002  # peak learning rate of the baselines trained from scratch
     vgg_size: int = 32  # VGG16 input size in px (VGG16 is 3x slower than the others at 64 px on a CPU)

@@ -18,26 +18,29 @@ from torch import nn
 
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
-__all__ = ["MODEL_NAMES", "ModelSpec", "TrainedModel", "resize_images", "stratified_tensors", "train_trust_model",
-           "train_trust_models",
-           "accuracy_table", "accuracy_difference", "RobustnessSweep", "robustness_sweeps", "readme_robustness",
-           "augmentation_sharpness", "FisherComparison", "fisher_comparison", "LeaveOneOutCheck", "influence_vs_leave_one_out",
-           "captum_cross_check", "training_similarity", "harmful_images_summary", "harmful_neighbours", "gradcam_checks"]
+__all__ = ["MODEL_NAMES", "TrustModelConfig", "TrainedModel", "resize_images", "stratified_tensors",
+           "train_trust_model", "train_trust_models",
+           "accuracy_table", "models_accuracy_difference", "RobustnessSweep", "robustness_sweeps", "readme_robustness",
+           "augmentation_sharpness", "FisherComparison", "fisher_comparison", "LeaveOneOutCheck",
+           "influence_vs_leave_one_out", "captum_cross_check", "training_similarity", "harmful_images_summary",
+           "harmful_neighbours", "gradcam_checks"]
 
 #: The chapter's models: key → readable name.
 MODEL_NAMES: dict[str, str] = {"cnn": "custom CNN", "vgg16": "VGG16 (scratch)", "resnet50": "ResNet50 (scratch)",
                                "effnet_lite0_frozen": "EfficientNet-Lite0 frozen",
                                "effnet_lite0_finetuned": "EfficientNet-Lite0 fine-tuned"}
-#: key → architecture name of ``wbcstudy.models.trust_cnn.build_model`` (what an app checkpoint records).
+#: key → architecture name of ``wbcstudy.models.trust_cnn.build_trust_model`` (what an app checkpoint records).
 ARCH_OF: dict[str, str] = {"cnn": "trust_cnn", "vgg16": "vgg16", "resnet50": "resnet50",
-                           "effnet_lite0_frozen": "effnet_lite0_frozen", "effnet_lite0_finetuned": "effnet_lite0_finetuned"}
+                           "effnet_lite0_frozen": "effnet_lite0_frozen",
+                           "effnet_lite0_finetuned": "effnet_lite0_finetuned"}
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 NHWC images at ``size`` px (antialiased bilinear); unchanged when already that size."""
     if x.shape[1] == size and x.shape[2] == size:
         return x
-    out = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", antialias=True,
+                        align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
@@ -52,7 +55,7 @@ def stratified_tensors(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tenso
 
 
 @dataclass
-class ModelSpec:
+class TrustModelConfig:
     """How one of the chapter's models is trained: its key in ``MODEL_NAMES``, input size and schedule."""
 
     key: str
@@ -67,7 +70,7 @@ class ModelSpec:
 class TrainedModel:
     """A trained model with its test-split probabilities, normalisation and whether it reached its plateau."""
 
-    spec: ModelSpec
+    spec: TrustModelConfig
     result: TrainResult
     test_probs: np.ndarray
     mean: list[float]
@@ -86,23 +89,25 @@ class TrainedModel:
         return self.result.model
 
 
-def train_trust_model(spec: ModelSpec, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+def train_trust_model(spec: TrustModelConfig, train: tuple[torch.Tensor, torch.Tensor],
+                      val: tuple[torch.Tensor, torch.Tensor],
                       test_x: torch.Tensor, n_classes: int, batch_size: int = 64, seed: int = 0,
                       augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainedModel:
-    """Train one model at its own resolution (``wbcstudy.train.fit``, best validation epoch kept) and score the test split.
+    """Train one model at its own resolution (``wbcstudy.train.fit``, best validation epoch kept) and score the test
+    split.
 
     From-scratch networks normalise with the training images' channel mean/std, EfficientNet with ImageNet's;
     ``plateau`` is ``reached_plateau`` of the validation-accuracy history.
     """
     from wbcstudy.data import channel_mean_std
     from wbcstudy.models import IMAGENET_MEAN, IMAGENET_STD
-    from wbcstudy.models.trust_cnn import build_model
+    from wbcstudy.models.trust_cnn import build_trust_model
 
     x_train = resize_images(train[0], spec.size)
     pretrained = spec.key.startswith("effnet")
     mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if pretrained else channel_mean_std(x_train.numpy())
     torch.manual_seed(seed)
-    model = build_model(ARCH_OF[spec.key], n_classes, spec.size, mean, std, pretrained=pretrained)
+    model = build_trust_model(ARCH_OF[spec.key], n_classes, spec.size, mean, std, pretrained=pretrained)
     config = TrainConfig(epochs=spec.epochs, batch_size=batch_size, lr=spec.lr, optimizer=spec.optimizer,
                          weight_decay=spec.weight_decay, seed=seed, progress=False)
     result = fit(model, (x_train, train[1]), (resize_images(val[0], spec.size), val[1]), config, augment=augment,
@@ -120,8 +125,9 @@ def _trust_job(job: tuple) -> TrainedModel:
     return run
 
 
-def train_trust_models(specs: dict[str, tuple[ModelSpec, tuple[torch.Tensor, torch.Tensor]]],
-                       val: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, n_classes: int, batch_size: int = 64,
+def train_trust_models(specs: dict[str, tuple[TrustModelConfig, tuple[torch.Tensor, torch.Tensor]]],
+                       val: tuple[torch.Tensor, torch.Tensor], test_x: torch.Tensor, n_classes: int,
+                       batch_size: int = 64,
                        seed: int = 0, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                        workers: int = 1) -> dict[str, TrainedModel]:
     """``train_trust_model`` for every ``key → (spec, training images)``, in the specs' order.
@@ -148,7 +154,8 @@ def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: in
     ci: dict[str, tuple[float, float]] = {}
     rows = []
     for key, run in runs.items():
-        m, c = metrics_with_ci(test_y, run.test_probs, labels=list(range(run.test_probs.shape[1])), n_boot=n_boot, seed=seed)
+        m, c = metrics_with_ci(test_y, run.test_probs, labels=list(range(run.test_probs.shape[1])), n_boot=n_boot,
+                               seed=seed)
         for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc"):
             metrics[f"{key}_{name}"], ci[f"{key}_{name}"] = float(m[name]), tuple(c[name])
         metrics[f"{key}_ece"], metrics[f"{key}_train_seconds"] = float(m["ece"]), float(run.result.seconds)
@@ -159,8 +166,8 @@ def accuracy_table(runs: dict[str, TrainedModel], test_y: np.ndarray, n_boot: in
     return metrics, ci, pd.DataFrame(rows).set_index("model")
 
 
-def accuracy_difference(run_a: TrainedModel, run_b: TrainedModel, test_y: np.ndarray, n_boot: int = 1000, seed: int = 0
-                        ) -> tuple[float, tuple[float, float]]:
+def models_accuracy_difference(run_a: TrainedModel, run_b: TrainedModel, test_y: np.ndarray, n_boot: int = 1000,
+                               seed: int = 0) -> tuple[float, tuple[float, float]]:
     """Test accuracy of A minus B and its paired, class-stratified bootstrap 95% interval over test cells."""
     from wbcstudy.intervals import bootstrap_difference
 
@@ -168,7 +175,8 @@ def accuracy_difference(run_a: TrainedModel, run_b: TrainedModel, test_y: np.nda
     pred_a, pred_b = run_a.test_probs.argmax(1), run_b.test_probs.argmax(1)
     accuracy = lambda t, p: float((t == p).mean())  # noqa: E731
     value = accuracy(y, pred_a) - accuracy(y, pred_b)
-    return value, _containing(value, bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True))
+    return value, _containing(value,
+                              bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True))
 
 
 @dataclass
@@ -176,7 +184,8 @@ class RobustnessSweep:
     """Every model's accuracy under each perturbation and level, with the predictions behind it."""
 
     table: pd.DataFrame  #: long: model, perturbation, level, accuracy, n, ci_low, ci_high (Wilson 95%)
-    predictions: dict[tuple[str, str, float], np.ndarray]  #: (model key, perturbation, level) → predicted class per image
+    #: (model key, perturbation, level) → predicted class per image
+    predictions: dict[tuple[str, str, float], np.ndarray]
     y: np.ndarray  #: the images' true classes
 
 
@@ -193,10 +202,12 @@ def robustness_sweeps(runs: dict[str, TrainedModel], x: torch.Tensor, y: np.ndar
     y = np.asarray(y)
     tables, predictions = [], {}
     for key, run in runs.items():
-        preds = perturbed_predictions(lambda xb, m=run.model: predict_proba(m, xb), resize_images(x, run.spec.size), levels)
+        preds = perturbed_predictions(lambda xb, m=run.model: predict_proba(m, xb), resize_images(x, run.spec.size),
+                                      levels)
         predictions.update({(key, name, level): p for (name, level), p in preds.items()})
         tables.append(sweep_table(preds, y).assign(model=run.name))
-    table = pd.concat(tables, ignore_index=True)[["model", "perturbation", "level", "accuracy", "n", "ci_low", "ci_high"]]
+    table = pd.concat(tables, ignore_index=True)[["model", "perturbation", "level", "accuracy", "n", "ci_low",
+                                                  "ci_high"]]
     return RobustnessSweep(table, predictions, y)
 
 
@@ -233,7 +244,8 @@ def readme_robustness(sweep: RobustnessSweep, runs: dict[str, TrainedModel], n_b
             ci[name] = wilson(int((p == y).sum()), len(y))
             change = f"{key}_{suffix[pert]}_minus_clean_accuracy"
             metrics[change] = value - row["clean"]  # type: ignore[operator]
-            ci[change] = _containing(metrics[change], bootstrap_difference(accuracy, y, p, clean, n_boot=n_boot, seed=seed, strata=True))
+            ci[change] = _containing(metrics[change],
+                                     bootstrap_difference(accuracy, y, p, clean, n_boot=n_boot, seed=seed, strata=True))
             row[f"{pert} {level:g}"] = value
             row[f"Δ {suffix[pert]} [95% CI]"] = "{:+.3f} [{:+.3f}, {:+.3f}]".format(metrics[change], *ci[change])
         rows.append(row)
@@ -242,11 +254,13 @@ def readme_robustness(sweep: RobustnessSweep, runs: dict[str, TrainedModel], n_b
             name = f"resnet50_minus_cnn_{suffix[pert]}_accuracy"
             a, b = pred("resnet50", pert, level), pred("cnn", pert, level)
             metrics[name] = accuracy(y, a) - accuracy(y, b)
-            ci[name] = _containing(metrics[name], bootstrap_difference(accuracy, y, a, b, n_boot=n_boot, seed=seed, strata=True))
+            ci[name] = _containing(metrics[name],
+                                   bootstrap_difference(accuracy, y, a, b, n_boot=n_boot, seed=seed, strata=True))
     return metrics, ci, pd.DataFrame(rows).set_index("model")
 
 
-def augmentation_sharpness(x: torch.Tensor, sizes: Sequence[int], augmentations: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+def augmentation_sharpness(x: torch.Tensor, sizes: Sequence[int],
+                           augmentations: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                            seed: int = 0) -> pd.DataFrame:
     """Mean squared Laplacian (``wbcstudy.explain.laplacian_energy``) of images at each size: as they are, 3×3- and
     5×5-blurred, and after each augmentation (drawn with the same seed); one row per size, one column per version."""
@@ -277,8 +291,15 @@ class FisherComparison:
 
 
 def fisher_comparison(model: nn.Module, x: torch.Tensor, y: np.ndarray, probs: np.ndarray) -> FisherComparison:
-    """Both Fisher scores of ``model``'s last ``nn.Linear`` on images ``x`` with labels ``y`` (``probs``: its predictions)."""
-    from wbcstudy.explain import empirical_fisher, last_layer_inputs, per_sample_fisher_trace, per_sample_gradients, readme_fisher_score
+    """Both Fisher scores of ``model``'s last ``nn.Linear`` on images ``x`` with labels ``y`` (``probs``: its
+    predictions)."""
+    from wbcstudy.explain import (
+        empirical_fisher,
+        last_layer_inputs,
+        per_sample_fisher_trace,
+        per_sample_gradients,
+        readme_fisher_score,
+    )
     from wbcstudy.explain.gradcam import float32_model
     from wbcstudy.models.trust_cnn import last_linear
 
@@ -288,14 +309,16 @@ def fisher_comparison(model: nn.Module, x: torch.Tensor, y: np.ndarray, probs: n
     grads = per_sample_gradients(last_linear(net), z, torch.as_tensor(np.asarray(y), dtype=torch.long)).double()
     readme = readme_fisher_score(probs, y)
     trace = per_sample_fisher_trace(grads)
-    gram = grads @ grads.T / len(grads) if len(grads) < grads.shape[1] else empirical_fisher(grads)  # same non-zero spectrum
+    # same non-zero spectrum
+    gram = grads @ grads.T / len(grads) if len(grads) < grads.shape[1] else empirical_fisher(grads)
     eig = torch.linalg.eigvalsh(gram).flip(0).clamp(min=0).numpy()
     return FisherComparison(readme, trace, z, eig, float(spearmanr(readme, trace)[0]))
 
 
 @dataclass
 class LeaveOneOutCheck:
-    """Influence scores (Koh & Liang, TracIn, the README's) against actual leave-one-out retraining of the last layer."""
+    """Influence scores (Koh & Liang, TracIn, the README's) against actual leave-one-out retraining of the last
+    layer."""
 
     problem: object  #: the ``LastLayerProblem``
     theta: torch.Tensor  #: its fitted parameters
@@ -358,7 +381,8 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
     wrong, right = np.flatnonzero(p_test.argmax(1) != y_test), np.flatnonzero(p_test.argmax(1) == y_test)
     n_wrong = min(len(wrong), loo_tests // 2)
     n_right = min(len(right), loo_tests - n_wrong)
-    chosen = np.concatenate([rng.choice(wrong, n_wrong, replace=False), rng.choice(right, n_right, replace=False)]).astype(int)
+    chosen = np.concatenate([rng.choice(wrong, n_wrong, replace=False),
+                             rng.choice(right, n_right, replace=False)]).astype(int)
     zt, yt = z_test[chosen], torch.as_tensor(y_test[chosen])
     hessian = problem.hessian(theta)
     predicted = problem.predicted_loo_effect(theta, zt, yt, damping=damping, hessian=hessian)
@@ -373,8 +397,10 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
                      "TracIn": spearmanr(tracin[j, removed], actual[j])[0],
                      "README (as written)": spearmanr(readme[j, removed], actual[j])[0]})
     table = pd.DataFrame(rows).set_index("test image")
-    metrics = {"influence_loo_spearman": float(table["Koh & Liang"].mean()), "tracin_loo_spearman": float(table["TracIn"].mean()),
-               "readme_influence_loo_spearman": float(table["README (as written)"].mean()), "influence_refit_accuracy": refit_acc,
+    metrics = {"influence_loo_spearman": float(table["Koh & Liang"].mean()),
+               "tracin_loo_spearman": float(table["TracIn"].mean()),
+               "readme_influence_loo_spearman": float(table["README (as written)"].mean()),
+               "influence_refit_accuracy": refit_acc,
                "influence_test_images": len(chosen), "influence_loo_removed": len(removed)}
     ci = {}
     boot_rng = np.random.default_rng(seed + 1)
@@ -385,7 +411,8 @@ def influence_vs_leave_one_out(z_train: torch.Tensor, y_train: torch.Tensor, z_t
         rhos = (_row_spearman(own[rows][:, cols], actual[rows][:, cols]) for rows, cols in draws)
         samples = [r[np.isfinite(r)].mean() if np.isfinite(r).any() else np.nan for r in rhos]  # NaN: constant rows
         ci[f"{name}_loo_spearman"] = _containing(metrics[f"{name}_loo_spearman"], percentile_interval(samples))
-    return LeaveOneOutCheck(problem, theta, chosen, removed, predicted, tracin, readme, actual, p_test, table, metrics, ci)
+    return LeaveOneOutCheck(problem, theta, chosen, removed, predicted, tracin, readme, actual, p_test, table, metrics,
+                            ci)
 
 
 def training_similarity(check: LeaveOneOutCheck, train_images: torch.Tensor, test_image: torch.Tensor, z: torch.Tensor
@@ -421,7 +448,8 @@ def harmful_images_summary(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test
     for j, t in enumerate(check.chosen):
         harmful = np.argsort(check.predicted[j])[:top]
         cos = F.cosine_similarity(feats[harmful] - mean, z_test[t:t + 1].float() - mean, dim=1).numpy()
-        rows.append({"test image": int(t), "harmful: other label than test": float((y_train[harmful] != y_test[t]).mean()),
+        rows.append({"test image": int(t),
+                     "harmful: other label than test": float((y_train[harmful] != y_test[t]).mean()),
                      "harmful: misclassified by the layer": float((train_pred[harmful] != y_train[harmful]).mean()),
                      "harmful: max feature cosine to test": float(cos.max())})
     table = pd.DataFrame(rows).set_index("test image")
@@ -442,8 +470,8 @@ def captum_cross_check(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test: np
     from wbcstudy.explain import captum_influence
 
     chosen = check.chosen
-    theirs = captum_influence(check.problem, check.theta, z_test[chosen], torch.as_tensor(np.asarray(y_test)[chosen]),  # type: ignore[arg-type]
-                              damping=damping)
+    theirs = captum_influence(check.problem, check.theta, z_test[chosen],  # type: ignore[arg-type]
+                              torch.as_tensor(np.asarray(y_test)[chosen]), damping=damping)
     ours = check.predicted
     rho = _row_spearman(theirs, ours)
     return {"captum_influence_max_relative_difference": float(np.abs(theirs - ours).max() / np.abs(ours).max()),
@@ -451,7 +479,8 @@ def captum_cross_check(check: LeaveOneOutCheck, z_test: torch.Tensor, y_test: np
 
 
 def harmful_neighbours(check: LeaveOneOutCheck, train_images: torch.Tensor, test_images: torch.Tensor,
-                       z_test: torch.Tensor, y_test: np.ndarray, near: int = 5) -> tuple[dict[str, float], pd.DataFrame]:
+                       z_test: torch.Tensor, y_test: np.ndarray,
+                       near: int = 5) -> tuple[dict[str, float], pd.DataFrame]:
     """Whether each followed test image's most harmful training image (lowest Koh & Liang score) is a near-duplicate
     of it: pixel RMSE and feature cosine between the two (``training_similarity``), and where the harmful image ranks
     among all the problem's training images by each (1 = the test image's nearest).
@@ -466,8 +495,10 @@ def harmful_neighbours(check: LeaveOneOutCheck, train_images: torch.Tensor, test
         rmse, cosine = training_similarity(check, train_images, test_images[t], z_test[t])
         pixel_rank = int((rmse < rmse[harmful]).sum()) + 1
         feature_rank = int((cosine > cosine[harmful]).sum()) + 1
-        rows.append({"test image": int(t), "harmful training image": harmful, "same label": bool(y_train[harmful] == np.asarray(y_test)[t]),
-                     "pixel RMSE": float(rmse[harmful]), "pixel rank": pixel_rank, "nearest pixel RMSE": float(rmse.min()),
+        rows.append({"test image": int(t), "harmful training image": harmful,
+                     "same label": bool(y_train[harmful] == np.asarray(y_test)[t]),
+                     "pixel RMSE": float(rmse[harmful]), "pixel rank": pixel_rank,
+                     "nearest pixel RMSE": float(rmse.min()),
                      "feature cosine": float(cosine[harmful]), "feature rank": feature_rank,
                      "near-duplicate": pixel_rank <= near and feature_rank <= near})
     table = pd.DataFrame(rows).set_index("test image")

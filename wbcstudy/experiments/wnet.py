@@ -18,12 +18,21 @@ import torch
 from torch import nn
 
 from wbcstudy.intervals import bootstrap_metric, hierarchical_bootstrap, hierarchical_difference, wilson
-from wbcstudy.train import Augment, CrossValResult, LossFn, TrainConfig, TrainResult, fit, predict_proba, reached_plateau
+from wbcstudy.train import (
+    Augment,
+    CrossValResult,
+    LossFn,
+    TrainConfig,
+    TrainResult,
+    fit,
+    predict_proba,
+    reached_plateau,
+)
 
 __all__ = [
-    "FoldSplit", "ModelSpec", "ModelRun", "GanChecks",
+    "FoldSplit", "ComparisonModelConfig", "ModelRun", "GanChecks",
     "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
-    "summarise_cv", "compare_models", "comparison_summary", "paired_difference", "transfer_runs",
+    "summarise_cv", "compare_models", "comparison_summary", "fold_pooled_difference", "transfer_runs",
     "transfer_summary", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features", "realism_summary",
     "restrict_to", "until_plateau", "TABLE4_KEYS",
 ]
@@ -49,8 +58,8 @@ def cv_plateau(histories: Mapping[int, pd.DataFrame], column: str = "val_balance
 
 def until_plateau(max_epochs: int, batch_size: int, lr: float, monitor: str = "val_balanced_accuracy",
                   seed: int = 0) -> TrainConfig:
-    """The chapter's training recipe: Adam at a constant ``lr``, no weight decay, stopping once ``monitor`` has reached its
-    plateau (``wbcstudy.train.reached_plateau``) or after ``max_epochs``, keeping the best epoch on it when it is a
+    """The chapter's training recipe: Adam at a constant ``lr``, no weight decay, stopping once ``monitor`` has reached
+    its plateau (``wbcstudy.train.reached_plateau``) or after ``max_epochs``, keeping the best epoch on it when it is a
     validation column."""
     return TrainConfig(epochs=max_epochs, batch_size=batch_size, lr=lr, optimizer="adam", weight_decay=0.0,
                        scheduler="constant", monitor=monitor, stop_at_plateau=True, seed=seed, progress=False)
@@ -212,7 +221,7 @@ def summarise_cv(cv: CrossValResult, classes: Sequence[str], prefix: str, n_boot
 
 # --------------------------------------------------------------------------- Table 4: models × folds
 @dataclass(frozen=True)
-class ModelSpec:
+class ComparisonModelConfig:
     """One model of a comparison: its ``wbcstudy.models.build`` name and options, its loss (None: cross-entropy), its
     learning rate and its maximum number of epochs (None: the comparison's)."""
 
@@ -232,7 +241,8 @@ class ModelRun:
     plateau: bool
 
 
-def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+def compare_models(specs: Mapping[str, ComparisonModelConfig], images: torch.Tensor, labels: np.ndarray,
+                   folds: np.ndarray,
                    config: TrainConfig, mean: Sequence[float], std: Sequence[float], fold_ids: Sequence[int],
                    train_limit: int | None = None, val_limit: int = 0, test_limit: int | None = None,
                    augment: Augment | None = None, n_classes: int | None = None, seed: int = 0,
@@ -250,7 +260,8 @@ def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels:
     runs: dict[str, ModelRun] = {}
     for title, spec in specs.items():
         torch.manual_seed(seed)
-        make = lambda spec=spec: with_input_adapter(build(spec.name, n_classes, **spec.options), mean, std)  # noqa: E731
+        make = lambda spec=spec: with_input_adapter(build(spec.name, n_classes, **spec.options),  # noqa: E731
+                                                    mean, std)
         n_params = count_parameters(build(spec.name, n_classes, **spec.options))
         own = dataclasses.replace(config, lr=spec.lr or config.lr, epochs=spec.max_epochs or config.epochs)
         cv = cross_validate_monitored(make, images, labels, folds, own, fold_ids=fold_ids, train_limit=train_limit,
@@ -265,11 +276,12 @@ def compare_models(specs: Mapping[str, ModelSpec], images: torch.Tensor, labels:
 
 
 def restrict_to(predictions: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``predictions`` for the held-out cells (fold, row) that ``like`` also predicted, in ``like``'s order."""
+    """The rows of ``predictions`` for the held-out cells (fold, row) that ``like`` also predicted, in ``like``'s
+    order."""
     return like[["fold", "row"]].merge(predictions, on=["fold", "row"], how="inner")
 
 
-def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
+def fold_pooled_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
                       n_boot: int = 1000, seed: int = 0) -> tuple[float, list[float]]:
     """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row), with a paired
     hierarchical bootstrap: the folds, then the cells of each within its classes, the same draw for both sides."""
@@ -284,7 +296,8 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: 
 
 
 def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], keys: Mapping[str, str] = TABLE4_KEYS,
-                       n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
+                       n_boot: int = 1000,
+                       seed: int = 0) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
     """Table 4 from a comparison: per model, pooled balanced accuracy (with interval), precision, recall, F1,
     parameters, mean epochs trained per fold and plateau; plus the results metrics ``{key}_{metric}`` (with
     ``{key}_epochs``) and the intervals of the metrics."""
@@ -292,7 +305,8 @@ def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], key
     for title, run in runs.items():
         p = run.cv.predictions
         m, c = summarise_predictions(p["y"].to_numpy(), p["pred"].to_numpy(), classes, keys[title], n_boot, seed,
-                                     which=("balanced_accuracy", "precision", "recall", "f1"), folds=p["fold"].to_numpy())
+                                     which=("balanced_accuracy", "precision", "recall", "f1"),
+                                     folds=p["fold"].to_numpy())
         metrics.update(m)
         ci.update(c)
         k = keys[title]
@@ -310,7 +324,8 @@ def transfer_runs(pretrained: nn.Module, make_scratch: Callable[[], nn.Module],
                   targets: Mapping[str, tuple[torch.Tensor, np.ndarray, np.ndarray]], config: TrainConfig,
                   n_folds: int, augment: Augment | None = None, n_classes: int | None = None,
                   seed: int = 0, min_steps: int = 0) -> dict[str, dict[str, CrossValResult]]:
-    """On every target set (images, labels, folds), cross-validate W-Net from scratch and fine-tuned from ``pretrained``.
+    """On every target set (images, labels, folds), cross-validate W-Net from scratch and fine-tuned from
+    ``pretrained``.
 
     Both runs use the target's first ``n_folds`` fixed folds and the same ``config``; fine-tuning trains all layers of a
     copy of ``pretrained`` (its output layer kept: the targets share its classes). ``min_steps`` sets the config's
@@ -346,7 +361,8 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
         y = pair["from scratch"].predictions["y"].to_numpy()
         counts = np.bincount(y, minlength=n_classes)
         metrics[f"{key}_majority_rate"] = float(counts.max() / counts.sum())
-        rows.append({"target": title, "W-Net": "always the commonest class", "accuracy": metrics[f"{key}_majority_rate"],
+        rows.append({"target": title, "W-Net": "always the commonest class",
+                     "accuracy": metrics[f"{key}_majority_rate"],
                      "balanced accuracy": 1 / int((counts > 0).sum()), "cells": len(y)})
         for how, suffix in (("from scratch", "scratch"), ("pre-trained", "pretrained")):
             p = pair[how].predictions
@@ -354,17 +370,19 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
             k, n, name = int((yt == yp).sum()), len(p), f"{key}_{suffix}"
             metrics[f"{name}_accuracy"], ci[f"{name}_accuracy"] = k / n, list(wilson(k, n))
             metrics[f"{name}_balanced_accuracy"] = balanced(yt, yp)
-            ci[f"{name}_balanced_accuracy"] = list(bootstrap_metric(balanced, yt, yp, n_boot=n_boot, seed=seed, strata=yt))
+            ci[f"{name}_balanced_accuracy"] = list(bootstrap_metric(balanced, yt, yp, n_boot=n_boot, seed=seed,
+                                                                    strata=yt))
             metrics[f"{name}_epochs"] = float(np.mean([len(h) for h in pair[how].histories.values()]))
             plateau[name] = cv_plateau(pair[how].histories, "train_loss", mode="min")
             rows.append({"target": title, "W-Net": how, "accuracy": k / n, "95% CI low": ci[f"{name}_accuracy"][0],
-                         "95% CI high": ci[f"{name}_accuracy"][1], "balanced accuracy": metrics[f"{name}_balanced_accuracy"],
+                         "95% CI high": ci[f"{name}_accuracy"][1],
+                         "balanced accuracy": metrics[f"{name}_balanced_accuracy"],
                          "BA 95% CI low": ci[f"{name}_balanced_accuracy"][0],
                          "BA 95% CI high": ci[f"{name}_balanced_accuracy"][1], "epochs": metrics[f"{name}_epochs"],
                          "cells": n})
         diff: dict[str, float] = {}
         for metric in ("accuracy", "balanced_accuracy"):
-            d, (low, high) = paired_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions,
+            d, (low, high) = fold_pooled_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions,
                                                n_classes, metric, n_boot, seed)
             metrics[f"{key}_pretrained_minus_scratch_{metric}"], diff[metric] = d, d
             ci[f"{key}_pretrained_minus_scratch_{metric}"] = [low, high]
@@ -373,8 +391,8 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
         rows.append({"target": title, "W-Net": "difference", "accuracy": diff["accuracy"], "95% CI low": lo_a,
                      "95% CI high": hi_a, "balanced accuracy": diff["balanced_accuracy"], "BA 95% CI low": lo_b,
                      "BA 95% CI high": hi_b, "cells": len(pair["pre-trained"].predictions)})
-    columns = ["accuracy", "95% CI low", "95% CI high", "balanced accuracy", "BA 95% CI low", "BA 95% CI high", "epochs",
-               "cells"]
+    columns = ["accuracy", "95% CI low", "95% CI high", "balanced accuracy", "BA 95% CI low", "BA 95% CI high",
+               "epochs", "cells"]
     return pd.DataFrame(rows).set_index(["target", "W-Net"])[columns], metrics, ci, plateau
 
 
@@ -404,7 +422,8 @@ def gan_checks(judge: TrainResult, make_model: Callable[[], nn.Module], images: 
     synthetic = fit(make_model(), (torch.from_numpy(fake), torch.from_numpy(np.asarray(fake_labels, dtype=np.int64))),
                     None, dataclasses.replace(config, monitor="train_loss"), augment=augment, n_classes=n_classes)
     preds = {"judge_real": (y[test_rows], predict_proba(judge.model, x[test_rows]).argmax(1)),
-             "generated_classified": (np.asarray(fake_labels), predict_proba(judge.model, torch.from_numpy(fake)).argmax(1)),
+             "generated_classified": (np.asarray(fake_labels),
+                                      predict_proba(judge.model, torch.from_numpy(fake)).argmax(1)),
              "synthetic_trained_real": (y[test_rows], predict_proba(synthetic.model, x[test_rows]).argmax(1))}
     metrics, ci = {}, {}
     balanced = metric_functions(n_classes)["balanced_accuracy"]

@@ -5,9 +5,9 @@ model-randomisation sanity check (Adebayo et al. 2018).
 The maps are pytorch-grad-cam's ``GradCAM`` (its tests check equality to ~1e-5), reimplemented so that a model trained
 under bf16 autocast, or holding bf16 weights, is explained in float32: the inputs, the model (a float32 copy when it
 holds other dtypes), its outputs, the target layers' activations and their gradients are all float32, with autocast
-switched off. For one layer ``L`` and class ``c``: weights ``a_k = mean_{ij} ∂y_c/∂A^k_{ij}``, map ``ReLU(Σ_k a_k A^k)``,
-scaled to [0, 1] (minus its minimum, over its maximum) and bilinearly resized to the input. Several layers (e.g.
-ResNeXt-CC's conv5_1, conv5_3 and fused maps): ``gradcam_layer_maps`` returns one map per layer,
+switched off. For one layer ``L`` and class ``c``: weights ``a_k = mean_{ij} ∂y_c/∂A^k_{ij}``, map
+``ReLU(Σ_k a_k A^k)``, scaled to [0, 1] (minus its minimum, over its maximum) and bilinearly resized to the input.
+Several layers (e.g. ResNeXt-CC's conv5_1, conv5_3 and fused maps): ``gradcam_layer_maps`` returns one map per layer,
 ``gradcam_maps`` their mean rescaled to [0, 1] (pytorch-grad-cam's aggregation).
 """
 from __future__ import annotations
@@ -27,19 +27,22 @@ Layers = nn.Module | Sequence[nn.Module]
 
 
 def to_float_nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC images → float32 NCHW in [0, 1] (what ``InputAdapter`` accepts); a float NCHW batch is cast to float32."""
+    """uint8 NHWC images → float32 NCHW in [0, 1] (what ``InputAdapter`` accepts); a float NCHW batch is cast to
+    float32."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.is_floating_point() and x.ndim == 4:
         return x.detach().float().contiguous()
     if x.dtype != torch.uint8 or x.shape[-1] != 3:
-        raise ValueError(f"expected uint8 images (N, H, W, 3) or a float batch (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(f"expected uint8 images (N, H, W, 3) or a float batch (N, C, H, W), got {x.dtype} "
+                         f"{tuple(x.shape)}")
     return x.permute(0, 3, 1, 2).float().div(255.0).contiguous()
 
 
 def float32_model(model: nn.Module, layers: Sequence[nn.Module] = ()) -> tuple[nn.Module, list[nn.Module]]:
-    """``model`` itself when every parameter and buffer is float32, else a float32 copy; with ``layers`` mapped into it."""
+    """``model`` itself when every parameter and buffer is float32, else a float32 copy; with ``layers`` mapped into
+    it."""
     tensors = [*model.parameters(), *model.buffers()]
     if all(t.dtype == torch.float32 for t in tensors if t.is_floating_point()):
         return model, list(layers)
@@ -58,7 +61,8 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _scale(cams: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Each map (N, h, w) minus its minimum over 1e-7 + its maximum, then bilinearly resized (pytorch-grad-cam's scaling)."""
+    """Each map (N, h, w) minus its minimum over 1e-7 + its maximum, then bilinearly resized (pytorch-grad-cam's
+    scaling)."""
     flat = cams.flatten(1)
     cams = cams - flat.amin(1).view(-1, 1, 1)
     cams = cams / (1e-7 + cams.flatten(1).amax(1).view(-1, 1, 1))
@@ -96,7 +100,8 @@ def gradcam_layer_maps(model: nn.Module, layers: Layers, images: np.ndarray | to
     out = []
     try:
         for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size].to(device).requires_grad_(True)  # activations carry gradients even in a frozen net
+            # activations carry gradients even in a frozen net
+            xb = x[start:start + batch_size].to(device).requires_grad_(True)
             with torch.enable_grad(), torch.autocast(device.type, enabled=False):
                 logits = logits_of(net(xb)).float()
                 t = logits.argmax(1) if targets is None else torch.as_tensor(

@@ -134,7 +134,8 @@ class LastLayerProblem:
         return (r[:, :, None] * x[:, None, :]).reshape(len(x), -1)
 
     def hessian(self, theta: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """The exact Hessian of the training objective, (k·(d+1))², closed form ``1/n Σ (diag p − p pᵀ) ⊗ x xᵀ + λI``."""
+        """The exact Hessian of the training objective, (k·(d+1))², closed form
+        ``1/n Σ (diag p − p pᵀ) ⊗ x xᵀ + λI``."""
         x = self.x if keep is None else self.x[keep]
         n = len(x)
         p = torch.softmax(x @ theta.T, dim=1)
@@ -161,7 +162,8 @@ class LastLayerProblem:
             if float(step.abs().max()) < 1e-12 * (1.0 + float(theta.abs().max())):
                 return theta  # converged to float64 precision: the gradient's floor lies above tol at this scale
         raise RuntimeError(f"leave-one-out retraining without row {row} did not converge "
-                           f"(largest gradient entry {float(self.gradient(theta, keep).abs().max()):.2e} after Newton steps)")
+                           f"(largest gradient entry {float(self.gradient(theta, keep).abs().max()):.2e} after Newton "
+                           "steps)")
 
     def test_losses(self, theta: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = _augment(torch.as_tensor(features, dtype=torch.float64))
@@ -249,9 +251,10 @@ def tracin_last_layer(problem: LastLayerProblem, test_features: torch.Tensor, te
     return scores, theta
 
 
-def captum_influence(problem: LastLayerProblem, theta: torch.Tensor, test_features: torch.Tensor, test_labels: torch.Tensor,
-                     damping: float = 0.0) -> np.ndarray:
-    """``problem.predicted_loo_effect(theta, ..., damping)`` computed by captum's ``NaiveInfluenceFunction``: (n_test, n_train).
+def captum_influence(problem: LastLayerProblem, theta: torch.Tensor, test_features: torch.Tensor,
+                     test_labels: torch.Tensor, damping: float = 0.0) -> np.ndarray:
+    """``problem.predicted_loo_effect(theta, ..., damping)`` computed by captum's ``NaiveInfluenceFunction``: (n_test,
+    n_train).
 
     captum forms the Hessian of the *summed* training loss with autograd and inverts it through its full
     eigendecomposition (``projection_dim`` = every parameter, no eigenvalue dropped), adding ``hessian_reg`` to the
@@ -264,7 +267,8 @@ def captum_influence(problem: LastLayerProblem, theta: torch.Tensor, test_featur
     from captum.influence import NaiveInfluenceFunction
     from torch.utils.data import TensorDataset
 
-    with tempfile.TemporaryDirectory() as folder, torch.random.fork_rng():  # captum (and nn.Linear's init) use the global RNG
+    # captum (and nn.Linear's init) use the global RNG
+    with tempfile.TemporaryDirectory() as folder, torch.random.fork_rng():
         layer = problem.to_linear(theta).double()
         n_params = sum(p.numel() for p in layer.parameters())
         path = os.path.join(folder, "last_layer.pt")

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "SWEEP_LEVELS", "IDENTITY_LEVELS",
-           "severity_sweep", "perturbed_predictions", "sweep_table", "opencv_sigma", "laplacian_energy"]
+__all__ = ["gaussian_noise", "gaussian_blur", "brightness", "PERTURBATIONS", "README_LEVELS", "SWEEP_LEVELS",
+           "IDENTITY_LEVELS", "severity_sweep", "perturbed_predictions", "sweep_table", "opencv_sigma",
+           "laplacian_energy"]
 
 
 def _check(x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,8 @@ def sweep_table(predictions: dict[tuple[str, float], np.ndarray], y: np.ndarray,
     for (name, value), pred in predictions.items():
         k = int((np.asarray(pred) == y).sum())
         lo, hi = wilson(k, len(y), level)
-        rows.append({"perturbation": name, "level": float(value), "accuracy": k / len(y), "n": len(y), "ci_low": lo, "ci_high": hi})
+        rows.append({"perturbation": name, "level": float(value), "accuracy": k / len(y), "n": len(y), "ci_low": lo,
+                     "ci_high": hi})
     return pd.DataFrame(rows)
 
 

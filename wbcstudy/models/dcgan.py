@@ -52,7 +52,8 @@ class Generator(nn.Module):
 
     def __init__(self, nz: int = 100, num_classes: int | None = None, ngf: int = 64, image_size: int = 64,
                  embed_dim: int | None = None) -> None:
-        """Layers for ``image_size`` px RGB output; ``num_classes`` adds an ``embed_dim``-wide (default num_classes) label embedding."""
+        """Layers for ``image_size`` px RGB output; ``num_classes`` adds an ``embed_dim``-wide (default num_classes)
+        label embedding."""
         super().__init__()
         n_up = _n_doublings(image_size)
         self.nz, self.num_classes, self.ngf, self.image_size = nz, num_classes, ngf, image_size
@@ -86,10 +87,12 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """DCGAN discriminator: strided Conv–BN–LeakyReLU(0.2) blocks → one real/fake logit per image (+ label map channel)."""
+    """DCGAN discriminator: strided Conv–BN–LeakyReLU(0.2) blocks → one real/fake logit per image (+ label map
+    channel)."""
 
     def __init__(self, num_classes: int | None = None, ndf: int = 64, image_size: int = 64) -> None:
-        """Layers for ``image_size`` px RGB input; ``num_classes`` adds a learned H×W label map as a fourth input channel."""
+        """Layers for ``image_size`` px RGB input; ``num_classes`` adds a learned H×W label map as a fourth input
+        channel."""
         super().__init__()
         n_down = _n_doublings(image_size)
         self.num_classes, self.ndf, self.image_size = num_classes, ndf, image_size
@@ -178,7 +181,8 @@ def train_dcgan(
 
     x_all = _as_tensor(images, torch.uint8)
     if x_all.ndim != 4 or x_all.shape[-1] != 3 or x_all.shape[1] != generator.image_size:
-        raise ValueError(f"expected uint8 images (N, {generator.image_size}, {generator.image_size}, 3), got {tuple(x_all.shape)}")
+        raise ValueError(f"expected uint8 images (N, {generator.image_size}, {generator.image_size}, 3), got "
+                         f"{tuple(x_all.shape)}")
     conditional = generator.num_classes is not None
     if conditional != (discriminator.num_classes is not None):
         raise ValueError("generator and discriminator must both be conditional or both unconditional")
@@ -196,11 +200,13 @@ def train_dcgan(
 
 
 class _DCGANTask(Task):
-    """The DCGAN's part of ``run_task``: shuffled batches, and per batch the discriminator's step, then the generator's."""
+    """The DCGAN's part of ``run_task``: shuffled batches, and per batch the discriminator's step, then the
+    generator's."""
 
     epoch_column = True
 
-    def __init__(self, generator: Generator, discriminator: Discriminator, x_all: torch.Tensor, y_all: torch.Tensor | None,
+    def __init__(self, generator: Generator, discriminator: Discriminator, x_all: torch.Tensor,
+                 y_all: torch.Tensor | None,
                  batch_size: int, lr: float, betas: tuple[float, float], seed: int, channels_last: bool,
                  callback: Callable[[int], Mapping[str, float]] | None) -> None:
         self.generator, self.discriminator, self.x_all, self.y_all = generator, discriminator, x_all, y_all
@@ -251,8 +257,8 @@ class _DCGANTask(Task):
         return False
 
     def end_epoch(self, epoch: int, seconds: float) -> dict[str, float]:
-        row: dict[str, float] = {"step": epoch * self.n_batches, **{k: v / self.n_batches for k, v in self.sums.items()},
-                                 "seconds": seconds}
+        row: dict[str, float] = {"step": epoch * self.n_batches,
+                                 **{k: v / self.n_batches for k, v in self.sums.items()}, "seconds": seconds}
         if self.callback is not None:
             row.update(self.callback(epoch))
             self.generator.train()
@@ -268,7 +274,8 @@ def generate(
     seed: int = 0,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """``n`` generated images as a uint8 NHWC array (0–255), from seeded noise; ``labels`` is one class or one per image.
+    """``n`` generated images as a uint8 NHWC array (0–255), from seeded noise; ``labels`` is one class or one per
+    image.
 
     The generator runs in eval mode (BatchNorm with its running statistics) and is put
     back in its previous mode afterwards.

@@ -1,4 +1,5 @@
-"""Class-conditional pixel-space diffusion model (diffusers UNet2DModel + DDPM), its resumable training and DDIM sampling.
+"""Class-conditional pixel-space diffusion model (diffusers UNet2DModel + DDPM), its resumable training and DDIM
+sampling.
 
 The CytoDiffusion paper fine-tunes Stable Diffusion 1.5 (a latent model, 45x45x4 latents, text-encoder slot fed with
 one-hot class vectors). No pretrained weights are available here, so this module trains a small UNet from scratch in
@@ -159,7 +160,8 @@ class DiffusionTrainConfig:
     checkpoint_every: int = 500
     stop_after_step: int | None = None  # end the run after this step (simulates an interruption; for tests)
     log_every: int = 50
-    precision: str = "fp32"  # "fp32", "bf16" or "auto" (wbcstudy.train.select_precision): bf16 autocasts the UNet forward and loss only
+    # "fp32", "bf16" or "auto" (wbcstudy.train.select_precision): bf16 autocasts the UNet forward and loss only
+    precision: str = "fp32"
 
 
 @dataclass
@@ -285,9 +287,11 @@ class _DiffusionTask(Task):
 
     def __init__(self, model: ClassConditionalUNet, scheduler: DDPMScheduler, x_all: torch.Tensor, y_all: torch.Tensor,
                  cfg: DiffusionTrainConfig, device: torch.device, progress: bool) -> None:
-        self.model, self.scheduler, self.x_all, self.y_all, self.cfg, self.progress = model, scheduler, x_all, y_all, cfg, progress
+        (self.model, self.scheduler, self.x_all, self.y_all, self.cfg,
+         self.progress) = model, scheduler, x_all, y_all, cfg, progress
         self.modules = {"model": model.to(device)}
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay)
         self.ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=False)
         self.running, self.running_n = 0.0, 0  # loss accumulated since the last history row
 
@@ -350,7 +354,8 @@ def _resumable_fields(cfg: DiffusionTrainConfig) -> dict:
 
 
 @torch.no_grad()
-def ddim_sample(model: ClassConditionalUNet, labels: Sequence[int] | torch.Tensor, scheduler: DDPMScheduler | None = None,
+def ddim_sample(model: ClassConditionalUNet, labels: Sequence[int] | torch.Tensor,
+                scheduler: DDPMScheduler | None = None,
                 steps: int = 50, seed: int = 0, batch_size: int = 64, eta: float = 0.0) -> np.ndarray:
     """Class-conditional DDIM samples, one per label, as uint8 NHWC images (seeded)."""
     scheduler = scheduler or make_scheduler()

@@ -53,7 +53,8 @@ def sine_position_encoding(height: int, width: int, dim: int, temperature: float
 
 
 def nc_ratio(nucleus: torch.Tensor, cytoplasm: torch.Tensor) -> torch.Tensor:
-    """The N:C ratio of binary masks (..., H, W): nucleus pixels / cytoplasm pixels, cytoplasm = the cell minus its nucleus.
+    """The N:C ratio of binary masks (..., H, W): nucleus pixels / cytoplasm pixels, cytoplasm = the cell minus its
+    nucleus.
 
     A pixel in both masks counts as nucleus. No cytoplasm pixels → ``inf`` (or ``nan`` with no nucleus either).
     """
@@ -65,7 +66,8 @@ def nc_ratio(nucleus: torch.Tensor, cytoplasm: torch.Tensor) -> torch.Tensor:
 
 
 def nucleus_fraction(nucleus: torch.Tensor, cytoplasm: torch.Tensor) -> torch.Tensor:
-    """The bounded form of N:C used for its MSE: nucleus / (nucleus + cytoplasm) pixels = r / (1 + r), in [0, 1] (nan for an empty cell)."""
+    """The bounded form of N:C used for its MSE: nucleus / (nucleus + cytoplasm) pixels = r / (1 + r), in [0, 1] (nan
+    for an empty cell)."""
     nuc = nucleus.bool()
     cyto = cytoplasm.bool() & ~nuc
     n = nuc.flatten(-2).sum(-1).float()
@@ -117,9 +119,11 @@ class _EfficientNetFeatures(nn.Module):
         self.drop_connect = net._global_params.drop_connect_rate or 0.0
 
     def freeze(self, stages: int) -> None:
-        """Stop training the stem and the blocks up to stride 4 (stages ≥ 1), as DETR freezes ResNet's stem and layer1."""
+        """Stop training the stem and the blocks up to stride 4 (stages ≥ 1), as DETR freezes ResNet's stem and
+        layer1."""
         if stages >= 1:
-            for p in list(self.stem.parameters()) + [p for b in self.blocks[: self.taps[0] + 1] for p in b.parameters()]:
+            for p in list(self.stem.parameters()) + [p for b in self.blocks[: self.taps[0] + 1]
+                                                     for p in b.parameters()]:
                 p.requires_grad = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -135,7 +139,8 @@ class _EfficientNetFeatures(nn.Module):
 
 
 class _ResNet50Features(nn.Module):
-    """torchvision ResNet-50 (from scratch): layer1, layer2 and layer4 outputs (strides 4, 8, 32), as DETR reads layer4."""
+    """torchvision ResNet-50 (from scratch): layer1, layer2 and layer4 outputs (strides 4, 8, 32), as DETR reads
+    layer4."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -214,7 +219,8 @@ class HemaX(nn.Module):
         self.attribute_head = nn.Sequential(*trunk, nn.Linear(d_model, sum(self.attribute_sizes)))
         # MaskFormer-style mask head: FPN pixel decoder at stride 4 and a per-query (2 × mask_dim) embedding
         self.lateral8, self.lateral4 = nn.Conv2d(c8, fpn_dim, 1), nn.Conv2d(c4, fpn_dim, 1)
-        self.fpn_m, self.fpn8, self.fpn4 = _conv_gn(d_model, fpn_dim), _conv_gn(fpn_dim, fpn_dim), _conv_gn(fpn_dim, fpn_dim)
+        self.fpn_m, self.fpn8, self.fpn4 = (_conv_gn(d_model, fpn_dim), _conv_gn(fpn_dim, fpn_dim),
+                                            _conv_gn(fpn_dim, fpn_dim))
         self.pixel_embed = nn.Conv2d(fpn_dim, mask_dim, 1)
         self.mask_embed = MLP(d_model, d_model, 2 * mask_dim, 3)
         self.mask_dim = mask_dim
@@ -240,7 +246,8 @@ class HemaX(nn.Module):
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
     def freeze_backbone(self) -> None:
-        """Use the backbone as a fixed feature extractor: no parameter of it trains (its forward then runs without autograd)."""
+        """Use the backbone as a fixed feature extractor: no parameter of it trains (its forward then runs without
+        autograd)."""
         for p in self.backbone.parameters():
             p.requires_grad = False
 

@@ -27,7 +27,8 @@ __all__ = ["MODELS", "names", "build", "constructor"]
 MODELS: dict[str, tuple[str, str]] = {
     "resnet18": ("baselines", "resnet18"),  # torchvision ResNet-18 from scratch; small_input=True: CIFAR stem
     "resnet50": ("baselines", "resnet50"),  # torchvision ResNet-50 from scratch; small_input=True: CIFAR stem
-    "efficientnet_lite0": ("baselines", "efficientnet_lite0"),  # ImageNet weights offline; pretrained, freeze_base, image_size
+    # ImageNet weights offline; pretrained, freeze_base, image_size
+    "efficientnet_lite0": ("baselines", "efficientnet_lite0"),
     "wnet": ("wnet", "WNet"),  # W-Net (paper 002); image_size, dropout
     "wnet_svm": ("wnet", "WNetSVM"),  # W-Net trained with the hinge loss (WNetSVM.loss_fn)
     "alexnet": ("wnet", "alexnet"),  # torchvision AlexNet from scratch; image_size, classifier_width

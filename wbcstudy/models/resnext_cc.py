@@ -71,7 +71,8 @@ class ECA(nn.Module):
 
 
 class CFFM(nn.Module):
-    """Cross-layer feature fusion: each of two maps through 1×1 conv → BN → ReLU → 1×1 conv, then multiplied element-wise."""
+    """Cross-layer feature fusion: each of two maps through 1×1 conv → BN → ReLU → 1×1 conv, then multiplied
+    element-wise."""
 
     def __init__(self, channels: int) -> None:
         """Both inputs and the fused output have ``channels`` channels (2048 in the paper)."""
@@ -94,7 +95,8 @@ class CFFM(nn.Module):
 class ColourInput(nn.Module):
     """uint8 NHWC (or float [0, 1]) RGB batch → float NCHW in RGB or HSV (each channel in [0, 1]) → normalised."""
 
-    def __init__(self, colour: str, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
+    def __init__(self, colour: str, mean: Sequence[float] = (0.0, 0.0, 0.0),
+                 std: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
         """``colour`` is "rgb" or "hsv"; ``mean``/``std`` are per channel of that colour space, in the [0, 1] scale."""
         super().__init__()
         if colour not in ("rgb", "hsv"):
@@ -131,7 +133,8 @@ class ColourInput(nn.Module):
         return f"colour={self.colour}, mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def colour_mean_std(images: np.ndarray | torch.Tensor, colour: str, batch: int = 512) -> tuple[list[float], list[float]]:
+def colour_mean_std(images: np.ndarray | torch.Tensor, colour: str,
+                    batch: int = 512) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of uint8 NHWC RGB images after conversion to ``colour`` ("rgb"/"hsv")."""
     x = torch.as_tensor(np.asarray(images))
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
@@ -191,7 +194,8 @@ class ResNeXtCC(nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {fusion!r}")
         if FUSIONS[fusion] is not None and layers[3] != 3:
-            raise ValueError(f"fusion {fusion!r} needs exactly three Conv5 blocks (Conv5_1, Conv5_2, Conv5_3), got {layers[3]}")
+            raise ValueError(f"fusion {fusion!r} needs exactly three Conv5 blocks (Conv5_1, Conv5_2, Conv5_3), got "
+                             f"{layers[3]}")
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 (small inputs, 3×3 conv) or 2 (7×7 conv), got {stem_stride}")
         self.fusion, self.downsampling, self.layers = fusion, downsampling, layers
@@ -211,7 +215,8 @@ class ResNeXtCC(nn.Module):
                 if inplanes != planes * Bottleneck.expansion:
                     projection = nn.Sequential(nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, bias=False),
                                                nn.BatchNorm2d(planes * Bottleneck.expansion))
-                stage.append(Bottleneck(inplanes, planes, stride=1, downsample=projection, groups=groups, base_width=width_per_group))
+                stage.append(Bottleneck(inplanes, planes, stride=1, downsample=projection, groups=groups,
+                                        base_width=width_per_group))
                 inplanes = planes * Bottleneck.expansion
             self.stages.append(nn.Sequential(*stage))
         self.channels = inplanes
@@ -223,7 +228,8 @@ class ResNeXtCC(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for m in self.modules():  # zero-init each block's last BN (residual branch starts as identity), as torchvision offers
+        # zero-init each block's last BN (residual branch starts as identity), as torchvision offers
+        for m in self.modules():
             if isinstance(m, Bottleneck):
                 nn.init.zeros_(m.bn3.weight)
 
@@ -254,7 +260,8 @@ class ResNeXtCC(nn.Module):
 
 
 def resnext_cc(num_classes: int = 2, size: str = "cpu", depth: int = 50, **options) -> ResNeXtCC:
-    """ResNeXt-CC at a named scale: "paper" (32×4d, 64–2048 channels) or "cpu" (8×4d on 16 base planes: 64–512 channels).
+    """ResNeXt-CC at a named scale: "paper" (32×4d, 64–2048 channels) or "cpu" (8×4d on 16 base planes: 64–512
+    channels).
 
     Both scales keep the paper's 7×7/2 stem.
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["TrustCNN", "FrozenBase", "trust_cnn_parameter_count", "ARCHITECTURES", "build_model", "gradcam_layer", "last_linear"]
+__all__ = ["TrustCNN", "FrozenBase", "trust_cnn_parameter_count", "ARCHITECTURES", "build_trust_model", "gradcam_layer",
+           "last_linear"]
 
 BLOCK_WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
 BLOCK_DROPOUT: tuple[float, ...] = (0.25, 0.25, 0.30, 0.40)
@@ -31,7 +32,8 @@ class TrustCNN(nn.Module):
     """The paper's custom CNN; ``image_size`` must be divisible by 16 (four 2×2 pools before the flatten)."""
 
     def __init__(self, num_classes: int = 5, image_size: int = 128, widths: Sequence[int] = BLOCK_WIDTHS,
-                 dropout: Sequence[float] = BLOCK_DROPOUT, dense: Sequence[int] = (1024, 512), head_dropout: float = 0.5) -> None:
+                 dropout: Sequence[float] = BLOCK_DROPOUT, dense: Sequence[int] = (1024, 512),
+                 head_dropout: float = 0.5) -> None:
         super().__init__()
         if image_size % 16 or image_size < 16:
             raise ValueError(f"image_size must be a positive multiple of 16 (four 2x2 max-pools), got {image_size}")
@@ -90,7 +92,7 @@ class FrozenBase(nn.Module):
         return self.net(x)
 
 
-def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[float], std: Sequence[float],
+def build_trust_model(arch: str, num_classes: int, image_size: int, mean: Sequence[float], std: Sequence[float],
                 pretrained: bool = False, vgg_width: int = 512) -> nn.Sequential:
     """``InputAdapter`` + network for one of ``ARCHITECTURES`` (uint8 NHWC or float [0,1] NCHW input → logits).
 
@@ -119,7 +121,8 @@ def build_model(arch: str, num_classes: int, image_size: int, mean: Sequence[flo
 
 
 def gradcam_layer(model: nn.Module, arch: str | None = None) -> nn.Module:
-    """The layer Grad-CAM reads: the last convolutional stage (last conv block / ResNet layer4 / EfficientNet head conv)."""
+    """The layer Grad-CAM reads: the last convolutional stage (last conv block / ResNet layer4 / EfficientNet head
+    conv)."""
     net = model[1] if isinstance(model, nn.Sequential) and len(model) == 2 else model
     if isinstance(net, FrozenBase):
         net = net.net

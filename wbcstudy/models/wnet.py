@@ -89,7 +89,8 @@ class WNet(nn.Module):
 
 
 class WNetSVM(WNet):
-    """W-Net-SVM: the W-Net network with its scores trained by the one-vs-rest hinge loss instead of softmax cross-entropy.
+    """W-Net-SVM: the W-Net network with its scores trained by the one-vs-rest hinge loss instead of softmax
+    cross-entropy.
 
     The architecture and parameter count (16,806,949 at 128 px) are W-Net's; only the
     loss differs (paper §3.2). Train it with
@@ -113,7 +114,8 @@ class RowLSTM(nn.Module):
     """
 
     def __init__(self, num_classes: int = 5, hidden: int = 32, image_size: int = 128) -> None:
-        """An LSTM over ``image_size`` rows of ``image_size``·3 values with ``hidden`` units, then a linear classifier."""
+        """An LSTM over ``image_size`` rows of ``image_size``·3 values with ``hidden`` units, then a linear
+        classifier."""
         super().__init__()
         self.image_size, self.hidden = image_size, hidden
         self.lstm = nn.LSTM(input_size=image_size * 3, hidden_size=hidden, num_layers=1, batch_first=True)
@@ -132,7 +134,8 @@ class RowLSTM(nn.Module):
         return self.fc(h_last[-1])
 
 
-def _classifier_head(in_features: int, width: int, num_classes: int, dropout: float, dropout_first: bool) -> nn.Sequential:
+def _classifier_head(in_features: int, width: int, num_classes: int, dropout: float,
+                     dropout_first: bool) -> nn.Sequential:
     """torchvision's three-layer FC head (Linear–ReLU–Dropout ×2, Linear) with hidden width ``width``."""
     if dropout_first:  # AlexNet: Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, width), nn.ReLU(inplace=True),
@@ -144,7 +147,8 @@ def _classifier_head(in_features: int, width: int, num_classes: int, dropout: fl
 
 def alexnet(num_classes: int = 5, image_size: int = 128, classifier_width: int = 4096,
             dropout: float = 0.5) -> nn.Module:
-    """torchvision AlexNet from scratch; ``classifier_width`` (default 4096, as torchvision) shrinks the FC layers for CPU runs.
+    """torchvision AlexNet from scratch; ``classifier_width`` (default 4096, as torchvision) shrinks the FC layers for
+    CPU runs.
 
     No change is needed for 64–128 px inputs: the feature extractor ends at 1×1 (64 px)
     or 3×3 (128 px) and torchvision's ``AdaptiveAvgPool2d((6, 6))`` replicates it to
@@ -169,7 +173,8 @@ def alexnet(num_classes: int = 5, image_size: int = 128, classifier_width: int =
 
 def vgg16(num_classes: int = 5, image_size: int = 128, batch_norm: bool = True, classifier_width: int = 4096,
           dropout: float = 0.5) -> tv_models.VGG:
-    """torchvision VGG16 from scratch, with batch-norm by default (``vgg16_bn``); ``classifier_width`` shrinks the FC layers.
+    """torchvision VGG16 from scratch, with batch-norm by default (``vgg16_bn``); ``classifier_width`` shrinks the FC
+    layers.
 
     ``batch_norm=True`` is the "sane training" option: plain VGG16 trained from scratch
     without batch-norm often does not train at all (13 stacked conv layers with default

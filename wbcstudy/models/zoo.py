@@ -15,7 +15,8 @@ from torchvision import models as tv_models
 
 __all__ = ["ResizeInput", "inception_v3", "densenet121", "vgg16", "small_vit", "INCEPTION_MIN_SIZE"]
 
-INCEPTION_MIN_SIZE = 75  # the smallest input torchvision's Inception-V3 accepts (its stride-2 valid convolutions run out below)
+# the smallest input torchvision's Inception-V3 accepts (its stride-2 valid convolutions run out below)
+INCEPTION_MIN_SIZE = 75
 
 
 class ResizeInput(nn.Module):
@@ -65,7 +66,8 @@ def vgg16(num_classes: int, batch_norm: bool = True) -> nn.Module:
 
 def small_vit(num_classes: int, image_size: int = 64, patch_size: int = 8, depth: int = 6, heads: int = 4,
               dim: int = 192, mlp_dim: int = 384) -> nn.Module:
-    """A small torchvision VisionTransformer from scratch (ViT-Tiny width, 6 layers; 8-px patches give 64 tokens at 64 px)."""
+    """A small torchvision VisionTransformer from scratch (ViT-Tiny width, 6 layers; 8-px patches give 64 tokens at 64
+    px)."""
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
     return tv_models.VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=depth, num_heads=heads,
