@@ -331,3 +331,27 @@ def test_bf16_precision_autocasts_only_the_eps_predictions(monkeypatch) -> None:
         dc.diffusion_classify(Recording(templates, sched.alphas_cumprod), images[:2], sched, K, max_trials=2,
                               prune=False)
     assert all(seen)
+
+
+def test_candidates_restrict_the_classes_conditioned_on_and_predicted() -> None:
+    """With the true class among the candidates the answer is unchanged; without it, the prediction is a candidate;
+    classes outside the candidates are never evaluated and their normalised errors are NaN."""
+    sched = make_scheduler()
+    templates, images, labels = make_problem()
+    kwargs = dict(max_trials=10, prune=False, weighting="uniform", precision="fp32")
+    full = dc.diffusion_classify(TemplateDenoiser(templates, sched.alphas_cumprod), images, sched, K, **kwargs)
+    keep = [0, 2, 4]
+    denoiser = TemplateDenoiser(templates, sched.alphas_cumprod)
+    part = dc.diffusion_classify(denoiser, images, sched, K, candidates=keep, **kwargs)
+    inside = np.isin(labels, keep)
+    assert np.array_equal(part.predictions[inside], labels[inside])
+    assert np.array_equal(full.predictions, labels)
+    assert np.isin(part.predictions, keep).all()  # the cells of classes 1 and 3 get a candidate's label
+    assert np.isnan(part.normalised_errors[:, [1, 3]]).all() and np.isfinite(part.normalised_errors[:, keep]).all()
+    assert np.allclose(part.normalised_errors[:, keep].mean(axis=1), 1.0)  # normalised over the candidates
+    assert (part.unet_evaluations == 10 * len(keep)).all() and (full.unet_evaluations == 10 * K).all()
+    assert sum(denoiser.calls) == len(labels) * 10 * len(keep)
+    assert (part.confidence[inside] > 0).all()
+    for bad in ([0], [0, 0], [0, K]):
+        with pytest.raises(ValueError, match="candidates"):
+            dc.diffusion_classify(denoiser, images[:1], sched, K, candidates=bad, **kwargs)

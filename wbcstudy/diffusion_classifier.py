@@ -184,6 +184,7 @@ def diffusion_classify(
     seed: int = 0,
     keep_errors: bool = False,
     precision: str = "fp32",
+    candidates: Sequence[int] | None = None,
 ) -> DiffusionClassification:
     """Classify ``images`` (uint8 NHWC or float NCHW in [-1, 1]) with the CytoDiffusion procedure.
 
@@ -191,6 +192,9 @@ def diffusion_classify(
     paper's coefficients), "uniform", or 5 refitted coefficients. All active classes of up to ``images_per_call``
     images go through one ``eps_model`` call per trial. ``precision`` ("fp32", "bf16" or "auto", through
     ``wbcstudy.train.select_precision``): bf16 autocasts the ε-predictions only; the errors are summed in float64.
+    ``candidates`` restricts the classification to those class indices (a domain-shift test on the classes the shifted
+    set has): only they are conditioned on, pruned among and predicted; the other classes' ``normalised_errors`` are
+    NaN and cost no UNet evaluation, and the normalisation and the confidence use the candidates alone.
     """
     start = time.perf_counter()
     device = _model_device(eps_model)
@@ -208,6 +212,15 @@ def diffusion_classify(
     if mask is None:
         raise ValueError(f"images must be square for the central disk, got {tuple(x.shape[-2:])}")
 
+    allowed = np.ones(n_classes, dtype=bool)
+    if candidates is not None:
+        chosen = [int(c) for c in candidates]
+        if len(set(chosen)) != len(chosen) or len(chosen) < 2 or not all(0 <= c < n_classes for c in chosen):
+            raise ValueError(f"candidates must be at least 2 distinct class indices in [0, {n_classes}), "
+                             f"got {list(candidates)}")
+        allowed[:] = False
+        allowed[chosen] = True
+
     n = len(x)
     predictions = np.zeros(n, dtype=int)
     confidence = np.zeros(n)
@@ -222,7 +235,7 @@ def diffusion_classify(
         chunk = x[lo:lo + images_per_call]
         m = len(chunk)
         gens = _image_generators(m, seed, lo)
-        active = np.ones((m, n_classes), dtype=bool)
+        active = np.tile(allowed, (m, 1))
         running = [np.zeros((max_trials, n_classes)) for _ in range(m)]  # shifted weighted errors per trial
         done = np.zeros(m, dtype=bool)
         for trial in range(max_trials):
@@ -277,11 +290,12 @@ def diffusion_classify(
             g = lo + j
             k = trials_run[g]
             mean = running[j][:k].mean(axis=0)
-            total = mean.mean()
-            norm = mean / total if total > 0 else mean
+            total = mean[allowed].mean()
+            norm = mean / total if total > 0 else mean.copy()
+            norm[~allowed] = np.nan
             normalised[g] = norm
             predictions[g] = _ordered_argmin(norm, active[j])
-            others = np.delete(norm, predictions[g])
+            others = norm[allowed & (np.arange(n_classes) != predictions[g])]
             confidence[g] = others.min() - norm[predictions[g]]
     return DiffusionClassification(predictions=predictions, confidence=confidence, normalised_errors=normalised,
                                    unet_evaluations=evaluations, trials=trials_run, class_trials=class_trials,
