@@ -8,6 +8,7 @@ Checks, each printing one line per problem (exit status 1 when there is any):
 - ``run.CHAPTERS`` is the one list of chapters (the toc, the notebooks and the scoreboard agree with it);
 - each executed copy was run from the chapter's current MyST source (same cells, same code);
 - a chapter's conclusions are MyST prose whose numbers come from glue, and each copy glues every key they paste;
+- no model is scored on an image of its own training or validation data (the results' ``data_sets``, by content);
 - the run times recorded in ``book/results/timings.json`` are within the profile budgets
   (smoke < 90 s; cpu < 90 min, CytoDiffusion < 100 min; the whole book at cpu < 8 h, on a CPU without native bf16);
 - every interval in every ``book/results/*.json`` lies inside its metric's range
@@ -144,6 +145,24 @@ def _glued_keys(notebook: dict) -> set[str]:
     """The keys a notebook's outputs glue (``myst_nb.glue`` / ``wbcstudy.notebook.glue`` records)."""
     return {output["metadata"]["scrapbook"]["name"] for cell in notebook.get("cells", [])
             for output in cell.get("outputs", []) if "scrapbook" in output.get("metadata", {})}
+
+
+def check_leaks(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
+    """No model in a published results file is scored on an image of its own training or validation data: each
+    ``data_sets`` record (``wbcstudy.data.leaks``) is resolved to content hashes and compared."""
+    from wbcstudy.data.leaks import LeakError, leak_sentence, shared_images
+
+    problems = []
+    for chapter in _chapters(chapters):
+        path = root / "book" / "results" / f"{chapter}.json"
+        record, error = _read_json(path) if path.is_file() else (None, None)
+        if not isinstance(record, dict) or not record.get("data_sets"):
+            continue
+        try:
+            problems += [f"{chapter}.json: {leak_sentence(leak)}" for leak in shared_images(record["data_sets"])]
+        except (LeakError, FileNotFoundError) as err:
+            problems.append(f"{chapter}.json: its data_sets cannot be resolved: {err}")
+    return problems
 
 
 def check_prose_glue(root: Path, chapters: Sequence[str] | None = None) -> list[str]:
@@ -463,7 +482,7 @@ def problems(root: Path | str | None = None, chapters: Sequence[str] | None = No
     found: list[str] = []
     found += check_chapter_list(base, chapters)
     for check in (check_chapter_files, check_copies_fresh, check_prose_numbers, check_prose_glue,
-                  check_timings):
+                  check_timings, check_leaks):
         found += check(base, chapters)
     found += check_intervals(base)
     found += check_claims(base, chapters)

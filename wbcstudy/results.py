@@ -468,24 +468,34 @@ def _interval_kinds(kinds: dict[str, str], ci: dict) -> dict[str, str]:
 
 def write_results(chapter: str, profile: str, seconds: float, metrics: dict, ci: dict | None = None,
                   paper: dict | None = None, results_dir: str = "book/results", extra: dict | None = None,
-                  plateau: dict[str, bool] | None = None, interval_kinds: dict[str, str] | None = None) -> Path:
+                  plateau: dict[str, bool] | None = None, interval_kinds: dict[str, str] | None = None,
+                  data_sets: dict | None = None) -> Path:
     """Write a chapter's results JSON (the contract in ARCHITECTURE.md) and return its path.
 
     ``paper=None`` takes the paper's numbers from ``book/claims/<chapter>.yml`` (none without
     that file); ``plateau`` records, per model, whether it reached its plateau
     (``wbcstudy.train.reached_plateau``), which the verdicts of claims listing that model need;
     ``interval_kinds`` records how each interval was made (``INTERVAL_KINDS``): a claim that pools several
-    runs needs "hierarchical".
+    runs needs "hierarchical". ``data_sets`` records, per trained model, the manifest selections it trained,
+    validated and was scored on (``wbcstudy.data.leaks``); a model scored on an image of its own training or
+    validation data (by content hash) is refused here, before anything is written.
     """
     missing = sorted(set(ci or {}) - set(metrics))
     if missing:
         raise ValueError(f"confidence intervals given for metrics that were not measured: {missing}")
+    if data_sets:
+        from wbcstudy.data.leaks import LeakError, leak_sentence, shared_images
+
+        leaks = shared_images(data_sets)
+        if leaks:
+            raise LeakError(f"{chapter}: " + "; ".join(leak_sentence(leak) for leak in leaks))
     if paper is None:
         paper = paper_values(chapter) if claims_path(chapter).is_file() else {}
     record = {"chapter": chapter, "profile": profile, "seconds": round(float(seconds), 1), "commit": git_commit(),
               "metrics": _clean(metrics), "ci": _clean(ci or {}), "paper": _clean(paper),
               "plateau": {str(k): bool(v) for k, v in (plateau or {}).items()},
               "interval_kinds": _interval_kinds(interval_kinds or {}, ci or {}),
+              **({"data_sets": data_sets} if data_sets else {}),
               "machine": provenance()}  # the CPU (and whether it ran bf16 natively) and the package versions
     if extra:
         record.update(_clean(extra))  # type: ignore[arg-type]
