@@ -261,3 +261,34 @@ def test_variant_difference_averages_seeds_per_cell():
     assert variant_difference(variants, data, 0, 4, "nucleus_shape_accuracy", n_boot=50) == (0.0, [0.0, 0.0])
     with pytest.raises(ValueError, match="no run with 2 attribute hidden layers"):
         variant_hits(variants, data, 2, "classification_accuracy")
+
+
+def test_class_only_attribute_baseline_and_per_attribute_aucs_by_hand():
+    import types
+
+    import pandas as pd
+
+    from wbcstudy.experiments import hemax as ex
+
+    # 2 classes used (0 and 1); granularity (a=0) follows the class exactly, size (a=3) does not; -1 = unlabelled
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    attributes = np.array([[1, 0, 2, 0], [1, 0, 2, 1], [1, -1, 2, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 0, 0]])
+    train = types.SimpleNamespace(labels=labels, attributes=attributes)
+    modes = ex.class_attribute_modes(train)
+    assert modes.shape == (5, 4) and (modes[2:] == -1).all()  # classes without labelled cells
+    assert modes[0].tolist() == [1, 0, 2, 0] and modes[1].tolist() == [0, 1, 1, 1]
+    acc = ex.class_only_attribute_accuracy(modes, labels, train)
+    assert acc["granularity"] == 1.0 and acc["cytoplasm_colour"] == 1.0  # 5 labelled cells, all the class's mode
+    assert acc["nucleus_shape"] == pytest.approx(5 / 6) and acc["size"] == pytest.approx(4 / 6)
+    assert acc["mean"] == pytest.approx((1 + 1 + 5 / 6 + 4 / 6) / 4)
+    wrong_class = np.array([1, 0, 0, 1, 1, 1])  # a model that mislabels the first cell's class
+    assert ex.class_only_attribute_accuracy(modes, wrong_class, train)["granularity"] == pytest.approx(5 / 6)
+    table = pd.DataFrame({"attribute": ["granularity", "granularity", "size", "size"],
+                          "category": ["no", "yes", "small", "big"], "auc_correct": [0.9, 0.7, 0.6, np.nan],
+                          "auc_wrong": [0.8, 0.6, np.nan, np.nan]})
+    wrong = ex.attribute_auc_by_attribute(table, "wrong")
+    assert wrong["granularity"] == pytest.approx(0.7) and np.isnan(wrong["size"]) and wrong["min"] == pytest.approx(0.7)
+    assert ex.attribute_auc_by_attribute(table, "correct") == pytest.approx({"granularity": 0.8, "size": 0.6,
+                                                                             "min": 0.6})
+    with pytest.raises(ValueError, match="correct"):
+        ex.attribute_auc_by_attribute(table, "both")

@@ -24,7 +24,8 @@ from wbcstudy.train import Step, Task
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
            "backbone_is_fixed", "make_targets", "build_hemax", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
-           "variant_table", "attribute_auc_by_correctness", "faithfulness", "train_faster_rcnn",
+           "variant_table", "attribute_auc_by_correctness", "attribute_auc_by_attribute", "class_attribute_modes",
+           "class_only_attribute_accuracy", "faithfulness", "train_faster_rcnn",
            "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals",
            "variant_hits", "variant_difference"]
 
@@ -576,6 +577,47 @@ def attribute_auc_by_correctness(pred: Predictions, data: HemaXData) -> pd.DataF
                 row[f"n_{group}"] = int(keep.sum())
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def attribute_auc_by_attribute(table: pd.DataFrame, group: str = "wrong") -> dict[str, float]:
+    """Each attribute's mean one-vs-rest AUC over its categories among ``group`` ("correct"/"wrong") cells, from
+    :func:`attribute_auc_by_correctness`, and ``min``: the weakest attribute (the paper's claim that attributes stay
+    informative on misclassified cells must hold for each, not only on average). Categories without an AUC are
+    left out; an attribute with none is NaN."""
+    column = f"auc_{group}"
+    if column not in table:
+        raise ValueError(f"group must be 'correct' or 'wrong', got {group!r}")
+    out = {name: float(rows[column].mean()) if rows[column].notna().any() else float("nan")
+           for name, rows in table.groupby("attribute", sort=False)}
+    finite = [v for v in out.values() if np.isfinite(v)]
+    out["min"] = min(finite) if finite else float("nan")
+    return out
+
+
+def class_attribute_modes(data: HemaXData) -> np.ndarray:
+    """(C, A) the most frequent category of each attribute among ``data``'s cells of each class (−1 where a class has
+    no labelled cell; ties to the lower category): what the class alone says about each attribute."""
+    n_classes = len(CLASSES)
+    modes = np.full((n_classes, len(ATTRIBUTES)), -1, dtype=int)
+    for a, cats in enumerate(ATTRIBUTES.values()):
+        for c in range(n_classes):
+            t = data.attributes[(data.labels == c) & (data.attributes[:, a] >= 0), a]
+            if len(t):
+                modes[c, a] = int(np.bincount(t, minlength=len(cats)).argmax())
+    return modes
+
+
+def class_only_attribute_accuracy(modes: np.ndarray, classes: np.ndarray, data: HemaXData) -> dict[str, float]:
+    """Attribute accuracy of a predictor that knows only the class: each cell's attributes are its class's modes
+    (:func:`class_attribute_modes`, from the training cells), for ``classes`` (the true classes, or a model's
+    predicted ones). Per attribute over the cells that have it labelled, and ``mean`` over the attributes. An
+    attribute head that is no better than this has learned nothing but the class."""
+    out = {}
+    for a, name in enumerate(ATTRIBUTES):
+        keep = data.attributes[:, a] >= 0
+        out[name] = float(np.mean(modes[classes[keep], a] == data.attributes[keep, a])) if keep.any() else float("nan")
+    out["mean"] = float(np.nanmean([out[name] for name in ATTRIBUTES]))
+    return out
 
 
 def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 300,
