@@ -62,9 +62,11 @@ def pytest_configure(config) -> None:
     """The test session is an entry: ``WBCSTUDY_PRECISION`` (CI forces each precision in turn) is read once and forced
     on every model the unit tests train. The regression notebooks' kernels run under the smoke profile's machine pins
     (fp32, AVX2 kernels), as they were made."""
+    from wbcstudy.notebook import set_library_environment
     from wbcstudy.train import force_precision, precision_from_environment
 
     force_precision(precision_from_environment())
+    set_library_environment()
     if getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax", False):
         from wbcstudy.run import SMOKE_ENV
 

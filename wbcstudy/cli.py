@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         from wbcstudy.train import force_precision, precision_from_environment
 
         force_precision(precision_from_environment())  # the one read of WBCSTUDY_PRECISION in this process
+        from wbcstudy.notebook import set_library_environment
+
+        set_library_environment()  # the chapters' kernels inherit it
         if args.command == "run":
             return _run(args.chapter, args.profile, args.output, args.publish, args.allow_dirty, args.parameter)
         if args.command == "book":

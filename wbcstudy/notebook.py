@@ -17,6 +17,17 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+#: What the entries set for the libraries the study uses before they are imported: diffusers must never try the
+#: network (nothing is downloaded from a model hub here) nor print its advisory warnings into a chapter.
+LIBRARY_ENVIRONMENT: dict[str, str] = {"HF_HUB_OFFLINE": "1", "DIFFUSERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def set_library_environment() -> None:
+    """Set :data:`LIBRARY_ENVIRONMENT` where the environment does not already say otherwise (the entries call it)."""
+    for name, value in LIBRARY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 #: Where a Colab session keeps the datasets it fetches.
 COLAB_DATA = "/content/wbcstudy-data"
 
@@ -30,6 +41,7 @@ def setup() -> None:
     from wbcstudy import plots
 
     _START[:] = [time.perf_counter()]
+    set_library_environment()
     if on_colab() and "WBCSTUDY_DATA" not in os.environ:
         os.environ["WBCSTUDY_DATA"] = COLAB_DATA
         _fetch_public_data()

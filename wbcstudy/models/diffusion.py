@@ -10,13 +10,9 @@ embedding table, and a mixed vector gives the same blend of two embeddings, so c
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # diffusers must never try the network here
-os.environ.setdefault("DIFFUSERS_NO_ADVISORY_WARNINGS", "1")
 
 import numpy as np
 import pandas as pd
