@@ -17,8 +17,12 @@ import torch
 __all__ = ["worker_pool", "map_jobs", "run_jobs"]
 
 
-def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[Any]) -> None:
-    """Initialise a worker process: one intra-op thread, then the caller's initializer (e.g. data every job shares)."""
+def _start_worker(initializer: Callable[..., None] | None, initargs: Sequence[Any], forced: str | None = None) -> None:
+    """Initialise a worker process: one intra-op thread, the parent's forced precision, then the caller's initializer
+    (e.g. data every job shares)."""
+    from wbcstudy.train import force_precision
+
+    force_precision(forced)
     torch.set_num_threads(1)
     if initializer is not None:
         initializer(*initargs)
@@ -36,8 +40,10 @@ def worker_pool(workers: int, initializer: Callable[..., None] | None = None, in
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from wbcstudy.train import forced_precision
+
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(initializer, tuple(initargs)))
+                               initializer=_start_worker, initargs=(initializer, tuple(initargs), forced_precision()))
 
 
 def map_jobs(fn: Callable, jobs: list, pool=None) -> list:
