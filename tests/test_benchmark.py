@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,13 +65,18 @@ def test_store_round_trip_and_retraining(tmp_path):
     assert trainer.calls == 3 and "seed 3, not 4" in lines[-2]
 
 
-def test_store_refuses_corrupt_and_changed_files(tmp_path):
+def _stored_tiny(tmp_path) -> tuple[list[str], TinyTrainer, Path, dict]:
+    """A tiny model trained and stored once: the log lines, its trainer, its path and its stored payload."""
     lines: list[str] = []
     trainer = TinyTrainer({"lr": 0.1})
     load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
     path = model_path("tiny", "smoke", tmp_path)
+    return lines, trainer, path, torch.load(path, weights_only=False)
+
+
+def test_store_refuses_corrupt_and_changed_files(tmp_path):
+    lines, trainer, path, payload = _stored_tiny(tmp_path)
     # weights changed behind the store's back: the probe predictions no longer match
-    payload = torch.load(path, weights_only=False)
     with torch.no_grad():
         payload["module"][1][1].weight[0].add_(1.0)  # (a shift of every row would leave the softmax as it is)
     torch.save(payload, path)
@@ -84,11 +90,7 @@ def test_store_refuses_corrupt_and_changed_files(tmp_path):
 
 
 def test_a_format_1_file_is_read_with_its_recipe_as_parameters(tmp_path):
-    lines: list[str] = []
-    trainer = TinyTrainer({"lr": 0.1})
-    load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1}, precision="fp32", log=lines.append)
-    path = model_path("tiny", "smoke", tmp_path)
-    payload = torch.load(path, weights_only=False)
+    lines, trainer, path, payload = _stored_tiny(tmp_path)
     payload["format"], payload["meta"]["recipe"] = 1, payload["meta"].pop("parameters")  # as format 1 wrote it
     torch.save(payload, path)
     model = load_or_train("tiny", "smoke", trainer, root=tmp_path, parameters={"lr": 0.1, "other": 3},

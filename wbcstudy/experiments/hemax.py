@@ -24,8 +24,8 @@ from wbcstudy.train import Step, Task
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
            "backbone_is_fixed", "make_targets", "build_hemax", "train_hemax", "predict_hemax",
            "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
-           "variant_table", "attribute_auc_by_correctness", "attribute_auc_by_attribute", "class_attribute_modes",
-           "class_only_attribute_accuracy", "faithfulness", "train_faster_rcnn",
+           "variant_table", "attribute_hits", "attribute_auc_by_correctness", "attribute_auc_by_attribute",
+           "class_attribute_modes", "class_only_attribute_accuracy", "faithfulness", "train_faster_rcnn",
            "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals",
            "variant_hits", "variant_difference"]
 
@@ -432,10 +432,16 @@ def per_cell_scores(pred: Predictions, data: HemaXData) -> pd.DataFrame:
         sq[has] = (np.nan_to_num(pred.nucleus_fraction[has], nan=0.0) - true_frac) ** 2
     df["mask_dice"], df["nc_sq_error"] = dice, sq
     df["nucleus_fraction"] = pred.nucleus_fraction
+    hits = attribute_hits(pred.pred_attributes, data.attributes)
     for a, name in enumerate(ATTRIBUTES):
-        t = data.attributes[:, a]
-        df[f"{name}_hit"] = np.where(t >= 0, (pred.pred_attributes[:, a] == t).astype(float), np.nan)
+        df[f"{name}_hit"] = hits[:, a]
     return df
+
+
+def attribute_hits(predicted: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+    """(n, A) 1.0 where a predicted attribute category equals the label, 0.0 where not, NaN where the cell has no
+    label for that attribute (−1)."""
+    return np.where(attributes >= 0, (predicted == attributes).astype(float), np.nan)
 
 
 def hemax_metrics(pred: Predictions, data: HemaXData) -> dict[str, float]:
@@ -612,10 +618,9 @@ def class_only_attribute_accuracy(modes: np.ndarray, classes: np.ndarray, data: 
     (:func:`class_attribute_modes`, from the training cells), for ``classes`` (the true classes, or a model's
     predicted ones). Per attribute over the cells that have it labelled, and ``mean`` over the attributes. An
     attribute head that is no better than this has learned nothing but the class."""
-    out = {}
-    for a, name in enumerate(ATTRIBUTES):
-        keep = data.attributes[:, a] >= 0
-        out[name] = float(np.mean(modes[classes[keep], a] == data.attributes[keep, a])) if keep.any() else float("nan")
+    hits = attribute_hits(modes[classes], data.attributes)
+    out = {name: float(np.nanmean(hits[:, a])) if np.isfinite(hits[:, a]).any() else float("nan")
+           for a, name in enumerate(ATTRIBUTES)}
     out["mean"] = float(np.nanmean([out[name] for name in ATTRIBUTES]))
     return out
 
