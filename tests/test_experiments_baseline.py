@@ -121,10 +121,12 @@ def test_evaluate_seeds_means_spread_and_interval_on_hand_made_predictions() -> 
     # the wrong cell (0.7 for class 1) still ranks below both class-1 cells
     assert metrics["m_auroc"] == pytest.approx(1.0)
     assert metrics["m_train_seconds"] == 5.0
-    assert set(ci) == {"m_accuracy", "m_balanced_accuracy"}
+    assert set(ci) == {"m_accuracy", "m_balanced_accuracy", "m_auroc"}
     low, high = ci["m_accuracy"]
-    # a stratified resample keeps two cells per class: the mean accuracy moves in steps of 1/8 around 0.875
-    assert 0.75 <= low <= 0.875 <= high <= 1.0
+    # seeds drawn, then two cells per class: seed 1 drawn twice with its wrong cell twice gives 0.5, seed 0 twice 1.0;
+    # scoring both seeds on every draw (cells only) never goes below 0.75
+    assert 0.5 <= low < 0.75 and high == pytest.approx(1.0)
+    assert ci["m_auroc"] == (1.0, 1.0)  # every seed ranks every cell right, on any draw
     with pytest.raises(ValueError, match="no runs"):
         bx.evaluate_seeds(runs, "absent", y)
 
@@ -138,16 +140,35 @@ def test_seed_runs_and_seed_plateaus_match_whole_keys_only() -> None:
         bx.seed_plateaus({"m": True}, "m")
 
 
-def test_accuracy_difference_is_paired() -> None:
-    y = np.array([0, 0, 1, 1, 1, 0])
-    good = np.eye(2)[y]  # 6/6 right
-    bad = np.eye(2)[[0, 1, 0, 1, 1, 1]]  # 3/6 right
-    runs = {"a": (_result([0.5]), good), "b": (_result([0.5]), bad)}
-    diff, (low, high) = bx.runs_accuracy_difference(runs, "a", "b", y, n_boot=300, seed=0)
+def test_seeds_accuracy_difference_holds_the_seed_spread() -> None:
+    y = np.array([0, 0, 1, 1, 1, 0] * 10)
+    good = np.eye(2)[y]  # every cell right
+    bad = np.eye(2)[1 - y]  # every cell wrong
+    runs = {"a_seed0": (_result([0.5]), good), "a_seed1": (_result([0.5]), good),
+            "b_seed0": (_result([0.5]), bad), "b_seed1": (_result([0.5]), good)}  # b: one seed right, one wrong
+    diff, (low, high) = bx.seeds_accuracy_difference(runs, "a", "b", y, n_boot=400, seed=0)
     assert diff == pytest.approx(0.5)
-    assert -1.0 <= low <= 0.5 <= high <= 1.0
-    same, interval = bx.runs_accuracy_difference(runs, "a", "a", y, n_boot=50)
-    assert same == 0.0 and interval == (0.0, 0.0)  # the same predictions on every resample: no spread at all
+    # a cells-only interval would be [0.5, 0.5] (every cell's seed-mean difference is 0.5); drawing b's seeds with
+    # replacement gives 0 (both right), 0.5 or 1 (both wrong): the interval spans them
+    assert low == pytest.approx(0.0) and high == pytest.approx(1.0)
+    same, interval = bx.seeds_accuracy_difference(runs, "a", "a", y, n_boot=50)
+    assert same == 0.0 and interval == (0.0, 0.0)
+    with pytest.raises(ValueError, match="no runs of 'c'"):
+        bx.seeds_accuracy_difference(runs, "a", "c", y)
+
+
+def test_plateau_by_budget_where_the_run_has_one_else_by_history() -> None:
+    flat = _result([0.5, 0.9, 0.9, 0.9, 0.9])
+    rising = _result([0.5, 0.6, 0.7, 0.8, 0.9])
+    budget_flat, budget_gain = _result([0.5, 0.6, 0.7, 0.8, 0.9]), _result([0.5, 0.9, 0.9, 0.9, 0.9])
+    budget_flat.budget_scores = {"half": 0.895, "full": 0.9}  # a rising history, but doubling gained 0.005
+    budget_gain.budget_scores = {"half": 0.85, "full": 0.9}  # a flat history, but doubling gained 0.05
+    runs = {k: (r, None) for k, r in (("flat", flat), ("rising", rising), ("bflat", budget_flat),
+                                      ("bgain", budget_gain))}
+    assert bx.plateaus(runs) == {"flat": True, "rising": False, "bflat": True, "bgain": False}
+    table = bx.budget_sensitivity(runs, {"bgain": "gaining"})
+    assert list(table.index) == ["bflat", "gaining"]
+    assert table.loc["gaining", "gain from doubling"] == pytest.approx(0.05)
 
 
 def test_train_seeds_keys_runs_by_seed_and_matches_train_classifier() -> None:

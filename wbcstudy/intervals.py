@@ -181,12 +181,14 @@ def seed_cell_difference(hits_a: ArrayLike, hits_b: ArrayLike, n_boot: int = 100
 
 
 def _hierarchical(stat: Callable[..., float], groups: Sequence[tuple[ArrayLike, ...]], n_boot: int, seed: int,
-                  level: float, stratify: bool) -> tuple[float, tuple[float, float], float]:
+                  level: float, stratify: bool, pool: bool = True) -> tuple[float, tuple[float, float], float]:
     """``stat`` over all groups' rows pooled, its hierarchical-bootstrap interval, and the SD of ``stat`` per group.
 
     Each group is a tuple of equally long arrays, the first the labels (the strata when ``stratify``). A replicate
     draws the groups with replacement, then the rows within each drawn group with replacement (within each label
-    when ``stratify``), and evaluates ``stat`` on the pooled draw.
+    when ``stratify``), and evaluates ``stat`` on the pooled draw; with ``pool=False`` the value is the mean of
+    ``stat`` per group and each replicate the mean of ``stat`` per drawn group (a metric that is not a mean over
+    rows, as AUROC, differs between the two).
     """
     runs = [tuple(_as_numpy(a) for a in g) for g in groups]
     if not runs or any(len(a) != len(g[0]) or len(g[0]) == 0 for g in runs for a in g):
@@ -195,28 +197,34 @@ def _hierarchical(stat: Callable[..., float], groups: Sequence[tuple[ArrayLike, 
     strata = [[np.flatnonzero(g[0] == c) for c in np.unique(g[0])] if stratify else [np.arange(len(g[0]))]
               for g in runs]
     width = len(runs[0])
-    value = float(stat(*(np.concatenate([g[k] for g in runs]) for k in range(width))))
+    per_run = [float(stat(*g)) for g in runs]
+    value = float(stat(*(np.concatenate([g[k] for g in runs]) for k in range(width)))) if pool else float(
+        np.mean(per_run))
     samples = np.empty(n_boot)
     for b in range(n_boot):
         drawn = rng.integers(0, len(runs), size=len(runs))
         rows = [np.concatenate([rng.choice(part, size=len(part)) for part in strata[i]]) for i in drawn]
-        samples[b] = stat(*(np.concatenate([runs[i][k][r] for i, r in zip(drawn, rows)]) for k in range(width)))
-    per_run = [float(stat(*g)) for g in runs]
+        if pool:
+            samples[b] = stat(*(np.concatenate([runs[i][k][r] for i, r in zip(drawn, rows)]) for k in range(width)))
+        else:
+            samples[b] = np.mean([stat(*(runs[i][k][r] for k in range(width))) for i, r in zip(drawn, rows)])
     return value, percentile_interval(samples, level), float(np.std(per_run, ddof=1)) if len(runs) > 1 else 0.0
 
 
 def hierarchical_bootstrap(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike]], n_boot: int = 1000,
-                           seed: int = 0, level: float = 0.95,
-                           stratify: bool = False) -> tuple[float, tuple[float, float], float]:
+                           seed: int = 0, level: float = 0.95, stratify: bool = False,
+                           pool: bool = True) -> tuple[float, tuple[float, float], float]:
     """A metric pooled over several runs (folds or seeds), its hierarchical-bootstrap interval, and the runs' SD.
 
     ``groups`` holds each run's (labels, predictions) on its own test cells (folds) or on the same cells (seeds). The
     value is ``metric_fn`` over all runs' cells pooled. Each replicate draws the runs with replacement, then the cells
     within each drawn run with replacement (within each class with ``stratify``), and scores the pooled draw
     (Saravanan et al. 2020), so that the interval holds the run-to-run spread as well as the cell sampling; the SD
-    is that of the per-run metric.
+    is that of the per-run metric. ``pool=False`` makes the value the mean of the per-run metric (and each replicate
+    the mean over its drawn runs): for seeds scored on the same cells, "the mean seed's AUROC" rather than the AUROC
+    of every seed's scores ranked together.
     """
-    return _hierarchical(metric_fn, groups, n_boot, seed, level, stratify)
+    return _hierarchical(metric_fn, groups, n_boot, seed, level, stratify, pool)
 
 
 def hierarchical_difference(metric_fn: MetricFn, groups: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],

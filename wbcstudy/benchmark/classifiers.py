@@ -154,8 +154,9 @@ def benchmark_efficientnet_lite0(profile: str, seed: int = 0, precision: str = "
 # ------------------------------------------------------------------------------------------------ the baseline
 def benchmark_resnet18(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
     """The Baseline chapter's ResNet-18 at 64 px, one seed: ``experiments.baseline.train_classifier("resnet18", ...)``
-    with the chapter's recipe (AdamW, one-cycle to ``lr``, ``weight_decay``, ``label_smoothing``, ``batch_size``,
-    ``resnet18_64_epochs``, ``zero_init_residual``, random flips and 90° rotations, best validation epoch kept) on
+    with the chapter's recipe (AdamW to ``lr`` on its ``scheduler`` with ``cooldown`` and ``budget_check``,
+    ``weight_decay``, ``label_smoothing``, ``batch_size``, ``resnet18_64_epochs``, ``zero_init_residual``, random flips
+    and 90° rotations, best validation epoch kept; plateau by the chapter's test and ``plateau_tol``) on
     ``train_limit`` / ``eval_limit`` cells — on pbc5's five classes instead of the chapter's PBC-8."""
     from dataclasses import replace
 
@@ -174,12 +175,13 @@ def benchmark_resnet18(profile: str, seed: int = 0, precision: str = "auto") -> 
         data = {size: {"train": (torch.from_numpy(x_tr), torch.from_numpy(y_tr)), "val": val,
                        "test": (val[0][:1], val[1][:1])}}
         config = TrainConfig(batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
-                             label_smoothing=p.label_smoothing, seed=seed, progress=False, precision=precision)
+                             label_smoothing=p.label_smoothing, seed=seed, progress=False, precision=precision,
+                             scheduler=p.scheduler, cooldown=p.cooldown, budget_check=p.budget_check)
         mean, std = channel_mean_std(x_tr)
         run = train_classifier("resnet18", size, data, replace(config, epochs=p.resnet18_64_epochs), mean, std,
                                len(WBC5), augment=random_dihedral, zero_init_residual=True)
     result = run[0]
-    plateau = bool(plateaus({"resnet18": run})["resnet18"])
+    plateau = bool(plateaus({"resnet18": run}, tol=p.plateau_tol)["resnet18"])
     note = (f"ResNet-18 from scratch at {size} px, seed {seed} (the chapter's headline is the mean of 3 seeds on "
             f"PBC-8); {len(result.history)} epochs, best epoch {result.best_epoch} on {len(y_va)} validation cells; "
             f"{len(y_tr)} training cells")

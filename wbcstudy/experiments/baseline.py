@@ -21,7 +21,8 @@ import torch
 from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
 
 __all__ = ["Arrays", "Run", "load_pbc_arrays", "split_counts", "train_classifier", "train_seeds", "seed_runs",
-           "evaluate_models", "evaluate_seeds", "runs_accuracy_difference", "plateaus", "seed_plateaus", "histories",
+           "evaluate_models", "evaluate_seeds", "seeds_accuracy_difference", "plateaus",
+           "budget_sensitivity", "seed_plateaus", "histories",
            "run_summary", "plot_learning_curves"]
 
 #: split name ("train", "val", "test") → (uint8 NHWC images, integer labels)
@@ -146,13 +147,14 @@ def evaluate_seeds(runs: Mapping[str, Run], key: str, test_y: np.ndarray | torch
     ``metrics`` holds ``<key>_accuracy``, ``_balanced_accuracy``, ``_macro_f1`` and ``_auroc``
     (means over the seeds), ``<key>_accuracy_sd`` (their standard deviation, ddof 1),
     ``<key>_accuracy_min`` / ``_max`` and ``<key>_train_seconds`` (all seeds together).
-    ``ci`` holds 95% stratified-bootstrap intervals over test cells of the mean accuracy and
-    mean balanced accuracy: every resample draws one set of cells and scores every seed on it,
-    so the interval is the test set's sampling error of the mean; the seeds' own spread is the
-    SD and range. Also returns the list of the seeds' accuracies.
+    ``ci`` holds hierarchical 95% bootstrap intervals of the mean accuracy, balanced accuracy and
+    AUROC (``wbcstudy.intervals.hierarchical_bootstrap``, stratified by class): every resample
+    draws the seeds with replacement, then the test cells within each, so that the interval holds
+    the seed-to-seed spread as well as the test set's sampling error (interval kind
+    "hierarchical"). Also returns the list of the seeds' accuracies.
     """
-    from wbcstudy.evaluate import classification_metrics
-    from wbcstudy.intervals import bootstrap_metric
+    from wbcstudy.evaluate import auroc_ovr, classification_metrics
+    from wbcstudy.intervals import hierarchical_bootstrap
 
     chosen = seed_runs(runs, key)
     if not chosen:
@@ -167,39 +169,57 @@ def evaluate_seeds(runs: Mapping[str, Run], key: str, test_y: np.ndarray | torch
     metrics[f"{key}_accuracy_sd"] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
     metrics[f"{key}_accuracy_min"], metrics[f"{key}_accuracy_max"] = min(accuracies), max(accuracies)
     metrics[f"{key}_train_seconds"] = float(sum(result.seconds for result, _ in chosen.values()))
-    preds = np.stack([probs.argmax(1) for _, probs in chosen.values()], axis=1)  # (cells, seeds)
-
-    def mean_accuracy(t: np.ndarray, p: np.ndarray) -> float:
-        return float((p == t[:, None]).mean())
-
-    def mean_balanced_accuracy(t: np.ndarray, p: np.ndarray) -> float:
-        present = np.unique(t)
-        recalls = [(p[t == c] == c).mean(axis=0) for c in present]  # each: one recall per seed
-        return float(np.mean(recalls))
-
-    ci = {f"{key}_accuracy": bootstrap_metric(mean_accuracy, y, preds, n_boot=n_boot, seed=seed, strata=True),
-          f"{key}_balanced_accuracy": bootstrap_metric(mean_balanced_accuracy, y, preds, n_boot=n_boot, seed=seed,
-                                                       strata=True)}
+    labels = list(range(n_classes))
+    scores = {"accuracy": lambda t, p: float((p.argmax(1) == t).mean()),
+              "balanced_accuracy": lambda t, p: float(np.mean([(p[t == c].argmax(1) == c).mean()
+                                                              for c in np.unique(t)])),
+              "auroc": lambda t, p: auroc_ovr(t, p, labels=labels)}
+    groups = [(y, probs) for _, probs in chosen.values()]
+    ci = {f"{key}_{name}": hierarchical_bootstrap(fn, groups, n_boot=n_boot, seed=seed, stratify=True, pool=False)[1]
+          for name, fn in scores.items()}
     return metrics, ci, accuracies
 
 
-def runs_accuracy_difference(runs: Mapping[str, Run], a: str, b: str, test_y: np.ndarray | torch.Tensor,
-                        n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Test accuracy of run ``a`` minus run ``b`` on the same cells, with its paired stratified-bootstrap 95%
-    interval."""
-    from wbcstudy.intervals import bootstrap_difference
+def seeds_accuracy_difference(runs: Mapping[str, Run], a: str, b: str, test_y: np.ndarray | torch.Tensor,
+                              n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Mean test accuracy of model ``a``'s seeds minus model ``b``'s on the same cells, with an interval that holds
+    both the cells' sampling and each side's seed-to-seed spread (``wbcstudy.intervals.seed_cell_difference``:
+    cells and, independently per side, seeds drawn with replacement; interval kind "hierarchical")."""
+    from wbcstudy.intervals import seed_cell_difference
 
     y = np.asarray(test_y)
-    pred_a, pred_b = runs[a][1].argmax(1), runs[b][1].argmax(1)
-    accuracy = lambda t, p: float((p == t).mean())  # noqa: E731
-    interval = bootstrap_difference(accuracy, y, pred_a, pred_b, n_boot=n_boot, seed=seed, strata=True)
-    return accuracy(y, pred_a) - accuracy(y, pred_b), interval
+    hits = {}
+    for side in (a, b):
+        chosen = seed_runs(runs, side)
+        if not chosen:
+            raise ValueError(f"no runs of {side!r} (keys {side}_seed<k>) among {sorted(runs)}")
+        hits[side] = np.stack([(probs.argmax(1) == y).astype(float) for _, probs in chosen.values()])
+    return seed_cell_difference(hits[a], hits[b], n_boot=n_boot, seed=seed)
 
 
 def plateaus(runs: Mapping[str, Run], window: int = 3, tol: float = 0.01) -> dict[str, bool]:
-    """Whether each run's validation accuracy reached its plateau (``wbcstudy.train.reached_plateau``)."""
-    return {key: reached_plateau(result.history["val_accuracy"].tolist(), window=window, tol=tol)
-            for key, (result, _) in runs.items()}
+    """Whether each run reached its plateau. A run trained with ``budget_check`` (the warmup-stable-decay schedule)
+    is judged by the budget-sensitivity test: doubling its budget changed the validation accuracy by less than
+    ``tol`` (``TrainResult.reached_plateau_by_budget``). Any other run by its own history: its validation accuracy
+    stopped rising (``wbcstudy.train.reached_plateau``) — which a one-cycle schedule, whose last epoch is nearly
+    always its best, cannot show."""
+    flags = {}
+    for key, (result, _) in runs.items():
+        by_budget = result.reached_plateau_by_budget(tol)
+        flags[key] = (bool(by_budget) if by_budget is not None
+                      else reached_plateau(result.history["val_accuracy"].tolist(), window=window, tol=tol))
+    return flags
+
+
+def budget_sensitivity(runs: Mapping[str, Run], names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per run trained with ``budget_check``: its validation accuracy after a cool-down from half its budget,
+    at its full budget, and the gain from doubling it (the budget-sensitivity plateau test's numbers)."""
+    names = names or {}
+    rows = {names.get(key, key): {"half budget": result.budget_scores["half"],
+                                  "full budget": result.budget_scores["full"],
+                                  "gain from doubling": result.budget_scores["full"] - result.budget_scores["half"]}
+            for key, (result, _) in runs.items() if result.budget_scores}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["half budget", "full budget", "gain from doubling"])
 
 
 def seed_plateaus(plateau: Mapping[str, bool], key: str) -> bool:
@@ -278,19 +298,24 @@ class Parameters:
     results_dir: str = 'book/results'  # where baseline.json is written (relative to the project root)
     precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
     deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
-    seed: int = 0  # the first seed: weight init, shuffling and augmentation; the 64-px model also runs seed+1, ...
-    seeds: int = 3  # independent trainings of ResNet-18 at 64 px (the target is their mean)
+    seed: int = 0  # the first seed: weight init, shuffling and augmentation; every ResNet also runs seed+1, ...
+    seeds: int = 3  # independent trainings of every ResNet-18 (the target and the 28-px pair are seed means)
     train_limit: int = 0  # 0: every training image; >0: a stratified subset of this many (smoke runs)
     eval_limit: int = 0  # 0: the whole validation and test splits; >0: stratified subsets
-    resnet18_28_epochs: int = 2  # ResNet-18 at 28 px, on each field of view
-    resnet18_64_epochs: int = 4  # ResNet-18 at 64 px, per seed
+    resnet18_28_epochs: int = 4  # ResNet-18 at 28 px, on each field of view, per seed
+    resnet18_64_epochs: int = 8  # ResNet-18 at 64 px, per seed
+    scheduler: str = 'wsd'  # learning-rate schedule: "wsd" (warm-up, stable, linear cool-down) or "onecycle"
+    cooldown: float = 0.2  # "wsd": the share of the steps spent cooling the learning rate down to 0
+    #: "wsd": also cool a copy down from half the budget: the budget-sensitivity plateau test (needs 4+ epochs)
+    budget_check: bool = True
+    plateau_tol: float = 0.01  # a model is at its plateau when doubling its budget gains less validation accuracy
     #: EfficientNet-Lite0 fine-tuned from ImageNet; 0 skips it (the trust chapter compares it at cpu)
     effnet_epochs: int = 0
     effnet_size: int = 64  # EfficientNet-Lite0 input size in px
     #: EfficientNet-Lite0 batch size (fine-tuning gains more from steps than from batch size)
     effnet_batch_size: int = 64
     batch_size: int = 128  # training batch size (128 trains 30-40% faster than 64 on 2 cores)
-    lr: float = 0.003  # peak learning rate (AdamW, one-cycle schedule) for the ResNets
+    lr: float = 0.003  # peak learning rate (AdamW) for the ResNets
     weight_decay: float = 0.05  # AdamW's decoupled weight decay
     label_smoothing: float = 0.1  # cross-entropy label smoothing for the ResNets
     effnet_lr: float = 0.001  # peak learning rate for fine-tuning EfficientNet-Lite0
