@@ -58,11 +58,11 @@ def test_exclude_pbc5_test_matches_file_names_and_keeps_other_sources():
     assert clean.path.tolist() == ["pbc/PBC_dataset_normal_DIB/basophil/BA_2.jpg", "zheng/BA_1.jpg"]
 
 
-def test_hemax_headline_hidden_follows_the_chapters_f1_rule(tmp_path):
+def test_hemax_headline_hidden_is_the_chapters_recorded_choice(tmp_path):
     path = tmp_path / "hemax.json"
-    path.write_text('{"metrics": {"hidden0_classification_f1": 0.70, "hidden2_classification_f1": 0.75, '
-                    '"hidden4_classification_f1": 0.75}}')
-    assert pm.hemax_headline_hidden([0, 2, 4], str(path)) == 2  # the first of equals
+    path.write_text('{"best_hidden": 2, "metrics": {"hidden0_classification_f1": 0.9}}')  # test F1 chooses nothing
+    assert pm.hemax_headline_hidden([0, 2, 4], str(path)) == 2
+    assert pm.hemax_headline_hidden([0, 4], str(path)) == 0  # a choice outside these variants: the first
     assert pm.hemax_headline_hidden([4, 0], str(tmp_path / "missing.json")) == 4
 
 

@@ -124,7 +124,7 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     losses = iter([3.0, 2.0, 1.50, 1.49, 1.495, 1.52, 1.0, 0.5])  # levelled off after epoch 5 (tol 0.02)
     monkeypatch.setattr(ex, "_evaluate", lambda *a, **k: ({"loss": next(losses)}, None))
     monkeypatch.setattr(ex, "hemax_metrics", lambda *a, **k: {"classification_accuracy": 0.5, "box_jaccard": 0.5,
-                                                               "mask_dice": 0.5,
+                                                               "mask_dice": 0.5, "classification_f1": 0.5,
                                                                **{f"{n}_accuracy": 0.5 for n in ATTRIBUTES}})
     data = _data(s=32)
     cfg = ex.HemaXConfig(d_model=32, nheads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64, num_queries=2,
@@ -140,10 +140,17 @@ def test_training_stops_once_the_validation_loss_levels_off(monkeypatch):
     losses = iter([3.0, 2.0, 1.0])
     dropped = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, epochs=3, lr_drop=2))
     assert dropped.history["lr"].tolist() == pytest.approx([cfg.lr, cfg.lr, cfg.lr / 10])  # DETR's StepLR
+    # patience: no better validation loss for 2 epochs after epoch 3 stops at 5, unless min_epochs holds it longer
+    losses = iter([3.0, 2.0, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0])
+    patient = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, patience=2))
+    assert patient.history["epoch"].tolist() == [1, 2, 3, 4, 5] and patient.best_epoch == 3
+    losses = iter([3.0, 2.0, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0])
+    waited = ex.train_hemax(data, data, ex.dataclasses.replace(cfg, stop_at_plateau=False, patience=2, min_epochs=7))
+    assert len(waited.history) == 7 and waited.best_epoch == 3
 
 
-def test_attribute_auc_intervals_bracket_the_point_estimate():
-    from wbcstudy.experiments.hemax import attribute_auc_intervals
+def test_attribute_aucs_over_seeds_average_the_runs_and_bracket_them():
+    from wbcstudy.experiments.hemax import attribute_auc_by_attribute, attribute_auc_over_seeds
 
     rng = np.random.default_rng(0)
     n = 200
@@ -152,16 +159,68 @@ def test_attribute_auc_intervals_bracket_the_point_estimate():
     prob = np.eye(5)[np.where(rng.random(n) < 0.7, labels, (labels + 1) % 5)]  # 70 % correct
     attr_prob = [np.clip(np.eye(k)[attributes[:, a]] * 0.6 + rng.random((n, k)) * 0.4, 0, 1)
                  for a, k in enumerate((2, 2, 3, 2))]  # informative attribute scores
+    noise = [rng.random((n, k)) for k in (2, 2, 3, 2)]  # a second run whose attribute scores are noise
     pred = Predictions(prob, np.zeros((n, 4)), np.zeros((n, 2, 1, 1), bool), attr_prob, np.zeros(n))
+    blind = Predictions(prob, np.zeros((n, 4)), np.zeros((n, 2, 1, 1), bool), noise, np.zeros(n))
     data = HemaXData(images=np.zeros((n, 1, 1, 3), np.uint8), labels=labels, boxes=np.zeros((n, 4), np.float32),
                      has_box=np.zeros(n, bool), mask_index=np.full(n, -1), masks=np.zeros((0, 2, 1, 1), np.uint8),
                      attributes=attributes, nc_category=np.full(n, -1), source=np.array(["pbc"] * n),
                      path=np.array([str(i) for i in range(n)]))
     point = attribute_auc_by_correctness(pred, data)
-    ci = attribute_auc_intervals(pred, data, n_boot=200, seed=1)
+    one, ci = attribute_auc_over_seeds([pred], data, n_boot=200, seed=1)
+    assert one["attribute_auc_wrong"] == pytest.approx(point["auc_wrong"].mean())
+    by_attribute = attribute_auc_by_attribute(point, "wrong")
+    assert one["attribute_auc_wrong_min"] == pytest.approx(by_attribute["min"])
+    assert one["attribute_auc_correct_size"] == pytest.approx(attribute_auc_by_attribute(point, "correct")["size"])
     for group in ("correct", "wrong"):
         lo, hi = ci[f"attribute_auc_{group}"]
         assert 0.5 < lo <= point[f"auc_{group}"].mean() <= hi <= 1.0
+    both, both_ci = attribute_auc_over_seeds([pred, blind], data, n_boot=200, seed=1)
+    blind_auc = attribute_auc_by_correctness(blind, data)["auc_wrong"].mean()
+    assert both["attribute_auc_wrong"] == pytest.approx((point["auc_wrong"].mean() + blind_auc) / 2)
+    # the seed draw can pick the blind run twice: the interval reaches down towards its chance-level AUCs
+    assert both_ci["attribute_auc_wrong"][0] < 0.6 < one["attribute_auc_wrong"]
+
+
+def test_class_only_comparison_by_hand():
+    from wbcstudy.experiments.hemax import class_only_comparison
+
+    data = _data()  # attributes on cells 2 (class 1) and 3 (class 2); the training set is the same cells
+    # HemaX's attribute hits: cell 2 [1, 0, 1, 1], cell 3 [1, 0, nan, 1]; its class for cell 2 is 0, which has no
+    # labelled training cell (every class-only hit 0), for cell 3 it is 2 (class-only hits [1, 1, nan, 1])
+    metrics, ci = class_only_comparison(data, data, [_pred(data)], n_boot=100, seed=0)
+    assert metrics["class_only_attribute_accuracy"] == 1.0  # the true class gives each cell its own categories
+    assert metrics["hemax_attribute_accuracy"] == pytest.approx(0.75)
+    assert metrics["hemax_minus_class_only_granularity_accuracy"] == pytest.approx(0.5)  # (1 − 0 + 1 − 1) / 2
+    assert metrics["hemax_minus_class_only_cytoplasm_colour_accuracy"] == pytest.approx(-0.5)
+    assert metrics["hemax_minus_class_only_nucleus_shape_accuracy"] == pytest.approx(1.0)  # cell 2 only
+    assert metrics["hemax_minus_class_only_attribute_accuracy"] == pytest.approx((0.75 - 1 / 3) / 2)
+    lo, hi = ci["hemax_minus_class_only_attribute_accuracy"]
+    assert lo == pytest.approx(-1 / 3) and hi == pytest.approx(0.75)  # two cells: each drawn twice at the ends
+
+
+def test_seed_metrics_average_the_runs_and_the_variant_is_chosen_on_validation():
+    import types
+
+    from wbcstudy.experiments.hemax import choose_variant, seed_metrics
+
+    data = _data()
+    preds = [_pred(data), _pred(data, (0, 1, 1, 2))]  # 3/4 and 4/4 right
+    metrics, ci = seed_metrics(preds, data, n_boot=100, seed=0)
+    assert metrics["classification_accuracy"] == pytest.approx(0.875)
+    assert metrics["box_jaccard"] == pytest.approx(0.5)
+    lo, hi = ci["classification_accuracy"]
+    assert lo < 0.875 < hi and hi == pytest.approx(1.0)  # the right seed drawn twice reaches 1
+    assert set(ci) >= {"classification_f1", "classification_precision", "mask_dice", "granularity_accuracy"}
+
+    def run(f1, best):
+        return types.SimpleNamespace(history=pd.DataFrame({"epoch": [1, 2, 3], "val_f1": f1}), best_epoch=best)
+
+    runs = {(0, 0): run([0.5, 0.7, 0.9], 2), (0, 1): run([0.5, 0.6, 0.9], 1),  # kept epochs: 0.7, 0.5
+            (4, 0): run([0.6, 0.6, 0.65], 3), (4, 1): run([0.6, 0.65, 0.6], 2)}  # kept epochs: 0.65, 0.65
+    assert choose_variant(runs) == 4  # by the last epochs (0.9, 0.9 vs 0.65, 0.6) it would be 0
+    with pytest.raises(ValueError, match="no HemaX runs"):
+        choose_variant({})
 
 
 def _tiny_config(**kw):

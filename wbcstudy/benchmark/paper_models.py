@@ -147,9 +147,9 @@ def exclude_pbc5_test(data, test_paths: set[str] | None = None):
 
 
 def hemax_headline_hidden(hidden_layers: list[int], results_path: str | None = None) -> int:
-    """The attribute head the HemaX chapter headlines: among ``hidden_layers``, the one with the best
-    ``hidden<h>_classification_f1`` in its published results (the chapter's rule; the first of equals); the first
-    variant when no results are published."""
+    """The attribute head the HemaX chapter headlines: the ``best_hidden`` its published results record (chosen by
+    validation F1, ``experiments.hemax.choose_variant``), when it is among ``hidden_layers``; the first variant when no
+    results are published or they name none of these."""
     import json
     from pathlib import Path
 
@@ -158,11 +158,10 @@ def hemax_headline_hidden(hidden_layers: list[int], results_path: str | None = N
     hidden = [int(h) for h in hidden_layers]
     path = Path(results_path) if results_path else results_dir() / "hemax.json"
     try:
-        metrics = json.loads(path.read_text())["metrics"]
-        scores = {h: float(metrics[f"hidden{h}_classification_f1"]) for h in hidden}
+        chosen = int(json.loads(path.read_text())["best_hidden"])
     except (OSError, KeyError, ValueError, TypeError):
         return hidden[0]
-    return max(hidden, key=lambda h: scores[h])
+    return chosen if chosen in hidden else hidden[0]
 
 
 def hemax_class_probabilities(class_prob: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -229,7 +228,8 @@ def benchmark_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Ben
                             decoder_layers=p.decoder_layers, ffn_dim=p.ffn_dim, num_queries=p.num_queries,
                             mask_dim=p.mask_dim, fpn_dim=p.fpn_dim, epochs=p.epochs, batch_size=p.batch_size,
                             lr=p.lr, lr_backbone=p.lr_backbone, seed=seed, precision=precision, image_size=size,
-                            train_backbone=p.train_backbone, lr_drop=p.lr_drop)
+                            train_backbone=p.train_backbone, lr_drop=p.lr_drop, stop_at_plateau=False,
+                            patience=p.patience, min_epochs=p.lr_drop + p.stop_after_drop)
     config = dataclasses.replace(config, attribute_hidden_layers=hidden)
     run = ex.train_hemax(parts["train"], parts["val"], config)
     counts = {f"{split}_{source}": int((parts[split].source == source).sum())

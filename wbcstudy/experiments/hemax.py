@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +25,11 @@ from wbcstudy.train import Step, Task
 
 __all__ = ["HemaXConfig", "HemaXRun", "Predictions", "FeatureCache", "FLIP_STATES", "cache_features",
            "backbone_is_fixed", "make_targets", "build_hemax", "train_hemax", "predict_hemax",
-           "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "metric_intervals", "run_variants",
+           "box_iou_cxcywh", "mask_dice", "per_cell_scores", "hemax_metrics", "run_variants",
            "variant_table", "attribute_hits", "attribute_auc_by_correctness", "attribute_auc_by_attribute",
            "class_attribute_modes", "class_only_attribute_accuracy", "faithfulness", "train_faster_rcnn",
-           "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results", "attribute_auc_intervals",
+           "train_plain_classifier", "attribute_roc_curves", "CELL_COLUMNS", "build_results",
+           "attribute_auc_over_seeds", "class_only_comparison", "seed_metrics", "choose_variant",
            "variant_hits", "variant_difference"]
 
 
@@ -57,7 +60,9 @@ class HemaXConfig:
     flips: bool = True
     train_backbone: bool = True  # False: the ImageNet backbone is a fixed feature extractor (only the rest trains)
     stop_at_plateau: bool = True  # stop once the validation loss has levelled off (train.reached_plateau)
-    plateau_tol: float = 0.02  # absolute tolerance on the validation loss for that rule
+    plateau_tol: float = 0.02  # absolute tolerance on the validation loss for that rule (and for the plateau flag)
+    patience: int | None = None  # stop when the validation loss has not improved for this many epochs (None: never)
+    min_epochs: int = 0  # neither stopping rule fires before this many epochs (e.g. past the learning-rate drop)
     lr_drop: int | None = None  # every learning rate /10 after this many epochs (DETR's StepLR); None: constant
 
 
@@ -292,7 +297,8 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     The history has, per epoch: train_loss, val_loss and its terms (val_ce, …), and the
     validation accuracy, box Jaccard, mask Dice and mean attribute accuracy. Training stops
     after ``config.epochs`` or, with ``config.stop_at_plateau``, as soon as the validation
-    loss has levelled off (:func:`wbcstudy.train.reached_plateau`, ``config.plateau_tol``).
+    loss has levelled off (:func:`wbcstudy.train.reached_plateau`, ``config.plateau_tol``), or, with
+    ``config.patience``, once it has not improved for that many epochs; neither before ``config.min_epochs``.
     ``max_steps`` stops after that many optimiser steps (for timing and tests).
     """
     from wbcstudy.train import EngineConfig, run_task, select_device
@@ -310,7 +316,8 @@ def train_hemax(train: HemaXData, val: HemaXData, config: HemaXConfig, weights: 
     run = run_task(make_task, EngineConfig(epochs=config.epochs, seed=config.seed, deterministic=False,
                                            precision=config.precision, grad_clip=config.grad_clip or None,
                                            monitor="val_loss", stop_at_plateau=config.stop_at_plateau,
-                                           plateau_tol=config.plateau_tol, n_classes=len(CLASSES)))
+                                           plateau_tol=config.plateau_tol, patience=config.patience,
+                                           min_epochs=config.min_epochs, n_classes=len(CLASSES)))
     model = run.task.model
     model.eval()
     return HemaXRun(model, run.history, run.seconds, run.best_epoch, config)
@@ -375,7 +382,8 @@ class _HemaXTask(Task):
                                     with_loss=True)
         row.update({f"val_{k}" if k != "loss" else "val_loss": v for k, v in terms.items()})
         scores = hemax_metrics(val_pred, self.val)
-        row.update({"val_accuracy": scores["classification_accuracy"], "val_box_jaccard": scores["box_jaccard"],
+        row.update({"val_accuracy": scores["classification_accuracy"], "val_f1": scores["classification_f1"],
+                    "val_box_jaccard": scores["box_jaccard"],
                     "val_mask_dice": scores["mask_dice"], "val_attribute_accuracy": np.nanmean(
                         [scores[f"{a}_accuracy"] for a in ATTRIBUTES])})
         return row
@@ -466,27 +474,6 @@ def hemax_metrics(pred: Predictions, data: HemaXData) -> dict[str, float]:
     return out
 
 
-def metric_intervals(pred: Predictions, data: HemaXData, n_boot: int = 1000, seed: int = 0) -> dict[str, list[float]]:
-    """Bootstrap 95 % intervals over test cells for each per-cell-mean metric and for macro precision/F1."""
-    from sklearn.metrics import f1_score, precision_score
-
-    from wbcstudy.intervals import bootstrap_metric, percentile_interval, resample_indices
-
-    cells = per_cell_scores(pred, data)
-    out: dict[str, list[float]] = {}
-    for key, col in CELL_COLUMNS.items():
-        v = cells[col].dropna().to_numpy()
-        if len(v):
-            idx = resample_indices(len(v), n_boot, seed)
-            out[key] = list(percentile_interval(v[idx].mean(1)))
-    classes = list(range(pred.class_prob.shape[1]))
-    labelled = data.labels >= 0
-    for key, fn in (("classification_precision", precision_score), ("classification_f1", f1_score)):
-        out[key] = list(bootstrap_metric(lambda t, p, fn=fn: fn(t, p, labels=classes, average="macro", zero_division=0),
-                                         data.labels[labelled], pred.pred_class[labelled], n_boot, seed))
-    return out
-
-
 #: what every variant run reads, set once per process by :func:`_share_variant_inputs` (in a worker, by its initializer)
 _VARIANT_INPUTS: dict = {}
 
@@ -552,6 +539,19 @@ def run_variants(train: HemaXData, val: HemaXData, test: HemaXData, base: HemaXC
         rows.append({"hidden_layers": key[0], "seed": key[1], **hemax_metrics(pred, test), "seconds": run.seconds})
     done = dict(zip((name for name, _ in jobs[len(configs):]), outputs[len(configs):]))
     return {"runs": runs, "predictions": preds, "metrics": pd.DataFrame(rows), "baselines": done}
+
+
+def choose_variant(runs: dict) -> int:
+    """The paper's choice of attribute head — the variant with the best macro F1 — made on the *validation* split: the
+    mean over a variant's seeds of the validation F1 at each run's kept (best) epoch. The test split chooses nothing.
+    """
+    scores: dict[int, list[float]] = {}
+    for (h, _), run in runs.items():
+        kept = run.history.loc[run.history["epoch"] == run.best_epoch, "val_f1"]
+        scores.setdefault(h, []).append(float(kept.iloc[0]))
+    if not scores:
+        raise ValueError("no HemaX runs to choose from")
+    return max(sorted(scores), key=lambda h: np.mean(scores[h]))
 
 
 def variant_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -625,28 +625,117 @@ def class_only_attribute_accuracy(modes: np.ndarray, classes: np.ndarray, data: 
     return out
 
 
-def attribute_auc_intervals(pred: Predictions, data: HemaXData, n_boot: int = 300,
-                            seed: int = 0) -> dict[str, list[float]]:
-    """95 % bootstrap intervals of the mean attribute AUC among correctly and wrongly classified cells (cells
-    resampled)."""
+def _auc_keys(table: pd.DataFrame) -> dict[str, float]:
+    """``attribute_auc_<group>`` (mean over categories), ``attribute_auc_<group>_<attribute>`` and
+    ``attribute_auc_<group>_min`` for both groups, from :func:`attribute_auc_by_correctness`'s table."""
+    out = {}
+    for group in ("correct", "wrong"):
+        out[f"attribute_auc_{group}"] = float(table[f"auc_{group}"].mean())
+        out |= {f"attribute_auc_{group}_{name}": v for name, v in attribute_auc_by_attribute(table, group).items()}
+    return out
+
+
+def attribute_auc_over_seeds(preds: Sequence[Predictions], data: HemaXData, n_boot: int = 300,
+                             seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Attribute AUCs among correctly and wrongly classified cells, averaged over the runs in ``preds`` (the seeds of
+    one variant, scored on the same cells), with hierarchical 95 % intervals.
+
+    Keys (:func:`_auc_keys`): ``attribute_auc_correct`` / ``_wrong`` (mean one-vs-rest AUC over all categories),
+    ``attribute_auc_<group>_<attribute>`` (each attribute's mean over its categories) and
+    ``attribute_auc_<group>_min`` (the weakest attribute). Each replicate draws the runs with replacement, then, for
+    each drawn run, the labelled cells with replacement, and averages the drawn runs' AUCs: the interval holds the
+    seed-to-seed spread as well as the cells' sampling. A replicate where a key is undefined (a one-sided group) is
+    left out of that key's interval.
+    """
     import types
 
     from wbcstudy.intervals import percentile_interval
 
     labelled = np.flatnonzero((data.attributes >= 0).any(1))
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {"correct": [], "wrong": []}
-    for _ in range(n_boot):
-        idx = labelled[rng.integers(0, len(labelled), len(labelled))]
+
+    def keys(pred: Predictions, idx: np.ndarray) -> dict[str, float]:
         # only classes and attributes enter the AUCs: no images or masks are copied per resample
-        table = attribute_auc_by_correctness(
+        return _auc_keys(attribute_auc_by_correctness(
             Predictions(pred.class_prob[idx], pred.boxes[idx], np.empty((len(idx), 0)),
                         [a[idx] for a in pred.attribute_prob], pred.nucleus_fraction[idx]),
-            types.SimpleNamespace(labels=data.labels[idx], attributes=data.attributes[idx]))
-        for group in draws:
-            draws[group].append(float(table[f"auc_{group}"].mean()))
-    return {f"attribute_auc_{group}": list(percentile_interval(values))  # it keeps the finite draws
-            for group, values in draws.items() if np.isfinite(values).any()}
+            types.SimpleNamespace(labels=data.labels[idx], attributes=data.attributes[idx])))
+
+    per_run = [keys(pred, labelled) for pred in preds]
+    metrics = {k: float(np.nanmean([r[k] for r in per_run])) if any(np.isfinite(r[k]) for r in per_run)
+               else float("nan") for k in per_run[0]}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in metrics}
+    for _ in range(n_boot):
+        drawn = [keys(preds[i], labelled[rng.integers(0, len(labelled), len(labelled))])
+                 for i in rng.integers(0, len(preds), len(preds))]
+        for k in draws:
+            draws[k].append(float(np.mean([d[k] for d in drawn])))
+    ci = {k: list(percentile_interval(v)) for k, v in draws.items() if np.isfinite(v).any()}  # the finite draws
+    return metrics, ci
+
+
+def class_only_comparison(train: HemaXData, test: HemaXData, preds: Sequence[Predictions], n_boot: int = 1000,
+                          seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """What HemaX's attribute heads know beyond the class, on ``test``'s cells with attribute labels.
+
+    The class-only predictor gives every cell its class's most frequent training categories
+    (:func:`class_attribute_modes` of ``train``). Keys: ``class_only_attribute_accuracy`` (mean over attributes) and
+    ``class_only_<attribute>_accuracy``, from the *true* class (what the class alone tells);
+    ``hemax_attribute_accuracy`` (HemaX's mean attribute accuracy over ``preds``, its seeds);
+    ``hemax_minus_class_only_attribute_accuracy`` and ``hemax_minus_class_only_<attribute>_accuracy``: HemaX's
+    attribute hits minus those of the class-only predictor fed *HemaX's own predicted class*, per seed — positive
+    only if the heads add to the class they predicted. Their
+    intervals redraw the cells and the seeds (:func:`wbcstudy.intervals.seed_cell_difference`).
+    """
+    from wbcstudy.intervals import seed_cell_difference
+
+    modes = class_attribute_modes(train)
+    truth = class_only_attribute_accuracy(modes, test.labels, test)
+    metrics = {"class_only_attribute_accuracy": truth["mean"],
+               **{f"class_only_{name}_accuracy": truth[name] for name in ATTRIBUTES}}
+    hemax_hits = np.stack([attribute_hits(p.pred_attributes, test.attributes) for p in preds])  # (seeds, cells, A)
+    class_hits = np.stack([attribute_hits(modes[p.pred_class], test.attributes) for p in preds])
+    metrics["hemax_attribute_accuracy"] = float(np.mean([np.nanmean(h, axis=0).mean() for h in hemax_hits]))
+    ci: dict[str, list[float]] = {}
+    gain = hemax_hits - class_hits
+    columns = {"attribute_accuracy": None, **{f"{name}_accuracy": a for a, name in enumerate(ATTRIBUTES)}}
+    for column, a in columns.items():
+        with warnings.catch_warnings():  # a cell without any attribute label: NaN, left out below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_cell = np.nanmean(gain, axis=2) if a is None else gain[:, :, a]
+        keep = np.isfinite(per_cell).all(0)
+        key = f"hemax_minus_class_only_{column}"
+        value, interval = seed_cell_difference(per_cell[:, keep], np.zeros((1, int(keep.sum()))), n_boot, seed)
+        metrics[key], ci[key] = value, list(interval)
+    return metrics, ci
+
+
+def seed_metrics(preds: Sequence[Predictions], data: HemaXData, n_boot: int = 1000,
+                 seed: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """:func:`hemax_metrics` averaged over runs scored on the same cells (a variant's seeds), with hierarchical 95 %
+    intervals: each replicate draws the runs with replacement, then the cells within each (those with the metric's
+    label), and averages the drawn runs' metric — the interval holds the seed-to-seed spread and the cells'
+    sampling."""
+    from sklearn.metrics import f1_score, precision_score
+
+    from wbcstudy.intervals import hierarchical_bootstrap
+
+    per_run = [hemax_metrics(p, data) for p in preds]
+    metrics = {k: float(np.mean([m[k] for m in per_run])) for k in per_run[0]}
+    ci: dict[str, list[float]] = {}
+    tables = [per_cell_scores(p, data) for p in preds]
+    mean = lambda _, v: float(np.mean(v))  # noqa: E731
+    for key, col in CELL_COLUMNS.items():
+        values = [t[col].dropna().to_numpy() for t in tables]
+        if len(values[0]):
+            ci[key] = list(hierarchical_bootstrap(mean, [(v, v) for v in values], n_boot, seed, pool=False)[1])
+    classes = list(range(preds[0].class_prob.shape[1]))
+    labelled = data.labels >= 0
+    for key, fn in (("classification_precision", precision_score), ("classification_f1", f1_score)):
+        score = lambda t, p, fn=fn: float(fn(t, p, labels=classes, average="macro", zero_division=0))  # noqa: E731
+        groups = [(data.labels[labelled], p.pred_class[labelled]) for p in preds]
+        ci[key] = list(hierarchical_bootstrap(score, groups, n_boot, seed, pool=False)[1])
+    return metrics, ci
 
 
 def faithfulness(pred: Predictions, data: HemaXData) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -860,37 +949,33 @@ def variant_difference(variants: dict, test: HemaXData, a: int, b: int, metric: 
     return value, list(interval)
 
 
-def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict, classifier: dict,
-                  n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict]:
-    """The chapter's metrics, 95 % intervals and plateau flags (results contract) from its runs.
+def build_results(variants: dict, best_hidden: int, train: HemaXData, test: HemaXData, frcnn: dict, classifier: dict,
+                  n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict, dict]:
+    """The chapter's metrics, 95 % intervals, plateau flags and interval kinds (results contract) from its runs.
 
-    Headline keys come from the ``best_hidden`` variant (first seed): Table I/II metrics,
-    ``faithfulness_tv_mean``, ``attribute_auc_correct``/``_wrong`` (mean over categories) and
-    the HemaX − baseline differences on the same test cells (against the plain classifier: the headline variant's
-    seed mean, its seeds redrawn in the interval); ``hidden{h}_*`` hold each variant's seed-mean metrics and their
-    seed standard deviations, ``hidden0_minus_hidden4_*`` the paper's 0 − 4 comparison (:func:`variant_difference`).
+    Headline keys are the ``best_hidden`` variant's means over its seeds, with hierarchical intervals (seeds, then
+    cells): Table I/II metrics (:func:`seed_metrics`), ``faithfulness_tv_mean``, the attribute AUCs among correctly
+    and wrongly classified cells, per attribute and the weakest (:func:`attribute_auc_over_seeds`), the class-only
+    attribute baseline built from ``train`` (:func:`class_only_comparison`) and the HemaX − baseline differences on the
+    same test cells (each baseline trained once; HemaX's seeds redrawn in the interval). ``hidden{h}_*`` hold each
+    variant's seed-mean metrics and their seed standard deviations, ``hidden0_minus_hidden4_*`` the paper's 0 − 4
+    comparison (:func:`variant_difference`).
     """
     from sklearn.metrics import f1_score
 
-    from wbcstudy.intervals import (
-        bootstrap_difference,
-        bootstrap_metric,
-        percentile_interval,
-        resample_indices,
-        seed_cell_difference,
-    )
+    from wbcstudy.intervals import bootstrap_metric, percentile_interval, resample_indices, seed_cell_difference
     from wbcstudy.train import reached_plateau
 
-    key = min(k for k in variants["predictions"] if k[0] == best_hidden)
-    pred = variants["predictions"][key]
-    metrics = hemax_metrics(pred, test)
-    ci = metric_intervals(pred, test, n_boot, seed)
-    _, tv = faithfulness(pred, test)
-    metrics["faithfulness_tv_mean"] = float(tv["total_variation"].mean())
-    auc = attribute_auc_by_correctness(pred, test)
-    metrics["attribute_auc_correct"] = float(auc["auc_correct"].mean())
-    metrics["attribute_auc_wrong"] = float(auc["auc_wrong"].mean())
-    ci.update(attribute_auc_intervals(pred, test, min(n_boot, 300), seed))
+    keys = sorted(k for k in variants["predictions"] if k[0] == best_hidden)
+    preds = [variants["predictions"][k] for k in keys]
+    metrics, ci = seed_metrics(preds, test, n_boot, seed)
+    metrics["faithfulness_tv_mean"] = float(np.mean([faithfulness(p, test)[1]["total_variation"].mean()
+                                                     for p in preds]))
+    auc_metrics, auc_ci = attribute_auc_over_seeds(preds, test, min(n_boot, 300), seed)
+    class_metrics, class_ci = class_only_comparison(train, test, preds, n_boot, seed)
+    metrics |= auc_metrics | class_metrics
+    ci |= auc_ci | class_ci
+    kinds = dict.fromkeys(ci, "hierarchical")  # every interval so far redraws the seeds and the cells
     for h, group in variants["metrics"].groupby("hidden_layers"):
         for col in ["classification_accuracy", "classification_f1", *[f"{a}_accuracy" for a in ATTRIBUTES], "mask_dice",
                     "box_jaccard", "nc_ratio_mse"]:
@@ -903,43 +988,47 @@ def build_results(variants: dict, best_hidden: int, test: HemaXData, frcnn: dict
         for col in ("classification_accuracy", "nucleus_shape_accuracy", "cytoplasm_colour_accuracy"):
             name = f"hidden0_minus_hidden4_{col}"
             metrics[name], ci[name] = variant_difference(variants, test, 0, 4, col, n_boot, seed)
-    # Faster R-CNN vs HemaX on the BCCD test smears
+            kinds[name] = "hierarchical"
+    # Faster R-CNN (one run) vs HemaX (its seeds) on the BCCD test smears
     bccd = test.source == "bccd"
-    hemax_iou = box_iou_cxcywh(pred.boxes[bccd], test.boxes[bccd])
-    metrics["fasterrcnn_box_jaccard"] = float(np.mean(frcnn["box_iou"]))
-    metrics["fasterrcnn_accuracy"] = float(np.mean(frcnn["pred"] == test.labels[bccd]))
+    hemax_iou = np.stack([box_iou_cxcywh(p.boxes[bccd], test.boxes[bccd]) for p in preds])  # (seeds, smears)
+    hemax_hit = np.stack([(p.pred_class[bccd] == test.labels[bccd]).astype(float) for p in preds])
+    frcnn_iou, frcnn_hit = np.asarray(frcnn["box_iou"], float), (frcnn["pred"] == test.labels[bccd]).astype(float)
+    metrics["fasterrcnn_box_jaccard"] = float(frcnn_iou.mean())
+    metrics["fasterrcnn_accuracy"] = float(frcnn_hit.mean())
     metrics["hemax_bccd_box_jaccard"] = float(hemax_iou.mean())
     idx = resample_indices(int(bccd.sum()), n_boot, seed)
-    ci["fasterrcnn_box_jaccard"] = list(percentile_interval(np.asarray(frcnn["box_iou"])[idx].mean(1)))
-    metrics["hemax_minus_fasterrcnn_box_jaccard_difference"] = float(hemax_iou.mean() - np.mean(frcnn["box_iou"]))
-    ci["hemax_minus_fasterrcnn_box_jaccard_difference"] = list(percentile_interval(
-        (hemax_iou[idx] - np.asarray(frcnn["box_iou"])[idx]).mean(1)))
-    acc = lambda t, p: float(np.mean(t == p))  # noqa: E731
-    metrics["hemax_minus_fasterrcnn_accuracy"] = (acc(test.labels[bccd], pred.pred_class[bccd])
-                                                  - metrics["fasterrcnn_accuracy"])
-    ci["hemax_minus_fasterrcnn_accuracy"] = list(bootstrap_difference(acc, test.labels[bccd], pred.pred_class[bccd],
-                                                                      frcnn["pred"], n_boot, seed))
-    # plain classifier vs HemaX on the PBC test cells
+    ci["fasterrcnn_box_jaccard"], kinds["fasterrcnn_box_jaccard"] = list(percentile_interval(
+        frcnn_iou[idx].mean(1))), "cells"
+    for name, a, b in (("hemax_minus_fasterrcnn_box_jaccard_difference", hemax_iou, frcnn_iou),
+                       ("hemax_minus_fasterrcnn_accuracy", hemax_hit, frcnn_hit)):
+        value, interval = seed_cell_difference(a, b[None], n_boot, seed)
+        metrics[name], ci[name], kinds[name] = value, list(interval), "hierarchical"
+    # plain classifier (one run) vs HemaX's seeds on the PBC test cells
     pbc = test.source == "pbc"
+    acc = lambda t, p: float(np.mean(t == p))  # noqa: E731
     metrics["classifier_accuracy"] = acc(test.labels[pbc], classifier["pred"])
     ci["classifier_accuracy"] = list(bootstrap_metric(acc, test.labels[pbc], classifier["pred"], n_boot, seed))
-    # every seed of the headline variant against the classifier's one run, cells and HemaX's seeds redrawn
+    kinds["classifier_accuracy"] = "cells"
     hemax_hits = variant_hits(variants, test, best_hidden, "classification_accuracy")[:, pbc]
     classifier_hits = (np.asarray(classifier["pred"]) == test.labels[pbc]).astype(float)[None]
     diff, interval = seed_cell_difference(hemax_hits, classifier_hits, n_boot, seed)
     metrics["hemax_minus_classifier_accuracy"], ci["hemax_minus_classifier_accuracy"] = diff, list(interval)
+    kinds["hemax_minus_classifier_accuracy"] = "hierarchical"
     macro_f1 = lambda t, p: float(f1_score(t, p, labels=list(range(len(CLASSES))), average="macro",  # noqa: E731
                                            zero_division=0))
     metrics["classifier_f1"] = macro_f1(test.labels[pbc], classifier["pred"])
+    # the plateau flag is the levelled-off validation loss, whatever stopped the run (patience or the epoch cap)
     plateau = {f"hemax_h{h}_s{s}": reached_plateau(run.history["val_loss"].tolist(), mode="min",
                                                    tol=run.config.plateau_tol)
                for (h, s), run in variants["runs"].items()}
-    plateau["hemax"] = plateau[f"hemax_h{key[0]}_s{key[1]}"]
     for h in hidden:  # a variant has reached its plateau when every one of its seeds has
         plateau[f"hemax_h{h}"] = all(v for k, v in plateau.items() if k.startswith(f"hemax_h{h}_s"))
+    plateau["hemax"] = plateau[f"hemax_h{best_hidden}"]
     plateau["fasterrcnn"] = reached_plateau(frcnn["history"]["val_box_jaccard"].tolist(), mode="max", tol=0.02)
     plateau["classifier"] = reached_plateau(classifier["history"]["val_accuracy"].tolist(), mode="max", tol=0.01)
-    return metrics, {k: v for k, v in ci.items() if k in metrics}, plateau
+    ci = {k: v for k, v in ci.items() if k in metrics}
+    return metrics, ci, plateau, {k: v for k, v in kinds.items() if k in ci}
 
 
 @dataclass
@@ -977,8 +1066,10 @@ class Parameters:
     num_queries: int = 5  # object queries per image
     mask_dim: int = 32  # per-pixel mask embedding width
     fpn_dim: int = 32  # pixel-decoder width
-    epochs: int = 24  # most HemaX epochs per run; each stops earlier once its validation loss levels off (most by 20)
+    epochs: int = 24  # most HemaX epochs per run; each stops earlier when its validation loss stops improving
     lr_drop: int = 13  # learning rates /10 after this many epochs (DETR's step schedule, at 2/3 of a typical run's 20)
+    patience: int = 4  # stop a HemaX run when its validation loss has not improved for this many epochs ...
+    stop_after_drop: int = 2  # ... but never before this many epochs past the learning-rate drop
     batch_size: int = 32  # images per step
     lr: float = 0.0002  # AdamW learning rate (transformer and heads)
     lr_backbone: float = 5e-05  # AdamW learning rate of the backbone
