@@ -82,6 +82,12 @@ def test_paired_difference_matches_cells_by_fold_and_row() -> None:
     assert low == pytest.approx(2 / 3) and high == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         exp.fold_pooled_difference(a, b.assign(fold=9), 3)
+    # with seeds, cells are matched by seed too: seed 1 of B is right everywhere, so only seed 0 differs
+    a2 = pd.concat([a.assign(seed=0), a.assign(seed=1)])
+    b2 = pd.concat([b.assign(seed=0), a.assign(seed=1)])
+    d, (low, high) = exp.fold_pooled_difference(a2, b2, 3, "accuracy", n_boot=200)
+    assert d == pytest.approx((1 - 1 / 3) / 2)
+    assert low < d < high  # the seed draw: both seeds 0 (2/3), both seeds 1 (0) or one of each
 
 
 def _cv(y: np.ndarray, pred: np.ndarray) -> CrossValResult:
@@ -97,7 +103,9 @@ def test_transfer_summary_by_hand() -> None:
     table, metrics, ci, plateau = exp.transfer_summary({"T": {"from scratch": scratch, "pre-trained": tuned}},
                                                        {"T": "t"}, 5, n_boot=200)
     assert metrics["t_scratch_accuracy"] == 0.6 and metrics["t_pretrained_accuracy"] == 0.9
-    assert ci["t_scratch_accuracy"] == pytest.approx(list(wilson(6, 10)))
+    # folds, then cells within each class: each fold holds one cell per class (a stratified draw keeps it) and both
+    # folds score 3/5, so no draw moves the accuracy
+    assert ci["t_scratch_accuracy"] == pytest.approx([0.6, 0.6])
     assert metrics["t_pretrained_minus_scratch_accuracy"] == pytest.approx(0.3)
     low, high = ci["t_pretrained_minus_scratch_accuracy"]
     assert -1 <= low <= 0.3 <= high <= 1
@@ -110,6 +118,15 @@ def test_transfer_summary_by_hand() -> None:
     assert plateau == {"t_scratch": True, "t_pretrained": True}
     assert table.loc[("T", "difference"), "accuracy"] == pytest.approx(0.3)
     assert table.loc[("T", "always the commonest class"), "balanced accuracy"] == pytest.approx(0.2)
+    # three seeds of the same folds, stacked: pooled over every seed's cells, the majority rate over the cells once
+    seeds = {s: _cv(y, np.where(np.arange(10) < 6 + s, y, (y + 1) % 5)) for s in range(3)}  # 6, 7 and 8 of 10
+    stacked = exp.stack_seeds(seeds)
+    assert sorted(stacked.histories) == [(s, f) for s in range(3) for f in range(2)]
+    table, metrics, ci, _ = exp.transfer_summary({"T": {"from scratch": stacked, "pre-trained": exp.stack_seeds(
+        {s: tuned for s in range(3)})}}, {"T": "t"}, 5, n_boot=200)
+    assert metrics["t_scratch_accuracy"] == pytest.approx(0.7) and metrics["t_majority_rate"] == pytest.approx(0.2)
+    assert metrics["t_pretrained_minus_scratch_accuracy"] == pytest.approx(0.2)
+    assert table.loc[("T", "from scratch"), "runs"] == 6 and table.loc[("T", "from scratch"), "cells"] == 10
 
 
 def test_transfer_summary_majority_rate_of_an_unbalanced_set() -> None:
@@ -274,3 +291,9 @@ def test_transfer_runs_wait_min_steps_before_plateau_stopping() -> None:
     for cv in runs["T"].values():
         assert len(cv.predictions) == 20
         assert all(5 <= len(h) <= 8 for h in cv.histories.values())
+    seeded = exp.transfer_runs(make(), make, {"T": (torch.from_numpy(x), y, folds)}, config, 2, n_classes=2,
+                               seeds=[3, 4])
+    scratch = seeded["T"]["from scratch"].predictions
+    assert len(scratch) == 16 and sorted(scratch["seed"].unique()) == [3, 4]  # 2 folds of 4 cells, 2 seeds
+    same_cells = [sorted(part["row"]) for _, part in scratch.groupby("seed")]
+    assert same_cells[0] == same_cells[1]

@@ -33,7 +33,8 @@ __all__ = [
     "FoldSplit", "ComparisonModelConfig", "ModelRun", "GanChecks",
     "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
     "summarise_cv", "compare_models", "comparison_summary", "fold_pooled_difference", "transfer_runs",
-    "transfer_summary", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features", "realism_summary",
+    "transfer_summary", "stack_seeds", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features",
+    "realism_summary",
     "restrict_to", "until_plateau", "TABLE4_KEYS",
 ]
 
@@ -283,14 +284,16 @@ def restrict_to(predictions: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 
 def fold_pooled_difference(a: pd.DataFrame, b: pd.DataFrame, n_classes: int, metric: str = "balanced_accuracy",
                       n_boot: int = 1000, seed: int = 0) -> tuple[float, list[float]]:
-    """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row), with a paired
-    hierarchical bootstrap: the folds, then the cells of each within its classes, the same draw for both sides."""
-    both = a[["fold", "row", "y", "pred"]].merge(b[["fold", "row", "pred"]], on=["fold", "row"], suffixes=("_a", "_b"))
+    """``metric(A) − metric(B)`` on the held-out cells both predicted (matched by fold and row, and by seed where both
+    have a ``seed`` column), with a paired hierarchical bootstrap: the runs (folds, or seed and fold), then the cells
+    of each within its classes, the same draw for both sides."""
+    runs = _runs_of(a) if _runs_of(a) == _runs_of(b) else ["fold"]
+    both = a[[*runs, "row", "y", "pred"]].merge(b[[*runs, "row", "pred"]], on=[*runs, "row"], suffixes=("_a", "_b"))
     if both.empty:
         raise ValueError("the two runs predicted no common cells")
     fn = metric_functions(n_classes)[metric]
     groups = [(part["y"].to_numpy(), part["pred_a"].to_numpy(), part["pred_b"].to_numpy())
-              for _, part in both.groupby("fold", sort=True)]
+              for _, part in both.groupby(runs, sort=True)]
     value, (low, high), _ = hierarchical_difference(fn, groups, n_boot, seed, stratify=True)
     return value, [low, high]
 
@@ -323,42 +326,69 @@ def comparison_summary(runs: Mapping[str, ModelRun], classes: Sequence[str], key
 def transfer_runs(pretrained: nn.Module, make_scratch: Callable[[], nn.Module],
                   targets: Mapping[str, tuple[torch.Tensor, np.ndarray, np.ndarray]], config: TrainConfig,
                   n_folds: int, augment: Augment | None = None, n_classes: int | None = None,
-                  seed: int = 0, min_steps: int = 0) -> dict[str, dict[str, CrossValResult]]:
+                  seed: int = 0, min_steps: int = 0,
+                  seeds: Sequence[int] | None = None) -> dict[str, dict[str, CrossValResult]]:
     """On every target set (images, labels, folds), cross-validate W-Net from scratch and fine-tuned from
-    ``pretrained``.
+    ``pretrained``, once per seed of ``seeds`` (default: ``seed`` alone).
 
-    Both runs use the target's first ``n_folds`` fixed folds and the same ``config``; fine-tuning trains all layers of a
-    copy of ``pretrained`` (its output layer kept: the targets share its classes). ``min_steps`` sets the config's
+    Both runs use the target's first ``n_folds`` fixed folds and the same ``config`` (its seed replaced by each seed:
+    the scratch model's initial weights, the shuffling and the augmentation); fine-tuning trains all layers of a copy
+    of ``pretrained`` (its output layer kept: the targets share its classes). ``min_steps`` sets the config's
     ``min_epochs`` per target to at least that many optimiser steps, so that plateau stopping on a few-cell set does not
-    end a run in its first flat stretch of a handful of steps.
+    end a run in its first flat stretch of a handful of steps. The seeds' results are stacked (:func:`stack_seeds`):
+    one prediction row per seed, fold and cell, with a ``seed`` column.
     """
     out: dict[str, dict[str, CrossValResult]] = {}
     for title, (x, y, f) in targets.items():
         ids = sorted(int(v) for v in np.unique(f))[:n_folds]
         steps_per_epoch = max(1, int(len(y) * (1 - 1 / max(2, len(np.unique(f))))) // config.batch_size)
         own = dataclasses.replace(config, min_epochs=max(config.min_epochs, -(-min_steps // steps_per_epoch)))
-        torch.manual_seed(seed)
-        scratch = cross_validate_monitored(make_scratch, x, y, f, own, fold_ids=ids, augment=augment,
-                                           n_classes=n_classes)
-        tuned = cross_validate_monitored(lambda: copy.deepcopy(pretrained), x, y, f, own, fold_ids=ids,
-                                         augment=augment, n_classes=n_classes)
-        out[title] = {"from scratch": scratch, "pre-trained": tuned}
+        scratch, tuned = {}, {}
+        for s in (seed,) if seeds is None else seeds:
+            run = dataclasses.replace(own, seed=int(s))
+            torch.manual_seed(int(s))
+            scratch[int(s)] = cross_validate_monitored(make_scratch, x, y, f, run, fold_ids=ids, augment=augment,
+                                                       n_classes=n_classes)
+            tuned[int(s)] = cross_validate_monitored(lambda: copy.deepcopy(pretrained), x, y, f, run, fold_ids=ids,
+                                                     augment=augment, n_classes=n_classes)
+        out[title] = {"from scratch": stack_seeds(scratch), "pre-trained": stack_seeds(tuned)}
     return out
+
+
+def stack_seeds(results: Mapping[int, CrossValResult]) -> CrossValResult:
+    """Cross-validations of the same folds with different seeds as one result: the predictions stacked with a ``seed``
+    column, the histories, seconds and training sizes keyed ``(seed, fold)``."""
+    if not results:
+        raise ValueError("no seeds to stack")
+    predictions = pd.concat([cv.predictions.assign(seed=s) for s, cv in results.items()], ignore_index=True)
+    return CrossValResult(predictions, {(s, k): h for s, cv in results.items() for k, h in cv.histories.items()},
+                          {(s, k): v for s, cv in results.items() for k, v in cv.seconds.items()},
+                          {(s, k): v for s, cv in results.items() for k, v in cv.train_sizes.items()}, {})
+
+
+def _runs_of(predictions: pd.DataFrame) -> list[str]:
+    """The columns that name one training run of a prediction table: its seed (when it has one) and its fold."""
+    return ["seed", "fold"] if "seed" in predictions else ["fold"]
 
 
 def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Mapping[str, str], n_classes: int,
                      n_boot: int = 1000, seed: int = 0
                      ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]], dict[str, bool]]:
-    """Scratch and pre-trained W-Net per target: accuracy (Wilson interval), balanced accuracy (stratified bootstrap),
+    """Scratch and pre-trained W-Net per target: accuracy and balanced accuracy pooled over every run's held-out cells
+    (each run a fold, or a seed and a fold), with hierarchical intervals (the runs, then their cells within each class),
     epochs trained; the majority-class rate (``{key}_majority_rate``: the accuracy of always answering the commonest
     class, whose balanced accuracy is 1/classes present); the paired differences pre-trained − scratch of both metrics
     (bootstrap over the pooled cells) as ``{key}_pretrained_minus_scratch_{metric}``; each run's plateau (training
     loss)."""
     rows, metrics, ci, plateau = [], {}, {}, {}
     balanced = metric_functions(n_classes)["balanced_accuracy"]
+    accuracy = lambda t, p: float(np.mean(t == p))  # noqa: E731
     for title, pair in runs.items():
         key = keys[title]
-        y = pair["from scratch"].predictions["y"].to_numpy()
+        first = pair["from scratch"].predictions
+        if "seed" in first:  # the target's cells once: the first seed's predictions
+            first = first[first["seed"] == first["seed"].iloc[0]]
+        y = first["y"].to_numpy()
         counts = np.bincount(y, minlength=n_classes)
         metrics[f"{key}_majority_rate"] = float(counts.max() / counts.sum())
         rows.append({"target": title, "W-Net": "always the commonest class",
@@ -368,10 +398,10 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
             p = pair[how].predictions
             yt, yp = p["y"].to_numpy(), p["pred"].to_numpy()
             k, n, name = int((yt == yp).sum()), len(p), f"{key}_{suffix}"
-            metrics[f"{name}_accuracy"], ci[f"{name}_accuracy"] = k / n, list(wilson(k, n))
-            metrics[f"{name}_balanced_accuracy"] = balanced(yt, yp)
-            ci[f"{name}_balanced_accuracy"] = list(bootstrap_metric(balanced, yt, yp, n_boot=n_boot, seed=seed,
-                                                                    strata=yt))
+            groups = [(part["y"].to_numpy(), part["pred"].to_numpy()) for _, part in p.groupby(_runs_of(p))]
+            for metric, fn in (("accuracy", accuracy), ("balanced_accuracy", balanced)):
+                metrics[f"{name}_{metric}"] = float(fn(yt, yp))
+                ci[f"{name}_{metric}"] = list(hierarchical_bootstrap(fn, groups, n_boot, seed, stratify=True)[1])
             metrics[f"{name}_epochs"] = float(np.mean([len(h) for h in pair[how].histories.values()]))
             plateau[name] = cv_plateau(pair[how].histories, "train_loss", mode="min")
             rows.append({"target": title, "W-Net": how, "accuracy": k / n, "95% CI low": ci[f"{name}_accuracy"][0],
@@ -379,7 +409,7 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
                          "balanced accuracy": metrics[f"{name}_balanced_accuracy"],
                          "BA 95% CI low": ci[f"{name}_balanced_accuracy"][0],
                          "BA 95% CI high": ci[f"{name}_balanced_accuracy"][1], "epochs": metrics[f"{name}_epochs"],
-                         "cells": n})
+                         "cells": len(y), "runs": p.groupby(_runs_of(p)).ngroups})
         diff: dict[str, float] = {}
         for metric in ("accuracy", "balanced_accuracy"):
             d, (low, high) = fold_pooled_difference(pair["pre-trained"].predictions, pair["from scratch"].predictions,
@@ -390,9 +420,9 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
         lo_b, hi_b = ci[f"{key}_pretrained_minus_scratch_balanced_accuracy"]
         rows.append({"target": title, "W-Net": "difference", "accuracy": diff["accuracy"], "95% CI low": lo_a,
                      "95% CI high": hi_a, "balanced accuracy": diff["balanced_accuracy"], "BA 95% CI low": lo_b,
-                     "BA 95% CI high": hi_b, "cells": len(pair["pre-trained"].predictions)})
+                     "BA 95% CI high": hi_b, "cells": len(y)})
     columns = ["accuracy", "95% CI low", "95% CI high", "balanced accuracy", "BA 95% CI low", "BA 95% CI high",
-               "epochs", "cells"]
+               "epochs", "cells", "runs"]
     return pd.DataFrame(rows).set_index(["target", "W-Net"])[columns], metrics, ci, plateau
 
 
@@ -543,6 +573,7 @@ class Parameters:
     transfer_min_steps: int = 150  # ... but not before this many steps (5 per epoch on Zheng Dataset 2, 17 on BCCD)
     transfer_lr: float = 0.001  # Adam, constant, on the target sets
     transfer_batch_size: int = 16  # batch size on the target sets (80 and 273 training cells per fold)
+    transfer_seeds: int = 3  # seeds per fold and target (seed, seed+1, ...): weights, shuffling, augmentation
     gan_size: int = 32  # DCGAN resolution in px (paper: 128); image_size must be a multiple of it
     gan_width: int = 32  # base number of filters of generator and discriminator (DCGAN paper: 64)
     gan_batch_size: int = 16  # DCGAN batch size (514 generator steps per epoch over the 8,227 training cells)
