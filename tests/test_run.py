@@ -29,6 +29,18 @@ def test_parameters_cell_is_typed_commented_and_has_profile(chapter):
 
 
 @pytest.mark.parametrize("chapter", run.CHAPTERS)
+def test_papermill_reads_every_parameter(chapter):
+    """papermill parses the parameters cell with its own pattern: a line it cannot parse (an '=' in the comment does
+    it) is dropped with a warning, and papermill then calls a profile's value for it an unknown parameter."""
+    from papermill.translators import PythonTranslator
+
+    nb = run.read_notebook(chapter)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    seen = {p.name: p.default for p in PythonTranslator.inspect(cell)}
+    assert set(seen) == set(run.parameters_cell(chapter)), "papermill cannot read some lines of the parameters cell"
+
+
+@pytest.mark.parametrize("chapter", run.CHAPTERS)
 def test_chapter_source_is_a_myst_notebook_with_stable_cell_ids(chapter):
     text = run.notebook_path(chapter).read_text()
     assert text.startswith("---\njupytext:") and "format_name: myst" in text
