@@ -642,7 +642,8 @@ def attribute_auc_over_seeds(preds: Sequence[Predictions], data: HemaXData, n_bo
 
     Keys (:func:`_auc_keys`): ``attribute_auc_correct`` / ``_wrong`` (mean one-vs-rest AUC over all categories),
     ``attribute_auc_<group>_<attribute>`` (each attribute's mean over its categories) and
-    ``attribute_auc_<group>_min`` (the weakest attribute). Each replicate draws the runs with replacement, then, for
+    ``attribute_auc_<group>_min`` (each run's weakest attribute, averaged over the runs: at most the weakest of the
+    averaged attributes). Each replicate draws the runs with replacement, then, for
     each drawn run, the labelled cells with replacement, and averages the drawn runs' AUCs: the interval holds the
     seed-to-seed spread as well as the cells' sampling. A replicate where a key is undefined (a one-sided group) is
     left out of that key's interval.
