@@ -381,8 +381,7 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
     (bootstrap over the pooled cells) as ``{key}_pretrained_minus_scratch_{metric}``; each run's plateau (training
     loss)."""
     rows, metrics, ci, plateau = [], {}, {}, {}
-    balanced = metric_functions(n_classes)["balanced_accuracy"]
-    accuracy = lambda t, p: float(np.mean(t == p))  # noqa: E731
+    fns = metric_functions(n_classes)
     for title, pair in runs.items():
         key = keys[title]
         first = pair["from scratch"].predictions
@@ -399,7 +398,8 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
             yt, yp = p["y"].to_numpy(), p["pred"].to_numpy()
             k, n, name = int((yt == yp).sum()), len(p), f"{key}_{suffix}"
             groups = [(part["y"].to_numpy(), part["pred"].to_numpy()) for _, part in p.groupby(_runs_of(p))]
-            for metric, fn in (("accuracy", accuracy), ("balanced_accuracy", balanced)):
+            for metric in ("accuracy", "balanced_accuracy"):
+                fn = fns[metric]
                 metrics[f"{name}_{metric}"] = float(fn(yt, yp))
                 ci[f"{name}_{metric}"] = list(hierarchical_bootstrap(fn, groups, n_boot, seed, stratify=True)[1])
             metrics[f"{name}_epochs"] = float(np.mean([len(h) for h in pair[how].histories.values()]))
