@@ -110,7 +110,7 @@ def test_classification_cost_by_hand() -> None:
                                   n_classes=2, max_trials=4)
     assert cost == {"seconds_per_image": 0.25, "images_per_second": 4.0, "unet_evaluations_per_image_pruned": 6.0,
                     "unet_evaluations_per_image_unpruned": 8.0, "pruning_unet_call_reduction": 2.0,
-                    "pruned_vs_unpruned_agreement": 0.5}
+                    "pruned_vs_unpruned_agreement": 0.5, "pruning_check_cells": 2.0}
 
 
 def test_choose_weighting_by_validation_accuracy() -> None:
@@ -196,20 +196,71 @@ def test_baseline_run_records_history_and_plateau() -> None:
     assert cd.logits(run.model, x[:5]).shape == (5, 3)
 
 
-def test_domain_shift_and_low_data_loops_pool_their_cells() -> None:
+def test_restricted_helpers_by_hand() -> None:
+    scores = np.array([[5.0, 1.0, 2.0, 0.5], [0.0, 3.0, -1.0, 4.0]])
+    assert cd.restricted_argmax(scores, [1, 2]).tolist() == [2, 1]  # class 0 (row 0) and 3 (row 1) are not candidates
+    assert cd.restricted_argmax(scores, [0, 1, 2, 3]).tolist() == [0, 3]
+    assert cd.majority_rate(np.array([0, 1, 1, 1, 2])) == pytest.approx(0.6)
+
+
+def test_subset_result_keeps_the_rows_and_their_share_of_the_time() -> None:
+    x, y = toy(6)
+    model = _tiny_trained()
+    result = SETTINGS.classify(model, x, 3, seed=0, prune=False, keep_errors=True)
+    part = cd.subset_result(result, np.array([1, 4]))
+    assert part.predictions.tolist() == result.predictions[[1, 4]].tolist()
+    assert part.raw_errors.shape == (2, 4, 3)
+    assert part.seconds == pytest.approx(result.seconds * 2 / 6)  # unpruned: every cell costs the same passes
+
+
+def _tiny_trained():
+    x, y = toy()
+    return cd.train_diffusion_model(x, y, 3, 2, TINY, seed=0).ema_model
+
+
+def test_train_to_plateau_stops_when_the_gain_is_small_and_keeps_the_curve() -> None:
+    x, y = toy()
+    val = toy(9, seed=2)
+    judge = lambda images: np.zeros(len(images), dtype=int)  # noqa: E731
+    run = cd.train_to_plateau((x, y), val, 3, TINY, [2, 4, 6], SETTINGS, seed=0, eval_trials=4, min_gain=1.01,
+                              judge=judge, real_images=x[:6].numpy(), samples_per_class=2, ddim_steps=2)
+    # a gain of more than 1.0 in balanced accuracy is impossible: training stops at the second checkpoint
+    assert run.curve["step"].tolist() == [2, 4] and run.plateau is True
+    assert run.result.steps_done == 4 and run.result.history["step"].iloc[-1] == 4
+    assert sorted(run.samples) == [2, 4] and run.samples[4].shape == (6, 8, 8, 3)
+    assert run.curve["class_agreement"].iloc[0] == pytest.approx(1 / 3)  # the judge says class 0 for all
+    assert run.validation.raw_errors.shape == (9, 4, 3)
+    straight = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=0, stop_after_step=4, total_steps=6)
+    for a, b in zip(run.result.ema_model.parameters(), straight.ema_model.parameters()):
+        assert torch.equal(a, b)  # continued from its checkpoint = trained straight through
+    never = cd.train_to_plateau((x, y), val, 3, TINY, [2, 4], SETTINGS, eval_trials=4, min_gain=-2.0,
+                                samples_per_class=0)
+    assert never.curve["step"].tolist() == [2, 4] and never.plateau is False  # still "gaining" at the last step
+
+
+def test_shift_comparison_restricts_both_models_to_the_candidates() -> None:
+    x, y = toy()
+    model = _tiny_trained()
+    baseline = cd.train_baseline((x, y), toy(9, seed=2), 3, epochs=1, batch_size=8, precision="fp32").model
+    sx, sy = toy(9, seed=3)
+    keep = sy.numpy() != 2
+    shifted = (sx[keep], sy.numpy()[keep])
+    shift = cd.shift_comparison(model, baseline, {"shifted": shifted}, [0, 1], SETTINGS, 3, n_boot=50)
+    labels, ours, base = shift.predictions["shifted"]
+    assert set(ours) <= {0, 1} and set(base) <= {0, 1}
+    row = shift.rows.loc["shifted"]
+    assert row["n"] == keep.sum() and row["chance"] == 0.5
+    assert shift.metrics["domain_shift_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, ours))
+    assert shift.metrics["domain_shift_balanced_accuracy_difference"] == pytest.approx(
+        row["CytoDiffusion (ours)"] - row["ResNet-18"])
+    with pytest.raises(ValueError, match="outside the candidates"):
+        cd.shift_comparison(model, baseline, {"all": (sx, sy.numpy())}, [0, 1], SETTINGS, 3)
+
+
+def test_low_data_loop_pools_its_repeats() -> None:
     x, y = toy()
     val = toy(9, seed=2)
     shifted = toy(9, seed=3)
-    shift = cd.domain_shift_experiment((x, y), val, {"shifted": shifted}, 3, 2, TINY, SETTINGS, seeds=1,
-                                       baseline_epochs=1, baseline_batch_size=8, n_boot=50)
-    assert shift.rows[["seed", "test set", "n"]].values.tolist() == [[0, "shifted", 9]]
-    # one set, one seed: the pooled number is that set's balanced accuracy
-    assert shift.metrics["domain_shift_balanced_accuracy"] == pytest.approx(shift.rows["CytoDiffusion (ours)"][0])
-    assert shift.metrics["baseline_domain_shift_balanced_accuracy"] == pytest.approx(shift.rows["ResNet-18"][0])
-    assert shift.metrics["domain_shift_balanced_accuracy_difference"] == pytest.approx(
-        shift.rows["CytoDiffusion (ours)"][0] - shift.rows["ResNet-18"][0])
-    assert set(shift.plateau) == {"shift_diffusion", "shift_resnet18"} and list(shift.diffusion_histories) == ["seed 0"]
-
     low = cd.low_data(lambda size, r: (x[:3 * size], y[:3 * size]), val, shifted, 3, [2, 4], [2, 3], TINY, SETTINGS,
                       repeats=1, baseline_min_epochs=1, baseline_batch_size=8, n_boot=50)
     assert low.rows["train cells"].tolist() == [6, 12]

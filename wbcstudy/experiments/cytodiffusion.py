@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,6 +46,17 @@ Weighting = str | Sequence[float]
 
 #: Where the recorded GPU training-budget measurement lives (written by :func:`scaling_run` under the ``gpu`` profile).
 SCALING_FILE = "cytodiffusion_scaling.json"
+
+
+@contextmanager
+def timed(seconds: dict[str, float], part: str):
+    """Add the wall-clock seconds of the ``with`` block to ``seconds[part]`` (the chapter's table of seconds per
+    part)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -131,14 +143,21 @@ def diffusion_plateau(run: DiffusionTrainResult) -> bool:
     return reached_plateau(losses, mode="min", tol=DIFFUSION_PLATEAU_TOL * min(losses))
 
 
+#: A baseline has reached its plateau when doubling its budget (the budget-sensitivity test) changes its validation
+#: accuracy by less than this.
+BASELINE_PLATEAU_TOL = 0.01
+
+
 @dataclass
 class BaselineRun:
-    """A trained discriminative baseline: the model (best validation epoch), its history and whether it plateaued."""
+    """A trained discriminative baseline: the model (best validation epoch), its history, whether it plateaued and,
+    with the budget test, its validation accuracy after a cool-down from half its budget and at the full budget."""
 
     name: str
     model: torch.nn.Module
     history: pd.DataFrame
     plateau: bool
+    budget_scores: dict[str, float] = field(default_factory=dict)
 
 
 def build_classifier(kind: str, n_classes: int, train_images: Images) -> tuple[torch.nn.Module, float]:
@@ -159,18 +178,28 @@ def build_classifier(kind: str, n_classes: int, train_images: Images) -> tuple[t
 
 def train_baseline(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor], n_classes: int,
                    kind: str = "resnet18", epochs: int = 2, batch_size: int = 128, seed: int = 0,
-                   precision: str = "auto") -> BaselineRun:
-    """Train a baseline with ``wbcstudy.train.fit`` (AdamW, one-cycle, weight decay 0.05, flips and 90° rotations),
-    keeping its best validation epoch; ``plateau`` is judged on the validation-accuracy curve."""
+                   precision: str = "auto", budget_check: bool = False) -> BaselineRun:
+    """Train a baseline with ``wbcstudy.train.fit`` (AdamW, weight decay 0.05, flips and 90° rotations), keeping its
+    best validation epoch.
+
+    With ``budget_check`` (at least 4 epochs) the schedule is warm-up-stable-decay and a copy is cooled down from half
+    the budget: ``plateau`` is the budget-sensitivity test (doubling the budget changed validation accuracy by less
+    than ``BASELINE_PLATEAU_TOL``). Without it (one-cycle schedule) ``plateau`` is judged on the validation curve.
+    """
     from wbcstudy.augment import flips_and_rot90
     from wbcstudy.train import TrainConfig, fit
 
     torch.manual_seed(seed)
     model, lr = build_classifier(kind, n_classes, train[0])
+    budget_check = budget_check and epochs >= 4
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.05, seed=seed, progress=False,
-                      precision=precision)
+                      precision=precision, scheduler="wsd" if budget_check else "onecycle", budget_check=budget_check)
     result = fit(model, train, val, cfg, augment=flips_and_rot90, n_classes=n_classes)
-    return BaselineRun(kind, result.model.eval(), result.history, reached_plateau(result.history["val_accuracy"]))
+    if budget_check:
+        plateau = bool(result.reached_plateau_by_budget(BASELINE_PLATEAU_TOL))
+    else:
+        plateau = reached_plateau(result.history["val_accuracy"])
+    return BaselineRun(kind, result.model.eval(), result.history, plateau, dict(result.budget_scores))
 
 
 @torch.no_grad()
@@ -189,6 +218,21 @@ def top2_logit_gap(scores: np.ndarray) -> np.ndarray:
     """Largest minus second-largest logit per row (the paper's ViT confidence)."""
     top2 = np.sort(np.asarray(scores, dtype=float), axis=1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
+
+
+def restricted_argmax(scores: np.ndarray, candidates: Sequence[int]) -> np.ndarray:
+    """Per row, the candidate class with the largest score (a discriminative model restricted to the classes a test
+    set has, as ``diffusion_classify(candidates=...)`` restricts the diffusion classifier)."""
+    cand = np.asarray(list(candidates), dtype=int)
+    if len(cand) < 1:
+        raise ValueError("need at least one candidate class")
+    return cand[np.asarray(scores)[:, cand].argmax(axis=1)]
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """The share of the most frequent class: the accuracy of always predicting it (a below-chance reference)."""
+    labels = np.asarray(labels)
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
 
 
 # -------------------------------------------------------------------------------------------- metrics, intervals
@@ -326,16 +370,30 @@ def choose_weighting(raw_errors: np.ndarray, timesteps: np.ndarray, labels: np.n
     return WeightingChoice(name, candidates[name], candidates, accuracy, note)
 
 
+def subset_result(result: DiffusionClassification, rows: np.ndarray) -> DiffusionClassification:
+    """The rows ``rows`` of a classification (seconds shared out by the rows' UNet evaluations)."""
+    rows = np.asarray(rows)
+    share = result.unet_evaluations[rows].sum() / max(1, result.unet_evaluations.sum())
+    return DiffusionClassification(
+        predictions=result.predictions[rows], confidence=result.confidence[rows],
+        normalised_errors=result.normalised_errors[rows], unet_evaluations=result.unet_evaluations[rows],
+        trials=result.trials[rows], class_trials=result.class_trials[rows], timesteps=result.timesteps,
+        raw_errors=None if result.raw_errors is None else result.raw_errors[rows], seconds=result.seconds * share)
+
+
 def classification_cost(result: DiffusionClassification, unpruned: DiffusionClassification,
                         pruned: DiffusionClassification, n_classes: int, max_trials: int) -> dict[str, float]:
     """What classifying costs: seconds and UNet passes per image (``result``: the test cells, with pruning), and what
-    pruning saves and changes on the same cells run ``unpruned`` and ``pruned``."""
+    pruning saves and changes on the same cells run ``unpruned`` and ``pruned`` (same images, same noise)."""
+    if len(unpruned.predictions) != len(pruned.predictions):
+        raise ValueError(f"{len(unpruned.predictions)} unpruned but {len(pruned.predictions)} pruned cells")
     seconds = result.seconds / len(result.predictions)
     return {"seconds_per_image": seconds, "images_per_second": 1 / seconds,
             "unet_evaluations_per_image_pruned": float(result.unet_evaluations.mean()),
             "unet_evaluations_per_image_unpruned": float(n_classes * max_trials),
             "pruning_unet_call_reduction": float(unpruned.unet_evaluations.sum() / pruned.unet_evaluations.sum()),
-            "pruned_vs_unpruned_agreement": float((unpruned.predictions == pruned.predictions).mean())}
+            "pruned_vs_unpruned_agreement": float((unpruned.predictions == pruned.predictions).mean()),
+            "pruning_check_cells": float(len(pruned.predictions))}
 
 
 def learning_curves_figure(diffusion: dict[str, pd.DataFrame], baselines: dict[str, pd.DataFrame], title: str):
@@ -369,38 +427,118 @@ class ShiftOrLowDataResult:
     diffusion_histories: dict[str, pd.DataFrame] = field(default_factory=dict)
     baseline_histories: dict[str, pd.DataFrame] = field(default_factory=dict)
     plateau: dict[str, bool] = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)  # shift: set name → (labels, ours, baseline)
 
 
-def domain_shift_experiment(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor],
-                 test_sets: dict[str, tuple[Images, torch.Tensor]], n_classes: int, steps: int,
-                 recipe: DiffusionModelConfig,
-                 settings: DiffusionClassifierConfig, seeds: int = 1, seed: int = 0, baseline_epochs: int = 2,
-                 baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
-    """Per seed: train a diffusion model and a ResNet-18 on ``train``, classify every shifted test set; the headline
-    pools every set's and seed's cells into one balanced accuracy per model (``domain_shift_*``) and their
-    paired difference."""
+@dataclass
+class CheckpointRun:
+    """One diffusion model trained until its held-out balanced accuracy stops rising (:func:`train_to_plateau`).
+
+    ``result``: the model at the last checkpoint trained (its history covers every step); ``curve``: one row per
+    checkpoint (step, seconds, training loss, validation accuracy and balanced accuracy, the Turing-test substitutes
+    of its samples); ``samples``: step → DDIM samples (``sample_labels`` their conditioning classes); ``validation``:
+    the last checkpoint's unpruned validation classification (raw errors kept, for the weighting choice);
+    ``plateau``: whether the last checkpoint gained less than ``min_gain`` over the one before.
+    """
+
+    result: DiffusionTrainResult
+    curve: pd.DataFrame
+    samples: dict[int, np.ndarray]
+    sample_labels: np.ndarray
+    validation: DiffusionClassification
+    plateau: bool
+
+
+def train_to_plateau(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor], n_classes: int,
+                     recipe: DiffusionModelConfig, eval_steps: Sequence[int], settings: DiffusionClassifierConfig,
+                     seed: int = 0, eval_trials: int = 50, min_gain: float = 0.01,
+                     judge: Callable[[np.ndarray], np.ndarray] | None = None, real_images: np.ndarray | None = None,
+                     samples_per_class: int = 16, ddim_steps: int = 25,
+                     checkpoint: str | Path | None = None) -> CheckpointRun:
+    """Train one class-conditional model in segments up to each of ``eval_steps`` (one run continued from its
+    checkpoint: the learning rate is constant after warm-up, so stopping at any checkpoint is the same run cut short)
+    and, at each, classify the validation cells ``val`` without pruning (``eval_trials`` trials, the settings'
+    weighting) and draw ``samples_per_class`` DDIM samples per class. With ``judge`` (images → predicted classes) and
+    ``real_images``, each checkpoint's samples get the Turing-test substitutes (:func:`turing_substitutes`).
+
+    Training stops after the first checkpoint whose validation balanced accuracy gained less than ``min_gain`` over the
+    previous one (that model is kept: the gain is measured, not predicted); reaching the last step count while still
+    gaining leaves ``plateau`` False.
+    """
+    import tempfile
+
+    from wbcstudy.models.diffusion import ddim_sample
+
+    steps = sorted({int(s) for s in eval_steps})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"need positive checkpoint step counts, got {list(eval_steps)}")
+    tmp = None
+    if checkpoint is None:
+        tmp = tempfile.TemporaryDirectory()
+        checkpoint = Path(tmp.name) / "diffusion.pt"
+    ckpt = Path(checkpoint)
+    ckpt.unlink(missing_ok=True)
+    val_y = val[1].numpy()
+    labels = np.repeat(np.arange(n_classes), samples_per_class)
+    rows, samples, previous, plateau = [], {}, None, False
+    run = validation = None
+    try:
+        for s in steps:
+            start = time.perf_counter()
+            run = train_diffusion_model(*train, n_classes, s, recipe, seed=seed, checkpoint=ckpt, stop_after_step=s,
+                                        total_steps=steps[-1])
+            trained = time.perf_counter() - start
+            start = time.perf_counter()
+            validation = settings.classify(run.ema_model, val[0], n_classes, seed, prune=False, keep_errors=True,
+                                           max_trials=eval_trials)
+            ba = float(balanced_accuracy_score(val_y, validation.predictions))
+            row = {"step": run.steps_done, "train seconds": trained, "loss": float(run.history["loss"].iloc[-1]),
+                   "val accuracy": float((validation.predictions == val_y).mean()), "val balanced accuracy": ba}
+            if samples_per_class:
+                samples[run.steps_done] = ddim_sample(run.ema_model, labels, run.scheduler, steps=ddim_steps,
+                                                      seed=seed)
+                if judge is not None and real_images is not None:
+                    turing, _, _ = turing_substitutes(real_images, samples[run.steps_done], labels,
+                                                      judge(samples[run.steps_done]))
+                    row.update(c2st_accuracy=turing["c2st_accuracy"], class_agreement=turing["class_agreement"])
+            row["evaluation seconds"] = time.perf_counter() - start
+            rows.append(row)
+            if previous is not None and ba - previous < min_gain:
+                plateau = True
+                break
+            previous = ba
+    finally:
+        ckpt.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.cleanup()
+    return CheckpointRun(run, pd.DataFrame(rows), samples, labels, validation, plateau)
+
+
+def shift_comparison(model: ClassConditionalUNet, baseline: torch.nn.Module,
+                     test_sets: dict[str, tuple[Images, np.ndarray]], candidates: Sequence[int],
+                     settings: DiffusionClassifierConfig, n_classes: int, seed: int = 0,
+                     n_boot: int = 1000) -> ShiftOrLowDataResult:
+    """The in-domain models on other laboratories' cells, both restricted to ``candidates`` (the classes the shifted
+    sets have): per set its balanced accuracies, chance level (1 / candidates) and majority-class rate, and the
+    predictions; the headline pools every set's cells (``domain_shift_*`` and their paired difference).
+    ``test_sets`` labels are indices into the models' classes."""
     rows, ys, ours, base = [], [], [], []
     out = ShiftOrLowDataResult(pd.DataFrame(), {}, {})
-    for r in range(seeds):
-        run_seed = seed + r
-        diffusion = train_diffusion_model(*train, n_classes, steps, recipe, seed=run_seed)
-        baseline = train_baseline(train, val, n_classes, epochs=baseline_epochs, batch_size=baseline_batch_size,
-                                  seed=run_seed, precision=recipe.precision)
-        out.diffusion_histories[f"seed {run_seed}"] = diffusion.history
-        out.baseline_histories[f"seed {run_seed}"] = baseline.history
-        out.plateau["shift_diffusion"] = out.plateau.get("shift_diffusion", True) and diffusion_plateau(diffusion)
-        out.plateau["shift_resnet18"] = out.plateau.get("shift_resnet18", True) and baseline.plateau
-        for name, (x, y) in test_sets.items():
-            pred = settings.classify(diffusion.ema_model, x, n_classes, seed=run_seed).predictions
-            base_pred = logits(baseline.model, x).argmax(1)
-            y = y.numpy()
-            rows.append({"seed": run_seed, "test set": name, "n": len(y),
-                         "CytoDiffusion (ours)": balanced_accuracy_score(y, pred),
-                         "ResNet-18": balanced_accuracy_score(y, base_pred)})
-            ys.append(y)
-            ours.append(pred)
-            base.append(base_pred)
-    out.rows = pd.DataFrame(rows)
+    for name, (x, y) in test_sets.items():
+        y = np.asarray(y)
+        if not set(np.unique(y)) <= {int(c) for c in candidates}:
+            raise ValueError(f"test set {name!r} has classes {sorted(set(np.unique(y)))} outside the candidates "
+                             f"{list(candidates)}")
+        pred = settings.classify(model, x, n_classes, seed=seed, candidates=candidates).predictions
+        base_pred = restricted_argmax(logits(baseline, x), candidates)
+        rows.append({"test set": name, "n": len(y), "chance": 1 / len(candidates), "majority class": majority_rate(y),
+                     "CytoDiffusion (ours)": balanced_accuracy_score(y, pred),
+                     "ResNet-18": balanced_accuracy_score(y, base_pred)})
+        out.predictions[name] = (y, pred, base_pred)
+        ys.append(y)
+        ours.append(pred)
+        base.append(base_pred)
+    out.rows = pd.DataFrame(rows).set_index("test set")
     out.metrics, out.ci = comparison("domain_shift", ys, ours, base, n_classes, n_boot, seed)
     return out
 
@@ -431,25 +569,30 @@ def baseline_epochs_for(steps: int, batch_size: int, train_cells: int, min_epoch
 
 def low_data(train_subsets: Callable[[int, int], tuple[Images, torch.Tensor]], val: tuple[Images, torch.Tensor],
              test: tuple[Images, torch.Tensor], n_classes: int, sizes: Sequence[int], steps: Sequence[int],
-             recipe: DiffusionModelConfig, settings: DiffusionClassifierConfig, repeats: int = 1, seed: int = 0,
-             baseline_min_epochs: int = 2, baseline_batch_size: int = 128, n_boot: int = 1000) -> ShiftOrLowDataResult:
-    """Per subset size (with its diffusion step count) and repeat r: train a diffusion model and a ResNet-18 on
-    ``train_subsets(size, r)`` (the baseline sees as many images as the diffusion model, at least
-    ``baseline_min_epochs`` epochs) and classify the same test cells; per size, the repeats' predictions are pooled
-    into ``lowdata_<size>_*`` balanced accuracies and their paired difference."""
+             recipe: DiffusionModelConfig, settings: DiffusionClassifierConfig, repeats: int | Sequence[int] = 1,
+             seed: int = 0, baseline_min_epochs: int = 2, baseline_batch_size: int = 128,
+             n_boot: int = 1000) -> ShiftOrLowDataResult:
+    """Per subset size (with its diffusion step count) and repeat r (``repeats``: one count, or one per size): train
+    a diffusion model and a ResNet-18 on ``train_subsets(size, r)`` (the baseline sees as many images as the
+    diffusion model, at least ``baseline_min_epochs`` epochs, with the budget test from 4 epochs on) and classify the
+    same test cells; per size, the repeats' predictions are pooled into ``lowdata_<size>_*`` balanced accuracies and
+    their paired difference."""
     if len(sizes) != len(steps):
         raise ValueError(f"{len(sizes)} subset sizes but {len(steps)} step counts")
+    per_size = [int(repeats)] * len(sizes) if isinstance(repeats, int) else [int(r) for r in repeats]
+    if len(per_size) != len(sizes) or min(per_size) < 1:
+        raise ValueError(f"need one positive repeat count per subset size, got {repeats!r} for {list(sizes)}")
     rows = []
     out = ShiftOrLowDataResult(pd.DataFrame(), {}, {})
     test_y = test[1].numpy()
-    for size, n_steps in zip(sizes, steps):
+    for size, n_steps, size_repeats in zip(sizes, steps, per_size):
         ours, base = [], []
-        for r in range(repeats):
+        for r in range(size_repeats):
             x, y = train_subsets(size, r)
             epochs = baseline_epochs_for(n_steps, recipe.batch_size, len(y), baseline_min_epochs)
             diffusion = train_diffusion_model(x, y, n_classes, n_steps, recipe, seed=seed + r)
             baseline = train_baseline((x, y), val, n_classes, epochs=epochs, batch_size=baseline_batch_size,
-                                      seed=seed + r, precision=recipe.precision)
+                                      seed=seed + r, precision=recipe.precision, budget_check=True)
             out.diffusion_histories[f"{size} per class, r{r}"] = diffusion.history
             out.baseline_histories[f"{size} per class, r{r}"] = baseline.history
             for model_name, reached in ((f"lowdata_{size}_diffusion", diffusion_plateau(diffusion)),
@@ -462,7 +605,7 @@ def low_data(train_subsets: Callable[[int, int], tuple[Images, torch.Tensor]], v
                          "ResNet-18": balanced_accuracy_score(test_y, base_pred)})
             ours.append(pred)
             base.append(base_pred)
-        m, c = comparison(f"lowdata_{size}", [test_y] * repeats, ours, base, n_classes, n_boot, seed)
+        m, c = comparison(f"lowdata_{size}", [test_y] * size_repeats, ours, base, n_classes, n_boot, seed)
         out.metrics.update(m)
         out.ci.update(c)
     out.rows = pd.DataFrame(rows)
@@ -536,46 +679,49 @@ class Parameters:
     recipe from here, never from the notebook.
     """
 
-    profile: str = 'cpu'  # papermill profile name, recorded in the results
-    results_dir: str = 'book/results'  # where cytodiffusion.json is written (relative to the project root)
-    precision: str = 'auto'  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
+    profile: str = "cpu"  # papermill profile name, recorded in the results
+    results_dir: str = "book/results"  # where cytodiffusion.json is written (relative to the project root)
+    precision: str = "auto"  # "fp32", "bf16" or "auto" (bf16 where the hardware runs it natively)
     deterministic: bool = False  # ask torch for deterministic algorithms (the smoke profile's regression copy)
     seed: int = 0  # seeds weight init, batches, augmentation, noise and timesteps
     image_size: int = 32  # px; images are decoded at 64 px and average-pooled 2x2
-    #: UNet block widths (0.79 M parameters; the chapter measures its seconds per training step)
+    #: UNet block widths (0.79 M params; the chapter measures its step time)
     unet_channels: list = field(default_factory=lambda: [16, 32, 32, 64])
     train_limit: int = 0  # 0: every training image; >0: a stratified subset (smoke runs)
-    val_limit: int = 0  # 0: whole validation splits for the baselines' epoch selection; >0: stratified subsets
+    val_limit: int = 0  # 0: whole validation split for the baseline's epoch selection; >0: a stratified subset
     batch_size: int = 64  # diffusion training batch size
     diffusion_lr: float = 0.001  # AdamW learning rate after warm-up (constant, as in the paper)
     warmup_steps: int = 50  # linear warm-up steps
     ema_decay: float = 0.995  # EMA of the weights (paper 0.9999 over ~100x more steps)
-    indomain_steps: int = 500  # training steps of the 8-class model
-    anomaly_steps: int = 250  # training steps of the model without erythroblasts
-    shift_steps: int = 250  # training steps of the 5-class (PBC WBC) model, per seed
-    shift_seeds: int = 1  # domain-shift repeats (paper 5)
-    lowdata_sizes: list = field(default_factory=lambda: [10, 20, 50, 150])  # training images per class
-    lowdata_steps: list = field(default_factory=lambda: [40, 60, 80, 120])  # training steps per subset size
-    lowdata_repeats: int = 1  # subsets r0, r1, ... of the low-data manifest (paper 5)
-    max_trials: int = 40  # classifier trials per image (paper 2000)
+    #: checkpoints of the shared model, each with validation accuracy and samples
+    eval_steps: list = field(default_factory=lambda: [2000, 3500, 5000])
+    #: training stops after a checkpoint whose validation balanced accuracy gained less than this
+    min_gain: float = 0.01
+    eval_cells: int = 105  # stratified validation cells classified at each checkpoint (no pruning)
+    eval_trials: int = 40  # trials per validation cell at each checkpoint
+    max_trials: int = 100  # classifier trials per test cell (paper 2000)
     min_trials: int = 20  # pruning starts at this trial index, every 5 trials (paper)
-    images_per_call: int = 8  # images whose active classes share one UNet call
-    #: validation images whose unpruned errors refit the poly4 weighting and choose the weighting
-    weighting_fit_images: int = 16
-    indomain_test_limit: int = 160  # stratified in-domain test cells classified by the diffusion model
-    anomaly_test_limit: int = 100  # stratified anomaly test cells (normal and erythroblast)
-    shift_test_limit: int = 40  # cells per domain-shift test set
-    lowdata_test_limit: int = 40  # stratified low-data test cells
-    #: stratified low-data validation cells for the baselines' epoch selection (0: all ~8,400)
-    lowdata_val_limit: int = 400
-    trials_curve_images: int = 16  # in-domain test cells run without pruning for accuracy vs trials
+    images_per_call: int = 16  # images whose active classes share one UNet call
+    indomain_test_limit: int = 400  # stratified in-domain test cells (the seven training classes)
+    anomaly_test_limit: int = 0  # erythroblasts of the test split scored as anomalies (0: all of them)
+    pruning_check_cells: int = 100  # in-domain test cells classified again without pruning
+    shift_test_limit: int = 100  # stratified cells per domain-shift test set
+    lowdata_sizes: list = field(default_factory=lambda: [10, 150])  # training images per class
+    lowdata_steps: list = field(default_factory=lambda: [200, 600])  # diffusion training steps per subset size
+    #: subsets r0, r1, ... of the low-data manifest per size (paper 5)
+    lowdata_repeats: list = field(default_factory=lambda: [3, 1])
+    lowdata_trials: int = 40  # classifier trials per low-data test cell
+    lowdata_test_limit: int = 80  # stratified low-data test cells
+    lowdata_val_limit: int = 200  # stratified low-data validation cells for the baselines' epoch selection (0: all)
+    #: the low-data ResNet-18's fewest epochs (it sees as many images as the diffusion model)
+    lowdata_min_epochs: int = 4
     heatmap_trials: int = 40  # trials per counterfactual heatmap
-    samples_per_class: int = 16  # DDIM samples per class for the Turing-test substitutes
+    samples_per_class: int = 16  # DDIM samples per class at each checkpoint
     ddim_steps: int = 25  # DDIM sampling steps
-    resnet_epochs: int = 2  # ResNet-18 (from scratch) epochs per baseline
-    effnet_epochs: int = 1  # EfficientNet-Lite0 (ImageNet) fine-tuning epochs (in-domain only)
+    #: in-domain ResNet-18 (from scratch) epochs, warm-up-stable-decay with the budget test
+    resnet_epochs: int = 10
     baseline_batch_size: int = 128  # baseline training batch size
+    benchmark_steps: int = 250  # training steps of the summary's 5-class benchmark model (not used in this chapter)
     n_boot: int = 1000  # bootstrap resamples for the confidence intervals
-    #: gpu profile: train the in-domain model on to each step count and classify after each ([]: show the recorded
-    #: run)
+    #: gpu profile: train a model on to each step count and classify ([]: the recorded run)
     scaling_steps: list = field(default_factory=lambda: [])
