@@ -694,7 +694,7 @@ class Parameters:
     warmup_steps: int = 50  # linear warm-up steps
     ema_decay: float = 0.995  # EMA of the weights (paper 0.9999 over ~100x more steps)
     #: checkpoints of the shared model, each with validation accuracy and samples
-    eval_steps: list = field(default_factory=lambda: [2000, 3500, 5000])
+    eval_steps: list = field(default_factory=lambda: [1500, 3000, 4500])
     #: training stops after a checkpoint whose validation balanced accuracy gained less than this
     min_gain: float = 0.01
     eval_cells: int = 105  # stratified validation cells classified at each checkpoint (no pruning)
@@ -707,19 +707,19 @@ class Parameters:
     pruning_check_cells: int = 100  # in-domain test cells classified again without pruning
     shift_test_limit: int = 100  # stratified cells per domain-shift test set
     lowdata_sizes: list = field(default_factory=lambda: [10, 150])  # training images per class
-    lowdata_steps: list = field(default_factory=lambda: [200, 600])  # diffusion training steps per subset size
+    lowdata_steps: list = field(default_factory=lambda: [150, 500])  # diffusion training steps per subset size
     #: subsets r0, r1, ... of the low-data manifest per size (paper 5)
     lowdata_repeats: list = field(default_factory=lambda: [3, 1])
     lowdata_trials: int = 40  # classifier trials per low-data test cell
     lowdata_test_limit: int = 80  # stratified low-data test cells
-    lowdata_val_limit: int = 200  # stratified low-data validation cells for the baselines' epoch selection (0: all)
+    lowdata_val_limit: int = 100  # stratified low-data validation cells for the baselines' epoch selection (0: all)
     #: the low-data ResNet-18's fewest epochs (it sees as many images as the diffusion model)
     lowdata_min_epochs: int = 4
     heatmap_trials: int = 40  # trials per counterfactual heatmap
     samples_per_class: int = 16  # DDIM samples per class at each checkpoint
     ddim_steps: int = 25  # DDIM sampling steps
     #: in-domain ResNet-18 (from scratch) epochs, warm-up-stable-decay with the budget test
-    resnet_epochs: int = 10
+    resnet_epochs: int = 6
     baseline_batch_size: int = 128  # baseline training batch size
     benchmark_steps: int = 250  # training steps of the summary's 5-class benchmark model (not used in this chapter)
     n_boot: int = 1000  # bootstrap resamples for the confidence intervals
