@@ -229,6 +229,7 @@ def test_train_to_plateau_stops_when_the_gain_is_small_and_keeps_the_curve() -> 
     assert run.result.steps_done == 4 and run.result.history["step"].iloc[-1] == 4
     assert sorted(run.samples) == [2, 4] and run.samples[4].shape == (6, 8, 8, 3)
     assert run.curve["class_agreement"].iloc[0] == pytest.approx(1 / 3)  # the judge says class 0 for all
+    assert run.turing[0]["class_agreement"] == run.curve["class_agreement"].iloc[-1]  # the last checkpoint's
     assert run.validation.raw_errors.shape == (9, 4, 3)
     straight = cd.train_diffusion_model(x, y, 3, 4, TINY, seed=0, stop_after_step=4, total_steps=6)
     for a, b in zip(run.result.ema_model.parameters(), straight.ema_model.parameters()):
@@ -236,6 +237,7 @@ def test_train_to_plateau_stops_when_the_gain_is_small_and_keeps_the_curve() -> 
     never = cd.train_to_plateau((x, y), val, 3, TINY, [2, 4], SETTINGS, eval_trials=4, min_gain=-2.0,
                                 samples_per_class=0)
     assert never.curve["step"].tolist() == [2, 4] and never.plateau is False  # still "gaining" at the last step
+    assert never.turing is None  # no judge, no samples
 
 
 def test_shift_comparison_restricts_both_models_to_the_candidates() -> None:

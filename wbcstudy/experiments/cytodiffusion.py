@@ -447,6 +447,8 @@ class CheckpointRun:
     sample_labels: np.ndarray
     validation: DiffusionClassification
     plateau: bool
+    #: the last checkpoint's Turing-test substitutes: (metrics, Wilson intervals, folds), or None without a judge
+    turing: tuple[dict[str, float], dict[str, tuple], int] | None = None
 
 
 def train_to_plateau(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.Tensor], n_classes: int,
@@ -481,7 +483,7 @@ def train_to_plateau(train: tuple[Images, torch.Tensor], val: tuple[Images, torc
     val_y = val[1].numpy()
     labels = np.repeat(np.arange(n_classes), samples_per_class)
     rows, samples, previous, plateau = [], {}, None, False
-    run = validation = None
+    run = validation = turing_record = None
     try:
         for s in steps:
             start = time.perf_counter()
@@ -498,9 +500,10 @@ def train_to_plateau(train: tuple[Images, torch.Tensor], val: tuple[Images, torc
                 samples[run.steps_done] = ddim_sample(run.ema_model, labels, run.scheduler, steps=ddim_steps,
                                                       seed=seed)
                 if judge is not None and real_images is not None:
-                    turing, _, _ = turing_substitutes(real_images, samples[run.steps_done], labels,
-                                                      judge(samples[run.steps_done]))
-                    row.update(c2st_accuracy=turing["c2st_accuracy"], class_agreement=turing["class_agreement"])
+                    turing_record = turing_substitutes(real_images, samples[run.steps_done], labels,
+                                                       judge(samples[run.steps_done]))
+                    row.update(c2st_accuracy=turing_record[0]["c2st_accuracy"],
+                               class_agreement=turing_record[0]["class_agreement"])
             row["evaluation seconds"] = time.perf_counter() - start
             rows.append(row)
             if previous is not None and ba - previous < min_gain:
@@ -511,7 +514,7 @@ def train_to_plateau(train: tuple[Images, torch.Tensor], val: tuple[Images, torc
         ckpt.unlink(missing_ok=True)
         if tmp is not None:
             tmp.cleanup()
-    return CheckpointRun(run, pd.DataFrame(rows), samples, labels, validation, plateau)
+    return CheckpointRun(run, pd.DataFrame(rows), samples, labels, validation, plateau, turing_record)
 
 
 def shift_comparison(model: ClassConditionalUNet, baseline: torch.nn.Module,
@@ -694,7 +697,7 @@ class Parameters:
     warmup_steps: int = 50  # linear warm-up steps
     ema_decay: float = 0.995  # EMA of the weights (paper 0.9999 over ~100x more steps)
     #: checkpoints of the shared model, each with validation accuracy and samples
-    eval_steps: list = field(default_factory=lambda: [1500, 3000, 4500])
+    eval_steps: list = field(default_factory=lambda: [1500, 3000, 4000])
     #: training stops after a checkpoint whose validation balanced accuracy gained less than this
     min_gain: float = 0.01
     eval_cells: int = 105  # stratified validation cells classified at each checkpoint (no pruning)
@@ -705,12 +708,12 @@ class Parameters:
     indomain_test_limit: int = 400  # stratified in-domain test cells (the seven training classes)
     anomaly_test_limit: int = 0  # erythroblasts of the test split scored as anomalies (0: all of them)
     pruning_check_cells: int = 100  # in-domain test cells classified again without pruning
-    shift_test_limit: int = 100  # stratified cells per domain-shift test set
+    shift_test_limit: int = 80  # stratified cells per domain-shift test set
     lowdata_sizes: list = field(default_factory=lambda: [10, 150])  # training images per class
-    lowdata_steps: list = field(default_factory=lambda: [150, 500])  # diffusion training steps per subset size
+    lowdata_steps: list = field(default_factory=lambda: [150, 400])  # diffusion training steps per subset size
     #: subsets r0, r1, ... of the low-data manifest per size (paper 5)
     lowdata_repeats: list = field(default_factory=lambda: [3, 1])
-    lowdata_trials: int = 40  # classifier trials per low-data test cell
+    lowdata_trials: int = 30  # classifier trials per low-data test cell
     lowdata_test_limit: int = 80  # stratified low-data test cells
     lowdata_val_limit: int = 100  # stratified low-data validation cells for the baselines' epoch selection (0: all)
     #: the low-data ResNet-18's fewest epochs (it sees as many images as the diffusion model)
