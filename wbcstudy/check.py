@@ -47,8 +47,9 @@ BOOK_CPU_BUDGET: float = 8 * 3600.0
 CYTODIFFUSION_METRICS: frozenset[str] = frozenset(
     {"indomain_accuracy", "indomain_balanced_accuracy", "baseline_indomain_balanced_accuracy", "anomaly_auc",
      "baseline_anomaly_auc", "domain_shift_balanced_accuracy", "baseline_domain_shift_balanced_accuracy",
-     "pruning_unet_call_reduction", "seconds_per_image", "c2st_accuracy", "class_agreement"}
-    | {f"{who}lowdata_{n}_balanced_accuracy" for who in ("", "baseline_") for n in (10, 20, 50, 150)})
+     "pruning_unet_call_reduction", "pruned_vs_unpruned_agreement", "seconds_per_image", "c2st_accuracy",
+     "class_agreement", "indomain_test_cells", "diffusion_train_steps", "max_trials", "lowdata_repeats"}
+    | {f"{who}lowdata_{n}_balanced_accuracy" for who in ("", "baseline_") for n in (10, 150)})
 CYTODIFFUSION_PAPER: frozenset[str] = frozenset(
     {"indomain_balanced_accuracy", "anomaly_auc", "domain_shift_balanced_accuracy", "lowdata_150_balanced_accuracy",
      "c2st_accuracy", "class_agreement"})
