@@ -297,3 +297,15 @@ def test_transfer_runs_wait_min_steps_before_plateau_stopping() -> None:
     assert len(scratch) == 16 and sorted(scratch["seed"].unique()) == [3, 4]  # 2 folds of 4 cells, 2 seeds
     same_cells = [sorted(part["row"]) for _, part in scratch.groupby("seed")]
     assert same_cells[0] == same_cells[1]
+
+
+def test_mixed_set_accuracy_scores_real_and_generated_cells_together() -> None:
+    real_y = np.repeat(np.arange(5), 20)  # 100 real cells, 20 per class
+    fake_y = np.repeat(np.arange(5), 30)  # 150 generated cells
+    real_pred = real_y.copy()  # every real cell right ...
+    fake_pred = (fake_y + 1) % 5  # ... every generated cell wrong
+    acc, (lo, hi), n = exp.mixed_set_accuracy(real_y, real_pred, fake_y, fake_pred, per_set=50, seed=0)
+    assert n == 100 and acc == pytest.approx(0.5)  # 50 right of 50 real, 0 of 50 generated
+    assert lo < 0.5 < hi
+    acc, _, n = exp.mixed_set_accuracy(real_y, real_pred, fake_y, fake_y, per_set=10)
+    assert n == 20 and acc == 1.0

@@ -34,7 +34,7 @@ __all__ = [
     "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
     "summarise_cv", "compare_models", "comparison_summary", "fold_pooled_difference", "transfer_runs",
     "transfer_summary", "stack_seeds", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features",
-    "realism_summary",
+    "realism_summary", "mixed_set_accuracy",
     "restrict_to", "until_plateau", "TABLE4_KEYS",
 ]
 
@@ -439,6 +439,25 @@ class GanChecks:
     metrics: dict[str, float]
     ci: dict[str, list[float]]
     plateau: dict[str, bool]
+
+
+def mixed_set_accuracy(real_labels: np.ndarray, real_pred: np.ndarray, fake_labels: np.ndarray, fake_pred: np.ndarray,
+                       per_set: int = 50, seed: int = 0) -> tuple[float, tuple[float, float], int]:
+    """A rater's cell-type accuracy on a mixed set, as the paper's specialist was scored (§5, Table 8): ``per_set``
+    real and ``per_set`` generated cells, each drawn stratified by class (seeded), every cell scored against its true
+    or intended class. Returns (accuracy, Wilson 95% interval, cells)."""
+    from wbcstudy.data import stratified_subset
+
+    real_labels, fake_labels = np.asarray(real_labels), np.asarray(fake_labels)
+    rng = np.random.default_rng(seed)
+    # about per_set drawn per class; a random few dropped where rounding gave more
+    real = rng.permutation(stratified_subset(real_labels, per_set, seed))[:per_set]
+    fake = rng.permutation(stratified_subset(fake_labels, per_set, seed + 1))[:per_set]
+    hits = np.r_[np.asarray(real_pred)[real] == real_labels[real], np.asarray(fake_pred)[fake] == fake_labels[fake]]
+    n = len(hits)
+    if n == 0:
+        raise ValueError("the mixed set is empty: no real or generated cells")
+    return float(hits.mean()), wilson(int(hits.sum()), n), n
 
 
 def gan_checks(judge: TrainResult, make_model: Callable[[], nn.Module], images: np.ndarray, labels: np.ndarray,
