@@ -309,3 +309,18 @@ def test_mixed_set_accuracy_scores_real_and_generated_cells_together() -> None:
     assert lo < 0.5 < hi
     acc, _, n = exp.mixed_set_accuracy(real_y, real_pred, fake_y, fake_y, per_set=10)
     assert n == 20 and acc == 1.0
+
+
+def test_wnet_data_sets_describe_every_model_and_pass_the_leak_check() -> None:
+    from wbcstudy.data.leaks import shared_images
+
+    sets = exp.wnet_data_sets("fold5", [0, 1], [0, 1, 2], 0, {"zheng2": [0, 1], "bccd": [3]})
+    assert sorted(sets) == ["dcgan_judge_synthetic", "pbc5_fold5_0", "pbc5_fold5_1", "pbc5_fold5_2",
+                            "transfer_bccd_fold3", "transfer_zheng2_fold0", "transfer_zheng2_fold1"]
+    assert sets["transfer_zheng2_fold1"]["eval"] == {"zheng2 fold5 1": [{"manifest": "zheng2",
+                                                                         "where": {"fold5": ["1"]}}]}
+    assert shared_images(sets) == []
+    # a fold model described as training on its own fold is caught
+    planted = {"pbc5_fold5_0": {"train": [{"manifest": "pbc5"}], "eval": sets["pbc5_fold5_0"]["eval"]}}
+    (leak,) = shared_images(planted)
+    assert leak["model"] == "pbc5_fold5_0" and leak["shared"] > 1000

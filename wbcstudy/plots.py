@@ -26,6 +26,8 @@ __all__ = [
     "plot_training_curves",
     "montage",
     "plot_reliability",
+    "shift_examples",
+    "mask_outlines",
 ]
 
 # seaborn's "colorblind" palette, one colour per class, the same in every chapter
@@ -262,3 +264,38 @@ def plot_reliability(
     ax.set_title("Reliability diagram" if title is None else title)
     ax.legend(loc="upper left", fontsize=8)
     return ax
+
+
+def shift_examples(rows: Sequence[tuple[str, Any]], labels: Sequence[Any], classes: Sequence[str],
+                   tile_size: float = 1.25) -> Figure:
+    """Example cells as the models see them: one row per image set (``rows``: (row title, uint8 NHWC images)), one
+    column per class, each tile the first cell of that class in the set (``labels``: each set's class indices, in
+    ``rows``' order). Sets that hold the same cells in the same order (a shift set's variants) show the same cells."""
+    if len(rows) != len(labels):
+        raise ValueError(f"{len(rows)} image sets but {len(labels)} label arrays")
+    fig, axes = plt.subplots(len(rows), len(classes), squeeze=False,
+                             figsize=(min(MAX_WIDTH, 1.6 + tile_size * len(classes)), (tile_size + 0.1) * len(rows)))
+    for r, ((title, images), y) in enumerate(zip(rows, labels)):
+        y = np.asarray(y)
+        for c, name in enumerate(classes):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            hits = np.flatnonzero(y == c)
+            if len(hits):
+                ax.imshow(np.asarray(images)[hits[0]])
+            if r == 0:
+                ax.set_title(name, fontsize=MIN_FONT + 1, color=class_colour(name))
+        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=MIN_FONT + 1)
+    fig.tight_layout()
+    return fig
+
+
+def mask_outlines(images: Any, masks: Any, titles: Sequence[str] | None = None, ncols: int = 8,
+                  tile_size: float = 1.3, suptitle: str | None = None) -> Figure:
+    """:func:`montage` of images with each one's boolean mask outlined (a segmentation, checked by eye)."""
+    fig = montage(images, titles, ncols=ncols, tile_size=tile_size, suptitle=suptitle)
+    for ax, mask in zip(fig.axes, np.asarray(masks)):
+        ax.contour(mask.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
+    return fig

@@ -31,7 +31,7 @@ from PIL import Image
 
 from wbcstudy.data.cache import _versioned, cached_images
 from wbcstudy.data.construct import load_manifest
-from wbcstudy.data.readers import PBC_WBC_CLASSES, load_mask, load_rgb
+from wbcstudy.data.readers import PBC_WBC_CLASSES, load_rgb, load_zheng_mask
 
 __all__ = ["CLASSES", "ATTRIBUTES", "WBCATT_MAP", "SOURCES", "HemaXData", "attribute_codes", "mask_box",
            "zheng_split", "load_zheng_mask", "build_hemax_data", "subsample"]
@@ -161,20 +161,6 @@ def _pbc(split: str, size: int, limit: int = 0, seed: int = 0) -> HemaXData:
     images = cached_images("pbc", df["path"].tolist(), size)
     return HemaXData(images=images, labels=df["label"].map(CLASSES.index).to_numpy(np.int64),
                      source=np.full(len(df), "pbc"), path=df["path"].to_numpy(str), **base)
-
-
-def load_zheng_mask(path: str) -> np.ndarray:
-    """A Zheng mask as 0 background / 1 cytoplasm / 2 nucleus; stray grey values (a few masks of Dataset 2 hold e.g. 9)
-    are snapped to the nearest of 0, 128 and 255 instead of rejected as ``readers.load_mask`` does."""
-    try:
-        return load_mask(path)
-    except ValueError:
-        from wbcstudy.data.readers import _present
-
-        with Image.open(_present(path)) as img:
-            raw = np.asarray(img.convert("L")).astype(np.int16)
-        levels = np.array([0, 128, 255])
-        return np.abs(raw[..., None] - levels).argmin(-1).astype(np.uint8)
 
 
 def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

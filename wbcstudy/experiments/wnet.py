@@ -34,7 +34,7 @@ __all__ = [
     "split_fold", "cross_validate_monitored", "cv_plateau", "metric_functions", "summarise_predictions",
     "summarise_cv", "compare_models", "comparison_summary", "fold_pooled_difference", "transfer_runs",
     "transfer_summary", "stack_seeds", "gan_checks", "generated_cell_score", "gan_plateau", "judge_features",
-    "realism_summary", "mixed_set_accuracy",
+    "realism_summary", "mixed_set_accuracy", "wnet_data_sets",
     "restrict_to", "until_plateau", "TABLE4_KEYS",
 ]
 
@@ -424,6 +424,37 @@ def transfer_summary(runs: Mapping[str, Mapping[str, CrossValResult]], keys: Map
     columns = ["accuracy", "95% CI low", "95% CI high", "balanced accuracy", "BA 95% CI low", "BA 95% CI high",
                "epochs", "cells", "runs"]
     return pd.DataFrame(rows).set_index(["target", "W-Net"])[columns], metrics, ci, plateau
+
+
+def wnet_data_sets(fold_column: str, cv_ids: Sequence[int], compare_ids: Sequence[int], pretrained_fold: int,
+                   targets: Mapping[str, Sequence[int]]) -> dict[str, dict]:
+    """The chapter's models and the data each trained, validated and was scored on, as ``wbcstudy.data.leaks``
+    selections of the manifests (for ``write_results(data_sets=...)``: a model scored on an image of its own training
+    or validation data is refused). A fold's models train and validate on PBC-5's other folds of ``fold_column`` and
+    are scored on the fold (the cross-validated W-Net and, on ``compare_ids``, Table 4's six models: the same cells);
+    a transfer model on target fold ``j`` trained on PBC-5 without ``pretrained_fold`` (the pre-trained W-Net; the
+    from-scratch one saw less) and on the target's other ``fold5`` folds (``targets``: manifest → fold ids); the
+    DCGAN, its judge and the W-Net trained on generated cells learn from PBC-5's train and val splits and are scored
+    on its test split. A model's subset of a selection is described by the whole selection: the check can only be
+    stricter."""
+    def pbc(folds: Sequence[int]) -> dict:
+        return {"manifest": "pbc5", "where": {fold_column: [str(f) for f in folds]}}
+
+    out: dict[str, dict] = {}
+    for fold in sorted({int(f) for f in [*cv_ids, *compare_ids]}):
+        out[f"pbc5_{fold_column}_{fold}"] = {"train": [{"manifest": "pbc5", "except": [pbc([fold])]}],
+                                             "eval": {f"PBC-5 {fold_column} {fold}": [pbc([fold])]}}
+    for manifest, folds in targets.items():
+        for fold in folds:
+            held = {"manifest": manifest, "where": {"fold5": [str(fold)]}}
+            out[f"transfer_{manifest}_fold{fold}"] = {
+                "train": [{"manifest": "pbc5", "except": [pbc([pretrained_fold])]},
+                          {"manifest": manifest, "except": [held]}],
+                "eval": {f"{manifest} fold5 {fold}": [held]}}
+    out["dcgan_judge_synthetic"] = {"train": [{"manifest": "pbc5", "where": {"split": ["train"]}}],
+                                    "val": [{"manifest": "pbc5", "where": {"split": ["val"]}}],
+                                    "eval": {"PBC-5 test": [{"manifest": "pbc5", "where": {"split": ["test"]}}]}}
+    return out
 
 
 # --------------------------------------------------------------------------- the DCGAN checks
