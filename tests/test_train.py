@@ -1,6 +1,8 @@
 """The shared training loop: learning, determinism, resume, best-epoch selection, devices."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -217,6 +219,11 @@ def test_budget_sensitivity_branch_leaves_the_run_alone_and_can_fail():
     slow = fit(_mlp(), _blobs(), _blobs(seed=1), _config(**{**cfg, "lr": 3e-3}, budget_check=True))
     assert slow.budget_scores["full"] - slow.budget_scores["half"] > 0.2  # still learning: doubling the budget helps
     assert slow.reached_plateau_by_budget(0.02) is False
+    assert checked.plateau(0.02) and not slow.plateau(0.02)  # the one rule: by the budget test where there is one ...
+    rising = plain.history.assign(val_accuracy=np.linspace(0.5, 0.9, len(plain.history)))
+    flat = plain.history.assign(val_accuracy=[0.5, 0.6, 0.7, 0.8] + [0.9] * (len(plain.history) - 4))
+    assert not dataclasses.replace(plain, history=rising).plateau(0.01)  # ... else by the history
+    assert dataclasses.replace(plain, history=flat).plateau(0.01)
     with pytest.raises(ValueError, match="budget_check needs the 'wsd' scheduler"):
         fit(_mlp(), _blobs(), _blobs(seed=1), _config(budget_check=True))
 
@@ -318,3 +325,11 @@ def test_run_task_runs_a_batchs_steps_in_order():
 
     run = run_task(TwoSteps, EngineConfig(epochs=1, device="cpu", precision="fp32"))
     assert run.task.weights_seen == [1.0, 0.5] and float(run.task.a.weight.detach()) == 1.0
+
+
+def test_seeded_picks_a_models_seed_runs_only():
+    from wbcstudy.train import seed_key, seeded
+
+    runs = {seed_key("cnn", 0): 1, "cnn_big_seed0": 2, seed_key("cnn", 1): 3, "cnn": 4, "cnn_seed1x": 5}
+    assert seeded(runs, "cnn") == {"cnn_seed0": 1, "cnn_seed1": 3}
+    assert seeded(runs, "resnet") == {}

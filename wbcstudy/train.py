@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from wbcstudy.hardware import cpu_has_native_bf16
+
+T = TypeVar("T")
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[object, torch.Tensor], torch.Tensor]
@@ -88,6 +90,15 @@ class TrainResult:
         if not self.budget_scores:
             return None
         return abs(self.budget_scores["full"] - self.budget_scores["half"]) < tol
+
+    def plateau(self, tol: float = 0.01, window: int = 3, column: str = "val_accuracy") -> bool:
+        """Whether the run reached its plateau — the study's one rule: by the budget-sensitivity test where the run
+        made one (``budget_check``), else by its own ``column`` history (:func:`reached_plateau` over ``window``
+        epochs), which a one-cycle schedule, whose last epoch is nearly always its best, cannot fail."""
+        by_budget = self.reached_plateau_by_budget(tol)
+        if by_budget is not None:
+            return bool(by_budget)
+        return bool(reached_plateau(self.history[column].tolist(), window=window, tol=tol))
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -728,6 +739,19 @@ def cross_validate(
         if keep_models:
             models[fold] = result.model
     return CrossValResult(pd.concat(frames, ignore_index=True), histories, seconds, sizes, models)
+
+
+def seed_key(key: str, seed: int) -> str:
+    """A seeded run's key in a chapter's dict of runs: ``<model key>_seed<seed>``."""
+    return f"{key}_seed{int(seed)}"
+
+
+def seeded(entries: Mapping[str, T], key: str) -> dict[str, T]:
+    """The entries of model ``key``'s seeded runs (keys ``seed_key(key, k)``), in their order (empty if none)."""
+    import re
+
+    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
+    return {k: v for k, v in entries.items() if pattern.fullmatch(k)}
 
 
 def reached_plateau(values: Sequence[float], window: int = 3, tol: float = 0.01, mode: str = "max") -> bool:

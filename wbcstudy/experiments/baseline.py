@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
+from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, seeded
 
 __all__ = ["Arrays", "Run", "load_pbc_arrays", "split_counts", "train_classifier", "train_seeds", "seed_runs",
            "evaluate_models", "evaluate_seeds", "seeds_accuracy_difference", "plateaus",
@@ -105,8 +105,7 @@ def train_seeds(key: str, name: str, size: int | str, data: Mapping[int | str, A
 
 def seed_runs(runs: Mapping[str, Run], key: str) -> dict[str, Run]:
     """The runs of model ``key`` trained by ``train_seeds`` (keys ``<key>_seed<k>``), in their order in ``runs``."""
-    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
-    return {k: run for k, run in runs.items() if pattern.fullmatch(k)}
+    return seeded(runs, key)
 
 
 def evaluate_models(runs: Mapping[str, Run], test_y: np.ndarray | torch.Tensor, n_boot: int = 1000, seed: int = 0,
@@ -203,12 +202,7 @@ def plateaus(runs: Mapping[str, Run], window: int = 3, tol: float = 0.01) -> dic
     ``tol`` (``TrainResult.reached_plateau_by_budget``). Any other run by its own history: its validation accuracy
     stopped rising (``wbcstudy.train.reached_plateau``) — which a one-cycle schedule, whose last epoch is nearly
     always its best, cannot show."""
-    flags = {}
-    for key, (result, _) in runs.items():
-        by_budget = result.reached_plateau_by_budget(tol)
-        flags[key] = (bool(by_budget) if by_budget is not None
-                      else reached_plateau(result.history["val_accuracy"].tolist(), window=window, tol=tol))
-    return flags
+    return {key: result.plateau(tol, window) for key, (result, _) in runs.items()}
 
 
 def budget_sensitivity(runs: Mapping[str, Run], names: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -224,8 +218,7 @@ def budget_sensitivity(runs: Mapping[str, Run], names: Mapping[str, str] | None 
 
 def seed_plateaus(plateau: Mapping[str, bool], key: str) -> bool:
     """Whether every seed of model ``key`` (entries ``<key>_seed<k>`` of a ``plateaus`` dict) reached its plateau."""
-    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
-    flags = [reached for k, reached in plateau.items() if pattern.fullmatch(k)]
+    flags = list(seeded(plateau, key).values())
     if not flags:
         raise ValueError(f"no seeds of {key!r} in the plateau record {sorted(plateau)}")
     return all(flags)

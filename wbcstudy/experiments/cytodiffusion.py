@@ -195,11 +195,8 @@ def train_baseline(train: tuple[Images, torch.Tensor], val: tuple[Images, torch.
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.05, seed=seed, progress=False,
                       precision=precision, scheduler="wsd" if budget_check else "onecycle", budget_check=budget_check)
     result = fit(model, train, val, cfg, augment=flips_and_rot90, n_classes=n_classes)
-    if budget_check:
-        plateau = bool(result.reached_plateau_by_budget(BASELINE_PLATEAU_TOL))
-    else:
-        plateau = reached_plateau(result.history["val_accuracy"])
-    return BaselineRun(kind, result.model.eval(), result.history, plateau, dict(result.budget_scores))
+    return BaselineRun(kind, result.model.eval(), result.history, result.plateau(BASELINE_PLATEAU_TOL),
+                       dict(result.budget_scores))
 
 
 @torch.no_grad()

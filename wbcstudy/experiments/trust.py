@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
 
-from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, reached_plateau
+from wbcstudy.train import TrainConfig, TrainResult, fit, predict_proba, seed_key, seeded
 
 __all__ = ["MODEL_NAMES", "TrustModelConfig", "TrainedModel", "resize_images", "stratified_tensors",
            "judge_plateau", "seed_key", "runs_of", "model_keys", "train_trust_model", "train_trust_models",
@@ -104,23 +104,12 @@ class TrainedModel:
 def judge_plateau(result: TrainResult, tol: float = 0.01) -> bool:
     """Whether a run reached its plateau: by the budget-sensitivity test where it ran one (doubling the budget gained
     less than ``tol`` validation accuracy), else by its validation-accuracy history (``reached_plateau``)."""
-    by_budget = result.reached_plateau_by_budget(tol)
-    if by_budget is not None:
-        return bool(by_budget)
-    return reached_plateau(result.history["val_accuracy"].tolist(), tol=tol)
-
-
-def seed_key(key: str, seed: int) -> str:
-    """A seeded run's key in a chapter's dict of runs: ``<model key>_seed<seed>`` (as the baseline's)."""
-    return f"{key}_seed{int(seed)}"
+    return result.plateau(tol)
 
 
 def runs_of(runs: dict[str, TrainedModel], key: str) -> dict[str, TrainedModel]:
     """The seeded runs of model ``key`` (``seed_key(key, k)``), in their order in ``runs``."""
-    import re
-
-    pattern = re.compile(rf"{re.escape(key)}_seed\d+")
-    chosen = {k: run for k, run in runs.items() if pattern.fullmatch(k)}
+    chosen = seeded(runs, key)
     if not chosen:
         raise ValueError(f"no seeded runs of {key!r} among {sorted(runs)}")
     return chosen
