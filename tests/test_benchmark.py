@@ -110,6 +110,9 @@ def test_stored_mismatch_compares_the_stored_parameter_keys():
     assert "b: 2 -> 3" in stored_mismatch(meta, "k", "cpu", 0, {"a": 1, "b": 3})
     assert "(gone)" in stored_mismatch(meta, "k", "cpu", 0, {"a": 1})
     assert "profile" in stored_mismatch(meta, "k", "smoke", 0, {"a": 1, "b": 2})
+    hemax = {**meta, "key": "hemax"}  # stored before its adapter's revision 2 (no Zheng, no BCCD): retrained
+    assert "revision 1 -> 2" in stored_mismatch(hemax, "hemax", "cpu", 0, {"a": 1, "b": 2})
+    assert stored_mismatch({**hemax, "revision": 2}, "hemax", "cpu", 0, {"a": 1, "b": 2}) is None
 
 
 def test_classifier_predictors_refuse_another_resolution():
@@ -259,9 +262,36 @@ def test_shift_sets_are_restricted_to_wbc5():
     assert np.array_equal(y1, zheng.loc[zheng["label"].isin(WBC5), "label"].map(WBC5.index).to_numpy())
     assert x1 is measure.benchmark_images("zheng1", None, 32)[0]  # one decode per (set, size, crop)
     assert not x1.flags.writeable
-    table, metrics, ci = measure.shift_scores(brightness_model(32), n_boot=20, limit=30)
+    table, metrics, ci, predictions = measure.shift_scores(brightness_model(32), n_boot=20, limit=30)
     assert all(25 <= n <= 35 for n in table["n"])  # about 30 cells per set, stratified
-    assert set(metrics) == {f"{s}_{m}" for s in ("zheng1", "zheng2", "bccd") for m in ("accuracy", "balanced_accuracy")}
+    assert set(metrics) == {f"{s}_{m}" for s in ("zheng1", "zheng2", "bccd")
+                            for m in ("accuracy", "balanced_accuracy", "chance", "majority_rate")}
+    assert set(predictions) == {(s, "as_is") for s in ("zheng1", "zheng2", "bccd")}
+    y, pred = predictions[("zheng1", "as_is")]
+    assert metrics["zheng1_chance"] == 0.2 and metrics["zheng1_majority_rate"] == np.bincount(y).max() / len(y)
+    assert set(pred) <= {0, 1}  # the brightness model names class 0 or 1
+
+
+@pytest.mark.skipif(not _data_available(), reason="Zheng 2018 and BCCD are not in the data root")
+def test_shift_variants_score_the_same_cells_and_split_the_drop():
+    from sklearn.metrics import balanced_accuracy_score
+
+    sets = {"zheng2": measure.SHIFT_SETS["zheng2"]}
+    table, metrics, ci, predictions = measure.shift_scores(brightness_model(32), n_boot=50, limit=40, sets=sets,
+                                                           variants=("as_is", "matched", "stainnorm"))
+    assert list(table.index.get_level_values("variant")) == ["as is", "scale-matched",
+                                                             "scale-matched, stain-normalised (Reinhard)"]
+    assert table["n"].nunique() == 1
+    ys = [predictions[("zheng2", v)][0] for v in ("as_is", "matched", "stainnorm")]
+    assert all(np.array_equal(ys[0], other) for other in ys[1:])  # the same cells in every variant
+    ba = {v: balanced_accuracy_score(*predictions[("zheng2", v)]) for v in ("as_is", "matched", "stainnorm")}
+    assert metrics["zheng2_matched_balanced_accuracy"] == pytest.approx(ba["matched"])
+    assert metrics["zheng2_matched_minus_as_is_balanced_accuracy"] == pytest.approx(ba["matched"] - ba["as_is"])
+    assert metrics["zheng2_stainnorm_minus_matched_balanced_accuracy"] == pytest.approx(ba["stainnorm"] - ba["matched"])
+    for key in ("zheng2_matched_minus_as_is_balanced_accuracy", "zheng2_stainnorm_balanced_accuracy"):
+        assert ci[key][0] <= metrics[key] <= ci[key][1]
+    with pytest.raises(ValueError, match="unknown shift-set variant"):
+        measure.shift_scores(brightness_model(32), sets=sets, variants=("scaled",))
 
 
 def test_registry_lists_the_seven_methods_in_order():
@@ -356,3 +386,59 @@ def test_latency_warm_up_is_another_batch_than_the_timed_one():
     images = np.arange(4 * 8 * 8 * 3, dtype=np.int64).reshape(4, 8, 8, 3).astype(np.uint8)
     measure.latency_ms_per_image(hand_model(predict), images, threads=1, warmup=64)
     assert len(seen) == 2 and seen[0] != seen[1] and seen[1] == images.tobytes()
+
+
+@pytest.mark.skipif(not _data_available(), reason="Zheng 2018 and BCCD are not in the data root")
+def test_shift_decomposition_and_below_chance_read_the_same_predictions():
+    from sklearn.metrics import balanced_accuracy_score
+
+    result = measure.run_benchmark(brightness_model(32, []), n_boot=30, test_limit=50, robust_limit=10,
+                                   shift_limit=20, anomaly_limit=10, latency_limit=4, threads=1,
+                                   shift_variants=("as_is", "matched", "stainnorm"))
+    parts = measure.shift_decomposition(result, "hand-made", n_boot=30)
+    assert list(parts["test set"]) == [t for _, t in measure.SHIFT_SETS.values()]
+    own = balanced_accuracy_score(measure.test_labels()[result.rows], result.probs.argmax(1))
+    for (_, row), (part, _) in zip(parts.iterrows(), measure.SHIFT_SETS.values()):
+        ba = {v: balanced_accuracy_score(*result.shift_predictions[(part, v)]) for v in ("as_is", "matched",
+                                                                                        "stainnorm")}
+        assert row["PBC"] == pytest.approx(own) and row["rest"] == pytest.approx(own - ba["stainnorm"])
+        assert row["scale"] == pytest.approx(ba["matched"] - ba["as_is"])
+        assert row["stain"] == pytest.approx(ba["stainnorm"] - ba["matched"])
+        assert row["stain CI"][0] <= row["stain"] <= row["stain CI"][1]
+        assert row["rest CI"][0] <= row["rest"] <= row["rest CI"][1]
+    with pytest.raises(ValueError, match="needs all three variants"):
+        measure.shift_decomposition(measure.run_benchmark(brightness_model(32, []), n_boot=10, test_limit=20,
+                                                          robust_limit=5, shift_limit=10, anomaly_limit=5,
+                                                          latency_limit=2, threads=1), "hand-made")
+
+
+def test_benchmark_data_sets_pass_the_leak_check_and_a_planted_overlap_fails():
+    from wbcstudy.benchmark.paper_models import benchmark_data_sets
+    from wbcstudy.data.leaks import shared_images
+
+    sets = benchmark_data_sets(list(METHODS))
+    assert set(sets) == set(METHODS) and shared_images(sets) == []
+    assert "Zheng Dataset 1" in sets["hemax"]["eval"]
+    planted = {"hemax": {**sets["hemax"], "train": sets["hemax"]["train"] + [{"manifest": "zheng1"}]}}
+    (leak,) = shared_images(planted)  # HemaX's chapter data (with Zheng 1) scored on Zheng 1: refused
+    assert leak["model"] == "hemax" and leak["eval"] == "Zheng Dataset 1"
+
+
+def test_below_chance_lists_systematic_confusions_and_only_them():
+    y = np.repeat(np.arange(5), 10)
+    wrong = (y + 1) % 5  # every cell called the next class: balanced accuracy 0
+    wrong[:3] = 0  # three basophils right: recall 0.3 for one class, 0.06 in all
+    one_class = np.full(50, 4)  # neutrophil for every cell: exactly chance, not below
+    right = y.copy()
+    empty = pd.DataFrame()
+    result = measure.BenchmarkResult("m", {}, {}, np.arange(0), np.zeros((0, 5)), empty, empty, empty,
+                                     shift_predictions={("zheng1", "as_is"): (y, wrong),
+                                                        ("zheng1", "matched"): (y, one_class),
+                                                        ("bccd", "stainnorm"): (y, right)})
+    low = measure.below_chance({"m": result}, {"m": "model M"})
+    assert len(low) == 1
+    row = low.iloc[0]
+    assert (row["model"], row["test set"], row["variant"]) == ("model M", "Zheng Dataset 1", "as is")
+    assert row["balanced accuracy"] == pytest.approx(0.06) and row["chance"] == 0.2
+    # the commonest prediction: basophil (3 right + the 10 neutrophils called basophil) for 13 of 50 cells
+    assert row["most named"] == "basophil" and row["share named so"] == pytest.approx(13 / 50)

@@ -102,3 +102,35 @@ def shift_panel(table: pd.DataFrame):
     ax.set(ylabel="balanced accuracy (95% CI)", ylim=(0, 1.05), title="Domain shift: trained on PBC, tested elsewhere")
     ax.legend(ncol=4, fontsize=8, loc="upper right")
     return fig
+
+
+def shift_variants_panel(table: pd.DataFrame, own: pd.Series | None = None):
+    """Balanced accuracy per model on each shift set in each variant (as is, scale-matched, stain-normalised): one
+    panel per set, the variants side by side, one bar per model with its 95% interval, the chance level as a dotted
+    line. ``table`` has columns ``model``, ``test set``, ``variant``, ``balanced accuracy``, ``ci_low``, ``ci_high``,
+    ``chance``; ``own`` (model → balanced accuracy on PBC's test cells) marks each model's own-laboratory level."""
+    sets = list(dict.fromkeys(table["test set"]))
+    variants = list(dict.fromkeys(table["variant"]))
+    names = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(10.5, 3.9), sharey=True, squeeze=False)
+    width = 0.8 / len(names)
+    for ax, name_of_set in zip(axes[0], sets):
+        part = table[table["test set"] == name_of_set]
+        for i, name in enumerate(names):
+            rows = part[part["model"] == name].set_index("variant").reindex(variants)
+            x = np.arange(len(variants)) + (i - (len(names) - 1) / 2) * width
+            ax.bar(x, rows["balanced accuracy"], width, color=f"C{i}", label=name,
+                   yerr=[rows["balanced accuracy"] - rows["ci_low"], rows["ci_high"] - rows["balanced accuracy"]],
+                   capsize=1.5, error_kw={"elinewidth": 0.7})
+            if own is not None and name in own.index:
+                ax.plot([x[0] - width / 2, x[-1] + width / 2], [own[name]] * 2, color=f"C{i}", lw=0.6, ls="--")
+        ax.axhline(float(part["chance"].iloc[0]), color="grey", ls=":", lw=1.2)
+        ax.set_xticks(np.arange(len(variants)), [v.replace(", ", ",\n") for v in variants], fontsize=8)
+        ax.set_title(name_of_set, fontsize=10)
+    axes[0, 0].set(ylabel="balanced accuracy (95% CI)", ylim=(0, 1.05))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=4, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Trained on PBC, tested elsewhere: as is, at PBC's scale, and stain-normalised "
+                 "(dotted: chance; dashed: each model on PBC)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig

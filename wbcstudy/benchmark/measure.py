@@ -6,7 +6,8 @@
 * ``robustness``: the trust chapter's perturbation sweep (``wbcstudy.explain.perturbed_predictions``, noise, blur and
   brightness) applied to each model's own-resolution images of a fixed stratified subset of test cells, accuracy
   with Wilson intervals and the paired perturbed-minus-clean difference;
-* ``shift_scores``: balanced accuracy on Zheng Dataset 1, Zheng Dataset 2 and BCCD's white-cell crops (WBC5 only);
+* ``shift_scores``: balanced accuracy on Zheng Dataset 1, Zheng Dataset 2 and BCCD's white-cell crops (WBC5 only; the
+  sets of ``wbcstudy.data.shift``, as is, scale-matched and stain-normalised);
 * ``anomaly``: AUROC of the model's anomaly score separating PBC-8 test cells of the classes no model trained on
   (:data:`~wbcstudy.benchmark.base.ANOMALY_CLASSES`) from the PBC-5 test cells;
 * ``latency_ms_per_image``: wall-clock of ``predict`` per image on 2 threads after a warm-up batch.
@@ -31,7 +32,8 @@ from wbcstudy.evaluate import binary_auroc as auroc
 from wbcstudy.explain import SWEEP_LEVELS
 
 __all__ = ["LEVELS", "README_LEVELS_ONLY", "README_SETTINGS", "SHIFT_SETS", "benchmark_images", "test_cells",
-           "fixed_subset", "classification", "calibration_interval", "robustness", "shift_scores", "anomaly", "auroc",
+           "fixed_subset", "classification", "calibration_interval", "robustness", "shift_scores",
+           "shift_decomposition", "below_chance", "anomaly", "auroc",
            "latency_ms_per_image", "BenchmarkResult", "run_benchmark"]
 
 #: The trust chapter's severity sweep (``wbcstudy.explain.SWEEP_LEVELS``): perturbation → levels; the identity
@@ -217,32 +219,131 @@ def robustness(model: BenchmarkModel, images: np.ndarray, y: np.ndarray, limit: 
 
 # -------------------------------------------------------------------------------------------------- domain shift
 def shift_scores(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, limit: int = 0,
-                 sets: dict[str, tuple[str, str]] | None = None
-                 ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]]]:
+                 sets: dict[str, tuple[str, str]] | None = None, variants: Sequence[str] = ("as_is",),
+                 ) -> tuple[pd.DataFrame, dict[str, float], dict[str, list[float]], dict[tuple[str, str], tuple]]:
     """Accuracy and balanced accuracy (mean recall over the classes present) of ``model`` on each shift set's WBC5
-    cells at the model's resolution (uncropped: the crops are PBC's), with class-stratified bootstrap intervals.
+    cells in each of ``variants`` (``wbcstudy.data.shift``: as is, matched to the PBC scale the model reads through
+    its own crop, stain-normalised), with class-stratified bootstrap intervals; the same cells in every variant.
     ``limit`` > 0 scores ``fixed_subset`` of that many cells per set.
 
-    Returns ``(table, metrics, ci)``; metrics ``<set>_accuracy``, ``<set>_balanced_accuracy`` (sets ``zheng1``,
-    ``zheng2``, ``bccd``).
+    Returns ``(table, metrics, ci, predictions)``: one table row per set and variant with the chance level (one over
+    the classes present: what a model that names one class for every cell scores) and the majority-class rate;
+    metrics ``<set>_<infix>accuracy``, ``<set>_<infix>balanced_accuracy`` (infix ``""``, ``matched_``,
+    ``stainnorm_``; sets ``zheng1``, ``zheng2``, ``bccd``), ``<set>_chance``, ``<set>_majority_rate``, and where two
+    adjacent variants were scored the paired differences ``<set>_matched_minus_as_is_balanced_accuracy`` (what the
+    scale costs) and ``<set>_stainnorm_minus_matched_balanced_accuracy`` (what the stain costs), with paired bootstrap
+    intervals over the cells; ``predictions[(set, variant)] = (labels, predicted classes)``.
     """
-    from wbcstudy.evaluate import metrics_with_ci
+    from sklearn.metrics import balanced_accuracy_score
 
+    from wbcstudy.data.shift import KEY_INFIX, VARIANTS, shift_set
+    from wbcstudy.evaluate import metrics_with_ci
+    from wbcstudy.intervals import bootstrap_difference
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown shift-set variant(s) {unknown}; the variants are {list(VARIANTS)}")
     sets = SHIFT_SETS if sets is None else sets
-    rows, metrics, ci = [], {}, {}
+    rows, metrics, ci, predictions = [], {}, {}, {}
     for manifest, (part, title) in sets.items():
-        x, y = benchmark_images(manifest, None, model.image_size, "none")
-        keep = fixed_subset(y, limit, seed)
-        x, y = x[keep], y[keep]
-        probs = np.asarray(model.predict(x), dtype=np.float64)
-        m, c = metrics_with_ci(y, probs, labels=list(range(len(WBC5))), n_boot=n_boot, seed=seed)
-        for name in ("accuracy", "balanced_accuracy"):
-            metrics[f"{part}_{name}"] = float(m[name])
-            ci[f"{part}_{name}"] = _containing(float(m[name]), c[name])
-        rows.append({"test set": title, "n": len(y), "accuracy": m["accuracy"],
-                     "balanced accuracy": m["balanced_accuracy"], "ci_low": ci[f"{part}_balanced_accuracy"][0],
-                     "ci_high": ci[f"{part}_balanced_accuracy"][1]})
-    return pd.DataFrame(rows).set_index("test set"), metrics, ci
+        full = shift_set(manifest, model.image_size, "as_is", crop=model.crop, classes=tuple(WBC5))
+        keep = fixed_subset(full.labels, limit, seed)
+        y = full.labels[keep]
+        present = np.unique(y)
+        metrics[f"{part}_chance"] = 1.0 / len(present)
+        metrics[f"{part}_majority_rate"] = float(np.bincount(y).max() / len(y))
+        preds = {}
+        for variant in variants:
+            images = full.images[keep] if variant == "as_is" else shift_set(
+                manifest, model.image_size, variant, crop=model.crop, classes=tuple(WBC5), keep=keep).images
+            probs = np.asarray(model.predict(images), dtype=np.float64)
+            preds[variant] = probs.argmax(1)
+            predictions[(part, variant)] = (y, preds[variant])
+            m, c = metrics_with_ci(y, probs, labels=list(range(len(WBC5))), n_boot=n_boot, seed=seed)
+            infix = KEY_INFIX[variant]
+            for name in ("accuracy", "balanced_accuracy"):
+                metrics[f"{part}_{infix}{name}"] = float(m[name])
+                ci[f"{part}_{infix}{name}"] = _containing(float(m[name]), c[name])
+            key = f"{part}_{infix}balanced_accuracy"
+            rows.append({"test set": title, "variant": VARIANTS[variant], "n": len(y), "accuracy": m["accuracy"],
+                         "balanced accuracy": m["balanced_accuracy"], "ci_low": ci[key][0], "ci_high": ci[key][1],
+                         "chance": metrics[f"{part}_chance"], "majority rate": metrics[f"{part}_majority_rate"]})
+        for after, before in (("matched", "as_is"), ("stainnorm", "matched")):
+            if after in preds and before in preds:
+                key = f"{part}_{after}_minus_{before}_balanced_accuracy"
+                metrics[key] = float(balanced_accuracy_score(y, preds[after])
+                                     - balanced_accuracy_score(y, preds[before]))
+                ci[key] = _containing(metrics[key], bootstrap_difference(
+                    balanced_accuracy_score, y, preds[after], preds[before], n_boot=n_boot, seed=seed, strata=True))
+    return pd.DataFrame(rows).set_index(["test set", "variant"]), metrics, ci, predictions
+
+
+def _independent_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], n_boot: int,
+                            seed: int) -> tuple[float, float]:
+    """95% bootstrap interval of balanced accuracy on cells ``a`` minus that on other cells ``b`` ((labels,
+    predictions) each), each resampled within its classes, independently."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from wbcstudy.intervals import percentile_interval, resample_indices
+
+    ia = resample_indices(len(a[0]), n_boot, seed, a[0])
+    ib = resample_indices(len(b[0]), n_boot, seed + 1, b[0])
+    values = [balanced_accuracy_score(a[0][i], a[1][i]) - balanced_accuracy_score(b[0][j], b[1][j])
+              for i, j in zip(ia, ib)]
+    return percentile_interval(values)
+
+
+def shift_decomposition(result: BenchmarkResult, name: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Where one model's drop from PBC to each shift set goes (``run_benchmark`` with all three shift variants): the
+    scale (scale-matched minus as is), the stain (stain-normalised minus scale-matched), both paired on the same
+    cells, and the rest (PBC's own test cells minus the stain-normalised set: other cells, so an unpaired interval).
+    One row per set; each difference with its 95% bootstrap interval over cells (one trained model: no seeds)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    y_pbc = test_labels()[result.rows]
+    pbc = (y_pbc, result.probs.argmax(1))
+    own = float(balanced_accuracy_score(*pbc))
+    m, c, key = result.metrics, result.ci, result.key
+    rows = []
+    for part, title in ((p, t) for p, t in SHIFT_SETS.values()):
+        needed = [(part, v) for v in ("as_is", "matched", "stainnorm")]
+        if not all(n in result.shift_predictions for n in needed):
+            raise ValueError(f"{key}: shift_decomposition needs all three variants of {part} (run_benchmark's "
+                             f"shift_variants)")
+        normalised = result.shift_predictions[(part, "stainnorm")]
+        rest = own - float(balanced_accuracy_score(*normalised))
+        rows.append({"model": name, "test set": title, "PBC": own,
+                     "as is": m[f"{key}_{part}_balanced_accuracy"],
+                     "scale": m[f"{key}_{part}_matched_minus_as_is_balanced_accuracy"],
+                     "scale CI": c[f"{key}_{part}_matched_minus_as_is_balanced_accuracy"],
+                     "stain": m[f"{key}_{part}_stainnorm_minus_matched_balanced_accuracy"],
+                     "stain CI": c[f"{key}_{part}_stainnorm_minus_matched_balanced_accuracy"],
+                     "rest": rest, "rest CI": _containing(rest, _independent_difference(pbc, normalised, n_boot,
+                                                                                         seed))})
+    return pd.DataFrame(rows)
+
+
+def below_chance(results: dict[str, BenchmarkResult], names: dict[str, str]) -> pd.DataFrame:
+    """Every (model, shift set, variant) whose balanced accuracy is below the set's chance level, with the class the
+    model names most often there and the share of the cells it names it for (a systematic confusion)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from wbcstudy.data.shift import VARIANTS
+
+    titles = dict(SHIFT_SETS.values())
+    rows = []
+    for key, res in results.items():
+        for (part, variant), (y, pred) in res.shift_predictions.items():
+            chance = 1.0 / len(np.unique(y))
+            ba = float(balanced_accuracy_score(y, pred))
+            if ba < chance:
+                counts = np.bincount(pred, minlength=len(WBC5))
+                rows.append({"model": names[key], "key": key, "test set": titles[part], "set": part,
+                             "variant": VARIANTS[variant], "variant key": variant, "balanced accuracy": ba,
+                             "chance": chance, "most named": WBC5[int(counts.argmax())],
+                             "share named so": float(counts.max() / len(pred))})
+    return pd.DataFrame(rows, columns=["model", "key", "test set", "set", "variant", "variant key",
+                                       "balanced accuracy", "chance", "most named", "share named so"])
 
 
 # ------------------------------------------------------------------------------------------------------ anomaly
@@ -320,18 +421,22 @@ class BenchmarkResult:
     shift: pd.DataFrame
     anomaly: pd.DataFrame
     seconds: dict[str, float] = field(default_factory=dict)  #: wall-clock of each measurement
+    #: (shift set, variant) → (labels, predicted classes) on the shift cells (``shift_scores``)
+    shift_predictions: dict[tuple[str, str], tuple] = field(default_factory=dict)
 
 
 def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test_limit: int = 0,
                   robust_limit: int = 500,
                   levels: dict[str, Sequence[float]] | None = None, shift_limit: int = 0, anomaly_limit: int = 0,
-                  latency_limit: int = 256, threads: int = 2) -> BenchmarkResult:
+                  latency_limit: int = 256, threads: int = 2, shift_variants: Sequence[str] = ("as_is",)
+                  ) -> BenchmarkResult:
     """Every measurement of ``model`` on the test cells at its resolution and crop; the metrics carry the model's key
     as prefix (``wnet_balanced_accuracy``, ``wnet_blur5_minus_clean_accuracy``, ``wnet_zheng1_balanced_accuracy``,
     ``wnet_anomaly_auroc``, ``wnet_ms_per_image``, ``wnet_train_seconds``, ...). Subset sizes are parameters (0: all
     cells) so that a slow model can be measured on fewer cells — nested in the others' (``fixed_subset``):
     ``test_limit`` for the classification metrics, ``robust_limit`` per perturbation level, ``shift_limit`` per shift
-    set, ``anomaly_limit`` normal and anomalous cells, ``latency_limit`` cells timed."""
+    set, ``anomaly_limit`` normal and anomalous cells, ``latency_limit`` cells timed; ``shift_variants`` the variants
+    of the shift sets (``shift_scores``)."""
     x, y = test_cells(model.image_size, model.crop)
     rows = fixed_subset(y, test_limit, seed)
     seconds: dict[str, float] = {}
@@ -344,7 +449,7 @@ def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test
     ci.update(c)
     seconds["robustness"] = time.perf_counter() - start
     start = time.perf_counter()
-    shift_table, m, c = shift_scores(model, n_boot, seed, shift_limit)
+    shift_table, m, c, shift_predictions = shift_scores(model, n_boot, seed, shift_limit, variants=shift_variants)
     metrics.update(m)
     ci.update(c)
     seconds["domain_shift"] = time.perf_counter() - start
@@ -364,7 +469,7 @@ def run_benchmark(model: BenchmarkModel, n_boot: int = 1000, seed: int = 0, test
     return BenchmarkResult(model.key, {prefix + k: v for k, v in metrics.items()},
                            {prefix + k: v for k, v in ci.items()},
                            rows, probs, robust_table.assign(model=model.name), shift_table.assign(model=model.name),
-                           anomaly_table.assign(model=model.name), seconds)
+                           anomaly_table.assign(model=model.name), seconds, shift_predictions)
 
 
 # ------------------------------------------------------------------------------------------------ the summary tables

@@ -40,7 +40,8 @@ from wbcstudy.run import chapter_parameters
 
 __all__ = [
     "benchmark_resnext_cc", "predictor_resnext_cc", "pbc5_test_paths",
-    "exclude_pbc5_test", "hemax_headline_hidden", "hemax_class_probabilities", "benchmark_hemax", "predictor_hemax",
+    "exclude_pbc5_test", "benchmark_data_sets", "hemax_headline_hidden", "hemax_class_probabilities",
+    "benchmark_hemax", "predictor_hemax",
     "CYTODIFFUSION_TEST_CELLS", "CYTODIFFUSION_PERTURBED_CELLS", "errors_to_probabilities", "fit_temperature",
     "CYTODIFFUSION_INPUT_SIZE", "benchmark_cytodiffusion", "predictor_cytodiffusion", "FACTORIES",
 ]
@@ -134,6 +135,33 @@ def pbc5_test_paths() -> set[str]:
     return set(df.loc[df["split"] == "test", "path"].astype(str))
 
 
+def benchmark_data_sets(keys: list[str] | tuple[str, ...]) -> dict[str, dict]:
+    """What each benchmarked model trained and validated on, and every set the benchmark scores it on, as
+    ``wbcstudy.data.leaks`` selections (for ``write_results(data_sets=...)``, which refuses a model scored on an image
+    it learned from). Every adapter learns from ``pbc5``'s train split and chooses on its val split, except HemaX:
+    WBCAtt's train/val PBC cells without the ``pbc5`` test cells (:func:`benchmark_hemax`; no Zheng, no BCCD). The
+    evaluation sets: ``pbc5`` test, PBC-8's test cells of the unseen classes (anomaly), and the shift sets."""
+    from wbcstudy.benchmark.base import ANOMALY_CLASSES
+    from wbcstudy.data.shift import SHIFT_SETS
+
+    def pbc5(split: str) -> dict:
+        return {"manifest": "pbc5", "where": {"split": [split]}}
+
+    evals = {"PBC-5 test": [pbc5("test")],
+             "PBC-8 test, unseen classes": [{"manifest": "pbc8", "where": {"split": ["test"],
+                                                                            "label": list(ANOMALY_CLASSES)}}],
+             **{title: [{"manifest": name}] for name, title in SHIFT_SETS.items()}}
+    out = {}
+    for key in keys:
+        if key == "hemax":
+            out[key] = {"train": [{"manifest": "wbcatt", "where": {"split": ["train"]}, "except": [pbc5("test")]}],
+                        "val": [{"manifest": "wbcatt", "where": {"split": ["val"]}, "except": [pbc5("test")]}],
+                        "eval": evals}
+        else:
+            out[key] = {"train": [pbc5("train")], "val": [pbc5("val")], "eval": evals}
+    return out
+
+
 def exclude_pbc5_test(data, test_paths: set[str] | None = None):
     """``(data without its PBC rows that are pbc5 test cells, number dropped)``. A row matches by its path or, should
     the manifests ever spell the folders differently, by its file name among the pbc5 test files."""
@@ -204,10 +232,11 @@ def predictor_hemax(module: dict, meta: dict, precision: str = "auto") -> tuple[
 def benchmark_hemax(profile: str, seed: int = 0, precision: str = "auto") -> BenchmarkModel:
     """HemaX trained by its chapter's ``train_hemax`` with its parameters, on cells that are not ``pbc5`` test cells.
 
-    The data are the chapter's (``build_hemax_data``: WBCAtt's PBC cells, Zheng 2018 masks, BCCD boxes, WBCAtt's own
-    train/validation split), with every WBCAtt-PBC row that is a ``pbc5`` test cell removed *before* the chapter's
-    ``train_pbc``/``eval_pbc`` caps are drawn (``subsample``). The attribute head is the chapter's headline variant
-    (:func:`hemax_headline_hidden`).
+    The data are the chapter's PBC cells (``build_hemax_data``: WBCAtt's PBC cells with their attributes, WBCAtt's own
+    train/validation split) without its Zheng 2018 masks and BCCD boxes — the benchmark tests every model on those
+    sets as other laboratories' cells, so HemaX must not learn from them — with every WBCAtt-PBC row that is a
+    ``pbc5`` test cell removed *before* the chapter's ``train_pbc``/``eval_pbc`` caps are drawn (``subsample``). The
+    attribute head is the chapter's headline variant (:func:`hemax_headline_hidden`).
     """
     from wbcstudy.data.hemax import build_hemax_data, subsample
     from wbcstudy.experiments import hemax as ex
@@ -219,8 +248,7 @@ def benchmark_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Ben
     test_paths = pbc5_test_paths()
     parts, dropped, wbcatt_rows = {}, {}, {}
     for split, prefix in (("train", "train"), ("val", "eval")):
-        full = build_hemax_data(split, size, {"pbc": 0, "zheng": getattr(p, f"{prefix}_zheng"),
-                                              "bccd": getattr(p, f"{prefix}_bccd")}, seed)
+        full = build_hemax_data(split, size, {"pbc": 0}, seed, sources=("pbc",))  # Zheng, BCCD: shift test sets
         wbcatt_rows[split] = int((full.source == "pbc").sum())
         clean, dropped[split] = exclude_pbc5_test(full, test_paths)
         parts[split] = subsample(clean, {"pbc": int(getattr(p, f"{prefix}_pbc"))}, seed)
@@ -239,8 +267,9 @@ def benchmark_hemax(profile: str, seed: int = 0, precision: str = "auto") -> Ben
              "pbc5_test_cells_dropped_val": dropped["val"], "best_epoch": int(run.best_epoch)}
     note = (f"HemaX with {hidden} attribute hidden layers (the chapter's headline variant) and a "
             f"{'fine-tuned' if config.train_backbone else 'frozen'} {config.backbone} backbone at {size} px, trained "
-            f"by the chapter's train_hemax on {counts['train_pbc']} WBCAtt-PBC, {counts['train_zheng']} Zheng and "
-            f"{counts['train_bccd']} BCCD cells (best validation-loss epoch {run.best_epoch} of {len(run.history)}). "
+            f"by the chapter's train_hemax on {counts['train_pbc']} WBCAtt-PBC cells, without the chapter's Zheng and "
+            "BCCD cells (the benchmark tests on those sets as other laboratories) "
+            f"(best validation-loss epoch {run.best_epoch} of {len(run.history)}). "
             f"WBCAtt's own split puts {dropped['train']} of its {wbcatt_rows['train']} training and {dropped['val']} "
             f"of its {wbcatt_rows['val']} validation PBC cells in the pbc5 test split: they were removed (matched by "
             "path) before the chapter's caps were drawn. Probabilities: the most confident query's class softmax with "

@@ -217,15 +217,19 @@ def subsample(data: HemaXData, per_source: dict[str, int], seed: int = 0) -> Hem
     return data.subset(np.concatenate(keep))
 
 
-def build_hemax_data(split: str, size: int, per_source: dict[str, int] | None = None, seed: int = 0) -> HemaXData:
-    """All three sources' images of one split (train, val or test) at size × size.
+def build_hemax_data(split: str, size: int, per_source: dict[str, int] | None = None, seed: int = 0,
+                     sources: tuple[str, ...] = SOURCES) -> HemaXData:
+    """The images of one split (train, val or test) at size × size, from ``sources`` (default all three).
 
     per_source caps each source (pbc, zheng, bccd; 0 or absent: all), drawn with a fixed seed
-    before any image is decoded (Zheng's cap is split evenly between its two datasets).
+    before any image is decoded (Zheng's cap is split evenly between its two datasets). The summary's HemaX leaves
+    Zheng and BCCD out (``sources=("pbc",)``): it is tested on them as other laboratories' cells.
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, not {split!r}")
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown or not sources:
+        raise ValueError(f"HemaX's sources are {SOURCES}; got {tuple(sources)}")
     limits = per_source or {}
-    return HemaXData.concat([_pbc(split, size, limits.get("pbc", 0), seed),
-                             _zheng(split, size, limits.get("zheng", 0), seed),
-                             _bccd(split, size, limits.get("bccd", 0), seed)])
+    builders = {"pbc": _pbc, "zheng": _zheng, "bccd": _bccd}
+    return HemaXData.concat([builders[s](split, size, limits.get(s, 0), seed) for s in SOURCES if s in sources])

@@ -280,14 +280,15 @@ def _matched_image(name: str, row, zheng_scale: float, bccd_side: float, size: i
 
 def shift_set(name: str, size: int, variant: str = "as_is", crop: str = "none",
               classes: tuple[str, ...] = SHIFT_CLASSES, limit: int = 0, seed: int = 0,
-              reference: PbcReference | None = None) -> ShiftSet:
+              reference: PbcReference | None = None, keep: np.ndarray | None = None) -> ShiftSet:
     """A shift set's images at ``size`` px for a model that reads PBC through ``crop``, in one variant.
 
     ``limit`` > 0 keeps a stratified subset of that many cells (``wbcstudy.data.transforms.stratified_subset`` with
     ``seed``), the same cells in every variant. The matched window is one size per set: Zheng's images are viewed
     through a window ``fraction / target_fraction`` times their width, centred; BCCD's boxes through a square of
     ``median(sqrt(w·h)) / target_fraction`` smear pixels around each box's centre. ``reference`` defaults to
-    :func:`pbc_reference` (measured once per process).
+    :func:`pbc_reference` (measured once per process). ``keep`` (indices into the set's rows, :func:`set_rows`)
+    chooses the cells instead of ``limit``: a caller's own subset, the same in every variant.
     """
     from wbcstudy.data.cache import load_split_arrays
     from wbcstudy.data.readers import _present
@@ -300,7 +301,11 @@ def shift_set(name: str, size: int, variant: str = "as_is", crop: str = "none",
     rows = set_rows(name, classes)
     index = {c: k for k, c in enumerate(classes)}
     labels = rows["label"].map(index).to_numpy(np.int64)
-    keep = stratified_subset(labels, limit, seed) if limit else np.arange(len(rows))
+    if keep is None:
+        keep = stratified_subset(labels, limit, seed) if limit else np.arange(len(rows))
+    keep = np.asarray(keep, dtype=np.int64)
+    if len(keep) and (keep.min() < 0 or keep.max() >= len(rows)):
+        raise ShiftSetError(f"{name}: keep holds row indices outside its {len(rows)} rows")
     fractions = cell_fractions(name, rows)
     fraction = float(np.median(fractions))
     if name == "bccd":  # one square of smear pixels for the set, around each box's centre
