@@ -130,6 +130,14 @@ def set_rows(name: str, classes: tuple[str, ...] = SHIFT_CLASSES) -> pd.DataFram
     return df[df["label"].isin(classes)].reset_index(drop=True)
 
 
+@lru_cache(maxsize=16)
+def _set_fractions(name: str, classes: tuple[str, ...]) -> np.ndarray:
+    """:func:`cell_fractions` of a whole set, once per process (read-only)."""
+    out = cell_fractions(name, set_rows(name, classes))
+    out.setflags(write=False)
+    return out
+
+
 def cell_fractions(name: str, rows: pd.DataFrame | None = None) -> np.ndarray:
     """Each cell's size in its **as-is** image, as a fraction of the width: Zheng from the experts' masks (cytoplasm
     and nucleus), a BCCD box as sqrt(width·height) over its longer side (the side of its as-is square)."""
@@ -260,22 +268,28 @@ class ShiftSet:
         return {"manifest": self.name}
 
 
-def _matched_image(name: str, row, zheng_scale: float, bccd_side: float, size: int,
-                   reference: PbcReference | None) -> np.ndarray:
-    """One cell through its set's matched window — Zheng: ``zheng_scale`` × the image's width around its centre;
-    BCCD: ``bccd_side`` smear pixels around the box's centre — optionally Reinhard-normalised to ``reference``."""
+@lru_cache(maxsize=8)
+def _windows(name: str, classes: tuple[str, ...], keep: bytes, zheng_scale: float,
+             bccd_side: float) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The matched windows (source pixels) of a set's ``keep`` rows with the mask of their real pixels, decoded once
+    per process for every model that reads the same crop — Zheng: ``zheng_scale`` × the image's width around its
+    centre; BCCD: ``bccd_side`` smear pixels around the box's centre."""
     from wbcstudy.data.readers import load_rgb
 
-    if name == "bccd":
-        smear = load_rgb(row.image_path)
-        image, real = window(smear, (row.xmin + row.xmax) / 2, (row.ymin + row.ymax) / 2, bccd_side)
-    else:
-        source = load_rgb(row.path)
-        h, w = source.shape[:2]
-        image, real = window(source, w / 2, h / 2, w * zheng_scale)
-    if reference is not None:
-        image = reinhard(image, reference.lab_mean, reference.lab_std, real)
-    return _resize(image, size)
+    rows = set_rows(name, classes).iloc[np.frombuffer(keep, dtype=np.int64)]
+    out = []
+    for row in rows.itertuples(index=False):
+        if name == "bccd":
+            smear = load_rgb(row.image_path)
+            out.append(window(smear, (row.xmin + row.xmax) / 2, (row.ymin + row.ymax) / 2, bccd_side))
+        else:
+            source = load_rgb(row.path)
+            h, w = source.shape[:2]
+            out.append(window(source, w / 2, h / 2, w * zheng_scale))
+    for image, real in out:
+        image.setflags(write=False)
+        real.setflags(write=False)
+    return tuple(out)
 
 
 def shift_set(name: str, size: int, variant: str = "as_is", crop: str = "none",
@@ -306,8 +320,7 @@ def shift_set(name: str, size: int, variant: str = "as_is", crop: str = "none",
     keep = np.asarray(keep, dtype=np.int64)
     if len(keep) and (keep.min() < 0 or keep.max() >= len(rows)):
         raise ShiftSetError(f"{name}: keep holds row indices outside its {len(rows)} rows")
-    fractions = cell_fractions(name, rows)
-    fraction = float(np.median(fractions))
+    fraction = float(np.median(_set_fractions(name, tuple(classes))))
     if name == "bccd":  # one square of smear pixels for the set, around each box's centre
         w = (rows["xmax"] - rows["xmin"]).to_numpy(float)
         h = (rows["ymax"] - rows["ymin"]).to_numpy(float)
@@ -324,8 +337,10 @@ def shift_set(name: str, size: int, variant: str = "as_is", crop: str = "none",
             raise ShiftSetError(f"{name}: the cached images' labels are not in the manifest's order")
         images = images[keep]
     else:
-        normalise = reference if variant == "stainnorm" else None
-        images = np.stack([_matched_image(name, row, scale, side, size, normalise)
-                           for row in kept.itertuples(index=False)])
+        images = np.stack([_resize(reinhard(image, reference.lab_mean, reference.lab_std, real)
+                                   if variant == "stainnorm" else image, size)
+                           for image, real in _windows(name, tuple(classes), keep.tobytes(),
+                                                       float(scale if name != "bccd" else 0.0),
+                                                       float(side if name == "bccd" else 0.0))])
     return ShiftSet(name, SHIFT_SETS[name], variant, images, labels[keep], tuple(classes), kept, fraction, target,
                     scale, side)
