@@ -7,8 +7,9 @@ boxes — comes in three variants:
 
 ``as_is``
     the crops the project has always used (``wbcstudy.data.cache``): Zheng's images whole, a BCCD box as the square
-    around it. The cell fills far more of the image than in a PBC window (Zheng 2 ≈ 0.6, Zheng 1 ≈ 0.75, a BCCD box
-    ≈ 0.9 of the width against PBC's ≈ 0.45), so a PBC-trained model sees every shifted cell magnified.
+    around it. Measured as below, the median cell spans 0.63 of a Zheng 1 image's width, 0.52 of a Zheng 2 image's
+    and 0.95 of a BCCD square, against 0.52 of PBC's 256-px window (0.67 of its 200-px centre crop): Zheng 2 is
+    already at PBC's scale, Zheng 1 a little and BCCD far magnified.
 ``matched``
     the same cells through a window of **one size per set** (in the set's source pixels), chosen so that the set's
     median cell spans the same fraction of the window as PBC's median cell does in the model's crop. One size per set
