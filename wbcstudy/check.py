@@ -448,7 +448,10 @@ _WIDTH = re.compile(r"\bfigsize\s*=\s*\(\s*(\d+(?:\.\d+)?)\s*,")
 
 #: Files whose figures break the legibility rule and wait for their chapter's next cpu run: a fixed source without that
 #: run would leave the published copy stale (``check_copies_fresh``). ``wbcstudy check`` names them without failing.
-FIGURES_PENDING_RERUN: dict[str, str] = {}
+FIGURES_PENDING_RERUN: dict[str, str] = {
+    "notebooks/summary.md": "the below-chance confusion matrices' tick labels and titles are 7 pt; raise them to 8 at "
+                            "the summary's next cpu run (after the seeds issue's models are stored)",
+}
 
 
 def check_figures(root: Path, pending: dict[str, str] | None = None) -> list[str]:
