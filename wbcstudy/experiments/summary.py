@@ -1,7 +1,7 @@
 """The Summary chapter's parameters (its procedures live in ``wbcstudy.benchmark``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -27,7 +27,9 @@ class Parameters:
     anomaly_limit: int = 0  # normal and anomalous cells for the anomaly AUROC (0: all test cells of the classes)
     #: the diffusion classifier's perturbed cells (the README's three settings only)
     diffusion_robustness_cells: int = 40
-    diffusion_shift_limit: int = 40  # the diffusion classifier's cells per domain-shift set
+    diffusion_shift_limit: int = 40  # the diffusion classifier's cells per domain-shift set (in each variant)
+    #: the shift sets as is, scale-matched, stain-normalised
+    shift_variants: list = field(default_factory=lambda: ['as_is', 'matched', 'stainnorm'])
     diffusion_anomaly_limit: int = 60  # the diffusion classifier's normal and anomalous cells for the anomaly AUROC
     #: cells the diffusion classifier's milliseconds per image are timed on (others: 256)
     diffusion_latency_cells: int = 16

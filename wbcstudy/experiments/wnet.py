@@ -604,10 +604,11 @@ class Parameters:
     compare_train_limit: int = 400  # training cells per fold in the comparison (the same cells for every model; 0: all)
     compare_val_limit: int = 250  # validation cells per fold in the comparison (stopping and epoch choice)
     compare_test_limit: int = 500  # held-out cells predicted per fold in the comparison (a stratified subset; 0: all)
-    #: each model trains until its validation plateau, at most this many epochs per fold ...
-    compare_max_epochs: int = 20
-    alexnet_max_epochs: int = 10  # ... but at most this many for AlexNet (about 1 s per epoch and fold at cpu)
-    deep_max_epochs: int = 6  # ... and this many for VGG16 and ResNet50 (about 5 and 3.5 s per epoch and fold at cpu)
+    #: each model trains until its validation plateau, at most this many epochs per fold
+    compare_max_epochs: int = 30
+    alexnet_max_epochs: int = 30  # the same cap for AlexNet (about 1 s per epoch and fold at cpu)
+    #: ... but at most this many for VGG16 and ResNet50 (about 5 and 3.5 s per epoch and fold)
+    deep_max_epochs: int = 15
     compare_batch_size: int = 32  # batch size in the comparison (more steps for the few cells)
     compare_lr: float = 0.001  # Adam, constant, for every model of the comparison except VGG16
     vgg_lr: float = 0.0001  # Adam for VGG16 (BN): at 1e-3 it did not train in a probe on fold 1's validation cells
